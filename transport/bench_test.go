@@ -1,0 +1,223 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchMsgSize is the payload of every benchmark message.
+const benchMsgSize = 100
+
+// benchWindow bounds messages in flight in the pipelined benchmarks; it is
+// below both send queues, so Send never meets a full queue.
+const benchWindow = 256
+
+// echoHandler echoes every frame back without recording anything.
+type echoHandler struct{ r atomic.Pointer[Router] }
+
+func (h *echoHandler) Opened(ConnID, net.Addr)          {}
+func (h *echoHandler) Closed(ConnID, error)             {}
+func (h *echoHandler) Received(id ConnID, frame []byte) { _ = h.r.Load().Send(id, frame) }
+
+func benchTransport(b *testing.B) (*Conn, func()) {
+	b.Helper()
+	h := &echoHandler{}
+	cfg := DefaultRouterConfig()
+	r, err := Listen(cfg, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.r.Store(r)
+	c, err := Dial(context.Background(), r.Addr().String(), DefaultDialConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c, func() { _ = c.Close(); _ = r.Close() }
+}
+
+// rawConn is the floor: length-prefixed frames over a bufio'd TCP socket,
+// with an echo server that flushes when its input buffer is empty.
+type rawConn struct {
+	nc net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func benchRaw(b *testing.B) (*rawConn, func()) {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		br, bw := bufio.NewReaderSize(nc, readBufferSize), bufio.NewWriterSize(nc, writeBufferSize)
+		for {
+			body, err := readRaw(br)
+			if err != nil {
+				return
+			}
+			writeRaw(bw, body)
+			if br.Buffered() == 0 && bw.Flush() != nil {
+				return
+			}
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rc := &rawConn{nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(nc, writeBufferSize)}
+	return rc, func() { _ = nc.Close(); _ = ln.Close(); wg.Wait() }
+}
+
+func writeRaw(bw *bufio.Writer, body []byte) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
+	_, _ = bw.Write(hdr[:])
+	_, _ = bw.Write(body)
+}
+
+func readRaw(br *bufio.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return nil, err
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+	_, err := io.ReadFull(br, body)
+	return body, err
+}
+
+// BenchmarkRoundTrip measures one request/reply at a time, through the
+// transport and over raw buffered TCP, in the same run. Metrics:
+// zraft-ns/rtt, raw-ns/rtt and raw/zraft (the fraction of raw speed).
+func BenchmarkRoundTrip(b *testing.B) {
+	msg := make([]byte, benchMsgSize)
+	c, stop := benchTransport(b)
+	defer stop()
+	rc, stopRaw := benchRaw(b)
+	defer stopRaw()
+	b.ResetTimer()
+
+	start := time.Now()
+	for range b.N {
+		if err := c.Send(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	zraft := time.Since(start)
+
+	start = time.Now()
+	for range b.N {
+		writeRaw(rc.bw, msg)
+		if err := rc.bw.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := readRaw(rc.br); err != nil {
+			b.Fatal(err)
+		}
+	}
+	raw := time.Since(start)
+
+	b.ReportMetric(float64(zraft.Nanoseconds())/float64(b.N), "zraft-ns/rtt")
+	b.ReportMetric(float64(raw.Nanoseconds())/float64(b.N), "raw-ns/rtt")
+	b.ReportMetric(float64(raw)/float64(zraft), "raw/zraft")
+}
+
+// BenchmarkPipelinedEcho measures echo throughput with benchWindow messages
+// in flight, through the transport and over raw buffered TCP, in the same
+// run. Metrics: zraft-msg/s, raw-msg/s and zraft/raw (target >= 0.10).
+func BenchmarkPipelinedEcho(b *testing.B) {
+	msg := make([]byte, benchMsgSize)
+	c, stop := benchTransport(b)
+	defer stop()
+	rc, stopRaw := benchRaw(b)
+	defer stopRaw()
+	b.ResetTimer()
+
+	start := time.Now()
+	pipeline(b, b.N, func() error {
+		for {
+			err := c.Send(msg)
+			if !errors.Is(err, ErrQueueFull) {
+				return err
+			}
+			runtime.Gosched()
+		}
+	}, func() error { return nil }, func() error {
+		_, err := c.Recv()
+		return err
+	})
+	zraft := time.Since(start)
+
+	start = time.Now()
+	pipeline(b, b.N, func() error {
+		writeRaw(rc.bw, msg)
+		return nil
+	}, rc.bw.Flush, func() error {
+		_, err := readRaw(rc.br)
+		return err
+	})
+	raw := time.Since(start)
+
+	zps := float64(b.N) / zraft.Seconds()
+	rps := float64(b.N) / raw.Seconds()
+	b.ReportMetric(zps, "zraft-msg/s")
+	b.ReportMetric(rps, "raw-msg/s")
+	b.ReportMetric(zps/rps, "zraft/raw")
+}
+
+// pipeline sends n messages from one goroutine and receives n echoes on the
+// calling one, with at most benchWindow in flight. flush is called whenever
+// the sender must wait for the window.
+func pipeline(b *testing.B, n int, send, flush, recv func() error) {
+	b.Helper()
+	window := make(chan struct{}, benchWindow)
+	errc := make(chan error, 1)
+	go func() {
+		for range n {
+			select {
+			case window <- struct{}{}:
+			default:
+				if err := flush(); err != nil {
+					errc <- err
+					return
+				}
+				window <- struct{}{}
+			}
+			if err := send(); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- flush()
+	}()
+	for range n {
+		if err := recv(); err != nil {
+			b.Fatal(err)
+		}
+		<-window
+	}
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,150 @@
+package transport
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+)
+
+// Bounds that Validate enforces on every configuration.
+const (
+	// minFrameSize keeps room for a libzmq READY command (socket type plus a
+	// routing identity of up to 255 bytes), which passes the same guard.
+	minFrameSize = 512
+	// maxFrameSize keeps a frame length representable as int on every
+	// platform and a single allocation within reason.
+	maxFrameSize = 1 << 30
+	// maxQueue bounds SendQueue so a misconfiguration cannot reserve
+	// unbounded memory per connection.
+	maxQueue = 1 << 20
+)
+
+// RouterConfig configures a Router. Start from DefaultRouterConfig; the zero
+// value is not valid.
+type RouterConfig struct {
+	// Addr is the TCP address to listen on, "host:port" or "tcp://host:port".
+	// Port 0 lets the OS choose (read it back with Router.Addr).
+	// Default "127.0.0.1:0".
+	Addr string
+	// MaxFrameSize is the largest frame body, in bytes, accepted from a peer
+	// or passed to Send. A peer that announces a larger frame (in the
+	// handshake or later) is disconnected before anything is allocated.
+	// Default 4 MiB (codec's default MaxFrame); between 512 and 1 GiB.
+	MaxFrameSize int
+	// MaxConns bounds connections that exist at once, handshaking or open.
+	// A connection accepted beyond it is closed at once and counted in
+	// RouterStats.RejectedConns. Default 10000; at least 1.
+	MaxConns int
+	// MaxHandshakes bounds connections in the TLS/ZMTP handshake at once,
+	// so silent peers cannot hold every slot of MaxConns. A connection
+	// accepted beyond it is closed at once and counted in
+	// RouterStats.RejectedHandshakes. Default 256; between 1 and MaxConns.
+	MaxHandshakes int
+	// HandshakeTimeout bounds the TLS plus ZMTP handshake of one connection;
+	// a peer that has not finished by then is closed and counted in
+	// RouterStats.HandshakeTimeouts. Default 5 s; positive.
+	HandshakeTimeout time.Duration
+	// SendQueue is the number of frames each connection's outbound queue
+	// holds. When it is full, Send returns ErrQueueFull and closes that
+	// connection. Default 1024; between 1 and 1<<20.
+	SendQueue int
+	// Linger bounds how long CloseConn and Close spend writing frames that
+	// were queued before the close; what is not written by then is dropped.
+	// Zero drops queued frames at once. Default 1 s; not negative.
+	Linger time.Duration
+	// TLS, when set, wraps every accepted connection in crypto/tls (server
+	// side) before the ZMTP handshake. It must hold a certificate; set
+	// ClientAuth to require client certificates. Default nil (plain TCP).
+	TLS *tls.Config
+}
+
+// DefaultRouterConfig returns the configuration documented on each field of
+// RouterConfig. Each call returns a fresh value.
+func DefaultRouterConfig() RouterConfig {
+	return RouterConfig{
+		Addr:             "127.0.0.1:0",
+		MaxFrameSize:     4 << 20,
+		MaxConns:         10000,
+		MaxHandshakes:    256,
+		HandshakeTimeout: 5 * time.Second,
+		SendQueue:        1024,
+		Linger:           time.Second,
+	}
+}
+
+// Validate reports the first out-of-range field as an error wrapping
+// ErrInvalidConfig.
+func (c RouterConfig) Validate() error {
+	switch {
+	case c.Addr == "":
+		return fmt.Errorf("%w: Addr is empty", ErrInvalidConfig)
+	case c.MaxFrameSize < minFrameSize || c.MaxFrameSize > maxFrameSize:
+		return fmt.Errorf("%w: MaxFrameSize %d not in [%d, %d]", ErrInvalidConfig, c.MaxFrameSize, minFrameSize, maxFrameSize)
+	case c.MaxConns < 1:
+		return fmt.Errorf("%w: MaxConns %d < 1", ErrInvalidConfig, c.MaxConns)
+	case c.MaxHandshakes < 1 || c.MaxHandshakes > c.MaxConns:
+		return fmt.Errorf("%w: MaxHandshakes %d not in [1, MaxConns=%d]", ErrInvalidConfig, c.MaxHandshakes, c.MaxConns)
+	case c.HandshakeTimeout <= 0:
+		return fmt.Errorf("%w: HandshakeTimeout %v not positive", ErrInvalidConfig, c.HandshakeTimeout)
+	case c.SendQueue < 1 || c.SendQueue > maxQueue:
+		return fmt.Errorf("%w: SendQueue %d not in [1, %d]", ErrInvalidConfig, c.SendQueue, maxQueue)
+	case c.Linger < 0:
+		return fmt.Errorf("%w: Linger %v negative", ErrInvalidConfig, c.Linger)
+	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
+		return fmt.Errorf("%w: TLS config has no certificate", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// DialConfig configures Dial. Start from DefaultDialConfig; the zero value is
+// not valid.
+type DialConfig struct {
+	// MaxFrameSize is the largest frame body, in bytes, accepted from the
+	// server or passed to Send. A server that announces a larger frame is
+	// disconnected before anything is allocated, and Recv returns an error
+	// wrapping ErrFrameTooLarge. Default 4 MiB; between 512 and 1 GiB.
+	MaxFrameSize int
+	// Timeout bounds the TCP dial plus the TLS and ZMTP handshakes (a
+	// deadline on the context passed to Dial also applies). Default 5 s;
+	// positive.
+	Timeout time.Duration
+	// SendQueue is the number of frames the outbound queue holds; when it is
+	// full, Send returns ErrQueueFull and the connection is kept.
+	// Default 1024; between 1 and 1<<20.
+	SendQueue int
+	// Linger bounds how long Close spends writing frames queued before it;
+	// what is not written by then is dropped. Zero drops them at once.
+	// Default 1 s; not negative.
+	Linger time.Duration
+	// TLS, when set, wraps the connection in crypto/tls (client side) before
+	// the ZMTP handshake. An empty ServerName is filled from the address.
+	// Set Certificates to present a client certificate. Default nil.
+	TLS *tls.Config
+}
+
+// DefaultDialConfig returns the configuration documented on each field of
+// DialConfig. Each call returns a fresh value.
+func DefaultDialConfig() DialConfig {
+	return DialConfig{
+		MaxFrameSize: 4 << 20,
+		Timeout:      5 * time.Second,
+		SendQueue:    1024,
+		Linger:       time.Second,
+	}
+}
+
+// Validate reports the first out-of-range field as an error wrapping
+// ErrInvalidConfig.
+func (c DialConfig) Validate() error {
+	switch {
+	case c.MaxFrameSize < minFrameSize || c.MaxFrameSize > maxFrameSize:
+		return fmt.Errorf("%w: MaxFrameSize %d not in [%d, %d]", ErrInvalidConfig, c.MaxFrameSize, minFrameSize, maxFrameSize)
+	case c.Timeout <= 0:
+		return fmt.Errorf("%w: Timeout %v not positive", ErrInvalidConfig, c.Timeout)
+	case c.SendQueue < 1 || c.SendQueue > maxQueue:
+		return fmt.Errorf("%w: SendQueue %d not in [1, %d]", ErrInvalidConfig, c.SendQueue, maxQueue)
+	case c.Linger < 0:
+		return fmt.Errorf("%w: Linger %v negative", ErrInvalidConfig, c.Linger)
+	}
+	return nil
+}

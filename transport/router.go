@@ -1,0 +1,481 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+)
+
+// ConnID names one accepted connection for the life of its Router. The
+// Router assigns it (increasing from 1, never reused); the routing identity
+// a peer declares in its handshake is ignored, so two peers declaring the
+// same identity can never receive each other's frames.
+type ConnID uint64
+
+// Handler receives a Router's connection events. It is implemented by the
+// node's gateway. Methods are called from the Router's per-connection reader
+// goroutines, concurrently for different connections and in order for one
+// connection: Opened, then any number of Received, then Closed. They MUST NOT
+// block: a slow Handler stalls that connection's reading (and, through TCP,
+// its peer). A panic in a method closes that connection with a cause wrapping
+// ErrHandlerPanic; other connections are unaffected.
+type Handler interface {
+	// Opened is called once the connection has completed its handshake,
+	// before any Received for it. Router.Send may be called for id from
+	// here on.
+	Opened(id ConnID, remote net.Addr)
+	// Received delivers one single-frame message. The callee owns frame
+	// from now on; the Router never touches it again.
+	Received(id ConnID, frame []byte)
+	// Closed is called exactly once per Opened, after the last Received,
+	// when the connection is gone and its goroutines have finished. err is
+	// nil when the close was local (CloseConn or Router.Close); otherwise it
+	// is the cause: io.EOF when the peer closed, or an error wrapping
+	// ErrFrameTooLarge, ErrProtocol, ErrQueueFull, ErrHandlerPanic or a
+	// network error.
+	Closed(id ConnID, err error)
+}
+
+// RouterStats is a snapshot of a Router's counters since Listen.
+type RouterStats struct {
+	// Accepted counts TCP connections returned by the listener.
+	Accepted uint64
+	// Active is the number of open (handshake completed) connections now.
+	Active int64
+	// Handshaking is the number of connections in their handshake now.
+	Handshaking int64
+	// HandshakeFailures counts handshakes that failed for a reason other
+	// than the timeout (wrong protocol, TLS error, oversized or malformed
+	// frames, peer gone).
+	HandshakeFailures uint64
+	// HandshakeTimeouts counts handshakes cut by HandshakeTimeout.
+	HandshakeTimeouts uint64
+	// RejectedConns counts connections closed at once because MaxConns
+	// connections existed.
+	RejectedConns uint64
+	// RejectedHandshakes counts connections closed at once because
+	// MaxHandshakes handshakes were in progress.
+	RejectedHandshakes uint64
+	// OversizedFrames counts connections closed because the peer announced
+	// a frame larger than MaxFrameSize (in the handshake or later).
+	OversizedFrames uint64
+	// ProtocolErrors counts connections closed for a ZMTP violation after
+	// the handshake.
+	ProtocolErrors uint64
+	// QueueFullCloses counts connections closed because their outbound
+	// queue was full.
+	QueueFullCloses uint64
+	// MultipartDropped counts multi-part messages discarded (connection
+	// kept).
+	MultipartDropped uint64
+	// MsgsIn and BytesIn count frames delivered to Handler.Received and
+	// their bytes.
+	MsgsIn, BytesIn uint64
+	// MsgsOut and BytesOut count frames handed to the socket and their
+	// bytes.
+	MsgsOut, BytesOut uint64
+}
+
+// shardCount splits the ConnID table so Send's lookup takes a short read
+// lock on one of many shards; no lock is held across any socket write.
+const shardCount = 64
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[ConnID]*serverConn
+}
+
+// serverConn is one accepted connection.
+type serverConn struct {
+	*link
+	id     ConnID
+	remote net.Addr
+}
+
+// Router is the server endpoint: a ZMTP 3 ROUTER on a TCP listener, with the
+// limits of RouterConfig. Its methods are safe for concurrent use.
+type Router struct {
+	cfg RouterConfig
+	h   Handler
+	ln  net.Listener
+
+	nextID atomic.Uint64
+	shards [shardCount]shard
+
+	// mu guards all and closed: every accepted connection, handshaking or
+	// open, so that Close can reach each one.
+	mu     sync.Mutex
+	all    map[*serverConn]struct{}
+	closed bool
+
+	quit      chan struct{} // closed by Close; ends the accept back-off
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup // accept loop and every serve goroutine
+
+	// conns counts connections that exist (handshaking or open) and
+	// handshakes those in the handshake; only the accept loop increments
+	// them, so its check-then-add cannot overshoot a limit.
+	conns, handshakes, active atomic.Int64
+
+	traffic                                   counters
+	accepted, hsFailures, hsTimeouts          atomic.Uint64
+	rejectedConns, rejectedHandshakes, qfulls atomic.Uint64
+}
+
+// Listen validates cfg, binds cfg.Addr and starts accepting connections
+// for h. Stop it with Close.
+func Listen(cfg RouterConfig, h Handler) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, fmt.Errorf("%w: nil Handler", ErrInvalidConfig)
+	}
+	addr := strings.TrimPrefix(cfg.Addr, "tcp://")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
+	}
+	r := &Router{
+		cfg:  cfg,
+		h:    h,
+		ln:   ln,
+		all:  make(map[*serverConn]struct{}),
+		quit: make(chan struct{}),
+	}
+	for i := range r.shards {
+		r.shards[i].m = make(map[ConnID]*serverConn)
+	}
+	r.wg.Add(1)
+	go r.acceptLoop()
+	return r, nil
+}
+
+// Addr returns the listener's address (with the OS-chosen port).
+func (r *Router) Addr() net.Addr { return r.ln.Addr() }
+
+func (r *Router) shard(id ConnID) *shard { return &r.shards[id%shardCount] }
+
+func (r *Router) lookup(id ConnID) *serverConn {
+	s := r.shard(id)
+	s.mu.RLock()
+	c := s.m[id]
+	s.mu.RUnlock()
+	return c
+}
+
+// Send queues frame for connection id and returns at once; the Router owns
+// frame from now on. It returns ErrUnknownConn if id is not open (never
+// opened, closing or closed), ErrFrameTooLarge (connection kept) if frame
+// exceeds MaxFrameSize, and ErrQueueFull when the connection's queue of
+// SendQueue frames is full: that connection is then closed (its peer has
+// stopped reading), and nobody else is affected.
+func (r *Router) Send(id ConnID, frame []byte) error {
+	c := r.lookup(id)
+	if c == nil || c.closing() {
+		return ErrUnknownConn
+	}
+	if len(frame) > r.cfg.MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(frame), r.cfg.MaxFrameSize)
+	}
+	select {
+	case c.queue <- frame:
+		return nil
+	default:
+		if c.shutdown(fmt.Errorf("%w: %d frames waiting", ErrQueueFull, cap(c.queue)), false) {
+			r.qfulls.Add(1)
+		}
+		return ErrQueueFull
+	}
+}
+
+// CloseConn closes connection id: frames already queued are written for up
+// to Linger, then the socket is closed and Handler.Closed(id, nil) follows.
+// Frames that arrive meanwhile are not delivered. It returns ErrUnknownConn
+// if id is not open or already closing.
+func (r *Router) CloseConn(id ConnID) error {
+	c := r.lookup(id)
+	if c == nil || !c.shutdown(nil, true) {
+		return ErrUnknownConn
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Router) Stats() RouterStats {
+	return RouterStats{
+		Accepted:           r.accepted.Load(),
+		Active:             r.active.Load(),
+		Handshaking:        r.handshakes.Load(),
+		HandshakeFailures:  r.hsFailures.Load(),
+		HandshakeTimeouts:  r.hsTimeouts.Load(),
+		RejectedConns:      r.rejectedConns.Load(),
+		RejectedHandshakes: r.rejectedHandshakes.Load(),
+		OversizedFrames:    r.traffic.oversized.Load(),
+		ProtocolErrors:     r.traffic.protocol.Load(),
+		QueueFullCloses:    r.qfulls.Load(),
+		MultipartDropped:   r.traffic.multipart.Load(),
+		MsgsIn:             r.traffic.msgsIn.Load(),
+		BytesIn:            r.traffic.bytesIn.Load(),
+		MsgsOut:            r.traffic.msgsOut.Load(),
+		BytesOut:           r.traffic.bytesOut.Load(),
+	}
+}
+
+// Close stops the listener, closes every connection (open ones flush their
+// queues for up to Linger) and returns once every goroutine of the Router
+// has finished and every Handler.Closed has returned. Later calls return
+// the first call's result.
+func (r *Router) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.quit)
+		if err := r.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			r.closeErr = fmt.Errorf("transport: close listener: %w", err)
+		}
+		r.mu.Lock()
+		r.closed = true
+		conns := make([]*serverConn, 0, len(r.all))
+		for c := range r.all {
+			conns = append(conns, c)
+		}
+		r.mu.Unlock()
+		for _, c := range conns {
+			c.shutdown(nil, true)
+		}
+	})
+	r.wg.Wait()
+	return r.closeErr
+}
+
+// acceptLoop owns the listener: it admits connections within MaxConns and
+// MaxHandshakes and gives each its own serve goroutine, so no handshake ever
+// runs on this loop.
+func (r *Router) acceptLoop() {
+	defer r.wg.Done()
+	var backoff time.Duration
+	for {
+		nc, err := r.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Typically EMFILE: wait (5 ms doubling to 1 s, as net/http
+			// does) instead of spinning, and stop at once on Close.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+				continue
+			case <-r.quit:
+				t.Stop()
+				return
+			}
+		}
+		backoff = 0
+		r.accepted.Add(1)
+		if r.conns.Load() >= int64(r.cfg.MaxConns) {
+			r.rejectedConns.Add(1)
+			_ = nc.Close()
+			continue
+		}
+		if r.handshakes.Load() >= int64(r.cfg.MaxHandshakes) {
+			r.rejectedHandshakes.Add(1)
+			_ = nc.Close()
+			continue
+		}
+		c := &serverConn{remote: nc.RemoteAddr()}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			_ = nc.Close()
+			return
+		}
+		r.all[c] = struct{}{}
+		r.conns.Add(1)
+		r.handshakes.Add(1)
+		// Set before the goroutine starts so Close always finds a link.
+		c.link = newLink(nc, bufio.NewReaderSize(nc, readBufferSize), r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
+		r.mu.Unlock()
+		r.wg.Add(1)
+		go r.serve(c)
+	}
+}
+
+// serve owns one connection from accept to Closed: it runs the handshake,
+// then the read loop, and waits for the connection's writer goroutine.
+func (r *Router) serve(c *serverConn) {
+	defer r.wg.Done()
+	defer func() {
+		r.mu.Lock()
+		delete(r.all, c)
+		r.mu.Unlock()
+		r.conns.Add(-1)
+	}()
+	err := r.handshake(c)
+	r.handshakes.Add(-1)
+	if err != nil {
+		// shutdown reports false when Close got there first: then the
+		// failure is ours, not the peer's, and is not counted.
+		byPeer := c.shutdown(err, false)
+		_ = c.raw.Close()
+		switch {
+		case !byPeer:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			r.hsTimeouts.Add(1)
+		default:
+			r.hsFailures.Add(1)
+			if errors.Is(err, ErrFrameTooLarge) {
+				r.traffic.oversized.Add(1)
+			}
+		}
+		return
+	}
+
+	c.id = ConnID(r.nextID.Add(1))
+	c.start(r.cfg.SendQueue)
+	s := r.shard(c.id)
+	s.mu.Lock()
+	s.m[c.id] = c
+	s.mu.Unlock()
+	r.active.Add(1)
+
+	if err := r.opened(c); err != nil {
+		c.shutdown(err, false)
+	} else if err := r.readLoop(c); err != nil {
+		c.shutdown(err, false)
+	}
+	<-c.writerDone
+	_ = c.raw.Close()
+	_ = c.nc.Close()
+	s.mu.Lock()
+	delete(s.m, c.id)
+	s.mu.Unlock()
+	r.active.Add(-1)
+	r.closed1(c.id, c.cause)
+}
+
+// handshake runs TLS (if configured) and the ZMTP handshake under
+// HandshakeTimeout, then clears the deadline.
+func (r *Router) handshake(c *serverConn) error {
+	if err := c.raw.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout)); err != nil {
+		return fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	// A Close that ran before the deadline was set closed the socket
+	// already; this check makes sure the handshake does not outlive it.
+	if c.closing() {
+		return fmt.Errorf("%w: %w", ErrHandshake, ErrClosed)
+	}
+	if r.cfg.TLS != nil {
+		tc := tls.Server(c.raw, r.cfg.TLS)
+		if err := tc.Handshake(); err != nil {
+			return fmt.Errorf("%w: tls: %w", ErrHandshake, err)
+		}
+		c.nc = tc
+		c.br.Reset(tc)
+	}
+	if err := handshake(c.nc, c.br, r.cfg.MaxFrameSize, zmq4.Router, nil, true); err != nil {
+		return err
+	}
+	if err := c.raw.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	if c.closing() {
+		return fmt.Errorf("%w: %w", ErrHandshake, ErrClosed)
+	}
+	return nil
+}
+
+// readLoop delivers frames until the connection fails or starts closing.
+// ZMTP commands are handled here and never reach the Handler.
+func (r *Router) readLoop(c *serverConn) error {
+	for {
+		body, kind, err := readMessage(c.br, c.limit)
+		if c.closing() {
+			return nil
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrFrameTooLarge):
+				r.traffic.oversized.Add(1)
+			case errors.Is(err, ErrProtocol):
+				r.traffic.protocol.Add(1)
+			}
+			return err
+		}
+		switch kind {
+		case kindData:
+			r.traffic.msgsIn.Add(1)
+			r.traffic.bytesIn.Add(uint64(len(body)))
+			if err := r.received(c.id, body); err != nil {
+				return err
+			}
+		case kindDropped:
+			r.traffic.multipart.Add(1)
+		case kindCommand:
+			if err := c.command(body); err != nil {
+				r.traffic.protocol.Add(1)
+				return err
+			}
+		}
+	}
+}
+
+// command reacts to a ZMTP command received after the handshake: PING is
+// answered with PONG through the writer, ERROR closes the connection, and
+// anything else (PONG, SUBSCRIBE, ...) is ignored.
+func (l *link) command(body []byte) error {
+	name, data, err := parseCommand(body)
+	if err != nil {
+		return err
+	}
+	switch name {
+	case cmdPing:
+		select {
+		case l.pong <- pongFor(data):
+		default:
+		}
+	case cmdError:
+		return fmt.Errorf("%w: peer sent ERROR %q", ErrProtocol, data)
+	}
+	return nil
+}
+
+// opened, received and closed1 call the Handler and turn a panic into an
+// error, so a Handler bug closes one connection instead of the process.
+func (r *Router) opened(c *serverConn) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: Opened: %v", ErrHandlerPanic, p)
+		}
+	}()
+	r.h.Opened(c.id, c.remote)
+	return nil
+}
+
+func (r *Router) received(id ConnID, body []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: Received: %v", ErrHandlerPanic, p)
+		}
+	}()
+	r.h.Received(id, body)
+	return nil
+}
+
+func (r *Router) closed1(id ConnID, cause error) {
+	// A panic in Closed has nothing left to close; it is contained so the
+	// Router and its Close keep working.
+	defer func() { _ = recover() }()
+	r.h.Closed(id, cause)
+}
