@@ -1,0 +1,173 @@
+// dispatcher: server-initiated requests.
+//
+// Owns: the relay from the state machine's Observer (which runs on
+// dragonboat's apply goroutine and must not block) to the actors, and the
+// batching of acknowledgements: acks from session actors are gathered for
+// AckBatchInterval and recorded with one AckServerRequests proposal. The
+// batch holds at most one entry per session (a later ack supersedes an
+// earlier one because acks are cumulative), so it is bounded by the number
+// of live sessions.
+//
+// On the leader, new work (ServerRequestAdded) goes to the session directory,
+// which hands it to the session's actor; the session actor delivers and
+// retries it. Removed sessions are reported to the directory and the
+// keepalive actor. Followers ignore the relay: their queues live in the
+// replicated state and are read back by whoever becomes leader.
+//
+// The relay is bounded (MaxInbox notices waiting); past the bound a notice is
+// dropped and counted, and the dispatcher asks every session actor to re-read
+// its pending work from the replicated state, so nothing is lost for long.
+// Spawned by the node root, supervised by it; a restart loses at most the
+// acks of one batch interval, which clients' later cumulative acks cover.
+package actors
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/fsm"
+)
+
+// Acked is sent by a session actor when its client acknowledges work.
+type Acked struct {
+	Session fsm.SessionID
+	UpTo    uint64
+}
+
+type workAdded struct {
+	session fsm.SessionID
+	req     fsm.ServerRequest
+}
+
+type flushAcks struct{}
+
+type ackTag struct{ acks []fsm.Ack }
+
+// Observer implements fsm.Observer by relaying to the dispatcher.
+type Observer struct {
+	root       *actor.RootContext
+	dispatcher *actor.PID
+	max        int64
+	pending    atomic.Int64
+	dropped    atomic.Bool
+}
+
+// NewObserver returns an observer relaying at most max notices at a time.
+func NewObserver(system *actor.ActorSystem, dispatcher *actor.PID, max int) *Observer {
+	return &Observer{root: system.Root, dispatcher: dispatcher, max: int64(max)}
+}
+
+func (o *Observer) post(msg any) {
+	if o.pending.Add(1) > o.max {
+		o.pending.Add(-1)
+		o.dropped.Store(true)
+		return
+	}
+	o.root.Send(o.dispatcher, msg)
+}
+
+// ServerRequestAdded implements fsm.Observer.
+func (o *Observer) ServerRequestAdded(session fsm.SessionID, req fsm.ServerRequest) {
+	o.post(&workAdded{session: session, req: req})
+}
+
+// SessionRemoved implements fsm.Observer.
+func (o *Observer) SessionRemoved(session fsm.SessionID, reason fsm.RemoveReason) {
+	o.post(&SessionRemoved{Session: session, Reason: reason})
+}
+
+type dispatcher struct {
+	env    *Env
+	obs    *Observer
+	leader bool
+	acks   map[fsm.SessionID]uint64
+	timer  *time.Timer
+}
+
+// NewDispatcher returns the producer of the dispatcher actor.
+func NewDispatcher(env *Env, obs *Observer) actor.Producer {
+	return func() actor.Actor { return &dispatcher{env: env, obs: obs, acks: make(map[fsm.SessionID]uint64)} }
+}
+
+func (d *dispatcher) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		c.Request(d.env.Refs.Raft, &LeaderQuery{})
+	case *actor.Stopping, *actor.Restarting:
+		if d.timer != nil {
+			d.timer.Stop()
+			d.timer = nil
+		}
+	case *LeaderChanged:
+		d.leader = m.IsLeader
+		if !m.IsLeader {
+			clear(d.acks)
+		}
+	case *workAdded:
+		d.obs.pending.Add(-1)
+		d.resyncIfDropped(c)
+		if d.leader {
+			c.Send(d.env.Refs.Sessions, &Deliver{Session: m.session, Reqs: []fsm.ServerRequest{m.req}})
+		}
+	case *SessionRemoved:
+		d.obs.pending.Add(-1)
+		d.resyncIfDropped(c)
+		delete(d.acks, m.Session)
+		if d.leader {
+			c.Send(d.env.Refs.Sessions, m)
+			c.Send(d.env.Refs.KeepAlive, m)
+		}
+	case *Acked:
+		if d.leader && m.UpTo > d.acks[m.Session] {
+			d.acks[m.Session] = m.UpTo
+			d.arm(c)
+		}
+	case *flushAcks:
+		d.timer = nil
+		d.flush(c)
+	case *Proposed:
+		if t, ok := m.Tag.(ackTag); ok && m.Err != nil && d.leader {
+			// Put the acks back (unless superseded) for the next batch.
+			for _, a := range t.acks {
+				if a.UpTo > d.acks[a.Session] {
+					d.acks[a.Session] = a.UpTo
+				}
+			}
+			d.arm(c)
+		}
+	}
+}
+
+// resyncIfDropped makes every session actor re-read its pending work after
+// the observer had to drop a notice.
+func (d *dispatcher) resyncIfDropped(c actor.Context) {
+	if d.obs.dropped.Swap(false) && d.leader {
+		c.Send(d.env.Refs.Sessions, &Resync{})
+	}
+}
+
+func (d *dispatcher) arm(c actor.Context) {
+	if d.timer != nil {
+		return
+	}
+	system, self := c.ActorSystem(), c.Self()
+	d.timer = time.AfterFunc(d.env.Settings.AckBatchInterval, func() { system.Root.Send(self, &flushAcks{}) })
+}
+
+func (d *dispatcher) flush(c actor.Context) {
+	if len(d.acks) == 0 || !d.leader {
+		return
+	}
+	acks := make([]fsm.Ack, 0, len(d.acks))
+	for s, upTo := range d.acks {
+		acks = append(acks, fsm.Ack{Session: s, UpTo: upTo})
+	}
+	clear(d.acks)
+	// Sorted so the proposal's bytes do not depend on map order.
+	slices.SortFunc(acks, func(a, b fsm.Ack) int { return a.Session.Compare(b.Session) })
+	cmd := fsm.EncodeCommand(nil, fsm.AckServerRequests{Time: d.env.Now().UnixNano(), Acks: acks})
+	c.Send(d.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: ackTag{acks: acks}})
+}

@@ -1,0 +1,116 @@
+// Package actors holds the actors of a zraft node, one file per actor kind
+// with its messages next to it. Each file's opening comment says what the
+// actor owns, who spawns and supervises it, and when it stops.
+//
+// Actors reach the outside world only through the small interfaces declared
+// here (Conns for client connections, Raft for dragonboat); package node wires
+// the concrete transport.Router and dragonboat.NodeHost behind them. Every
+// actor follows the same rules: Receive never blocks (calls that wait, such as
+// Raft proposals, run on goroutines owned by the raft bridge and come back as
+// messages), every map and queue has a bound with a stated error, expected
+// failures are replies, and a panic means a broken invariant, after which the
+// supervisor restarts the actor with state rebuilt from the replicated state
+// machine, the directory, or the client's retry.
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/supervision"
+)
+
+// ConnID identifies a client connection; the transport assigns it.
+type ConnID uint64
+
+// Conns sends frames to client connections. transport.Router implements it
+// (through node's adapter). Send never blocks; a full queue closes that
+// connection inside the transport.
+type Conns interface {
+	Send(conn ConnID, frame []byte) error
+	CloseConn(conn ConnID) error
+}
+
+// Raft is the bridge's view of dragonboat. Calls block until done or ctx
+// ends, so only the bridge's own goroutines make them.
+type Raft interface {
+	// Propose replicates cmd and returns the state machine's result.
+	Propose(ctx context.Context, cmd []byte) (value uint64, data []byte, err error)
+	// Read performs a linearizable (ReadIndex) lookup of query.
+	Read(ctx context.Context, query any) (any, error)
+	// StaleRead looks query up in this replica's applied state.
+	StaleRead(query any) (any, error)
+	// TransferLeadership asks the leader to hand over to target.
+	TransferLeadership(target uint64) error
+}
+
+// Member is a cluster member as clients see it.
+type Member struct {
+	ID         uint64
+	ClientAddr string
+}
+
+// Settings are the values the actors need from the node's config.
+type Settings struct {
+	NodeID            uint64
+	Members           []Member
+	KeepAliveInterval time.Duration
+	SessionTimeout    time.Duration
+	ProposalTimeout   time.Duration
+	AckBatchInterval  time.Duration
+	RedeliverInterval time.Duration
+	MaxInFlight       int
+	MaxProposals      int
+	SessionCreateRate int
+	Limits            codec.Limits
+	Supervision       supervision.Limits
+}
+
+// Refs are the PIDs of the tree's fixed actors. Restarts keep a PID, so the
+// references stay valid for the node's life.
+type Refs struct {
+	Gateway    *actor.PID
+	Sessions   *actor.PID
+	KeepAlive  *actor.PID
+	Raft       *actor.PID
+	Dispatcher *actor.PID
+}
+
+// Env is what every actor of a node shares: settings, references, the outside
+// world, metrics and logging. It is built once by node and never mutated.
+type Env struct {
+	Settings Settings
+	Refs     Refs
+	Conns    Conns
+	Raft     Raft
+	Metrics  *Metrics
+	Log      *slog.Logger
+	Faults   *supervision.Faults // nil outside tests
+	// Now is the clock; tests may replace it. Default time.Now.
+	Now func() time.Time
+}
+
+// send encodes m and sends it to conn. Encoding failures are programmer
+// errors for server messages (every field is produced here), so they are
+// logged and counted rather than crashing the caller.
+func (e *Env) send(conn ConnID, m codec.Message) {
+	frame, err := codec.Append(make([]byte, 0, 64), m, &e.Settings.Limits)
+	if err != nil {
+		e.Log.Error("encode reply", "kind", m.Kind(), "err", err)
+		e.Metrics.EncodeErrors.Inc()
+		return
+	}
+	if err := e.Conns.Send(conn, frame); err == nil {
+		e.Metrics.MessagesOut.WithLabelValues(m.Kind().String()).Inc()
+	}
+}
+
+// Props returns props for an actor of kind with the tree's supervision and
+// any test fault injection.
+func (e *Env) Props(kind string, producer actor.Producer) *actor.Props {
+	return supervision.Props(actor.PropsFromProducer(producer), kind, e.Settings.Supervision, e.Faults)
+}

@@ -1,0 +1,211 @@
+// keepalive: leader-local liveness tracking.
+//
+// Owns: a table session → (last seen, liveness recorded in the log, timeout),
+// bounded by the number of live sessions (the state machine's MaxSessions).
+// Keep-alives cost no Raft write: they only update this table. Every half
+// keep-alive interval, on the leader, it
+//   - proposes one RecordLiveness batch (at most maxBatch sessions) naming
+//     the sessions seen since their recorded liveness grew older than a third
+//     of their timeout, so that a new leader inherits recent liveness;
+//   - proposes ExpireSession for each session not seen for its timeout,
+//     naming the recorded liveness the decision was based on, so that the
+//     state machine ignores the expiry if a newer record raced it.
+//
+// When this node becomes leader it reads the live sessions from the
+// replicated state and starts each one's clock at its recorded liveness plus
+// one keep-alive interval of grace: a leader change never expires a live
+// session (its client keeps sending keep-alives to whoever leads), and a
+// flapping leader cannot keep a dead session alive forever (the grace is not
+// a fresh timeout).
+//
+// Spawned by the node root, supervised by it. On restart the table is rebuilt
+// the same way as on a leader change.
+package actors
+
+import (
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/fsm"
+)
+
+// maxBatch bounds the sessions in one RecordLiveness proposal; the rest wait
+// for the next tick.
+const maxBatch = 4096
+
+type live struct {
+	seen     int64 // local wall clock, ns
+	recorded int64 // cluster time of the last liveness record known
+	timeout  time.Duration
+	// expiring is when an expiry was proposed (zero: none in flight). A
+	// proposal whose reply was lost stops counting after twice the proposal
+	// timeout, so the session is considered again.
+	expiring time.Time
+}
+
+type tick struct{}
+
+type sessionsTag struct{ term uint64 }
+
+type recordTag struct{}
+
+type expireTag struct{ id fsm.SessionID }
+
+type keepalive struct {
+	env    *Env
+	leader LeaderChanged
+	table  map[fsm.SessionID]*live
+	timer  *time.Timer
+}
+
+// NewKeepAlive returns the producer of the keepalive actor.
+func NewKeepAlive(env *Env) actor.Producer {
+	return func() actor.Actor { return &keepalive{env: env, table: make(map[fsm.SessionID]*live)} }
+}
+
+func (k *keepalive) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		c.Request(k.env.Refs.Raft, &LeaderQuery{})
+	case *actor.Stopping, *actor.Restarting:
+		k.stop()
+	case *LeaderChanged:
+		k.leaderChanged(c, m)
+	case *ReadDone:
+		k.loaded(c, m)
+	case *Seen:
+		k.seen(m)
+	case *SessionRemoved:
+		delete(k.table, m.Session)
+	case *tick:
+		k.timer = nil
+		if k.leader.IsLeader {
+			k.tick(c)
+			k.arm(c)
+		}
+	case *Proposed:
+		k.proposed(m)
+	}
+}
+
+func (k *keepalive) stop() {
+	if k.timer != nil {
+		k.timer.Stop()
+		k.timer = nil
+	}
+}
+
+func (k *keepalive) arm(c actor.Context) {
+	if k.timer != nil {
+		return
+	}
+	system, self := c.ActorSystem(), c.Self()
+	k.timer = time.AfterFunc(k.env.Settings.KeepAliveInterval/2, func() { system.Root.Send(self, &tick{}) })
+}
+
+func (k *keepalive) leaderChanged(c actor.Context, m *LeaderChanged) {
+	was := k.leader
+	k.leader = *m
+	if !m.IsLeader {
+		clear(k.table)
+		k.stop()
+		return
+	}
+	if was.IsLeader && was.Term == m.Term {
+		return
+	}
+	clear(k.table)
+	c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionsQuery{}, ReplyTo: c.Self(), Tag: sessionsTag{term: m.Term}})
+	k.arm(c)
+}
+
+func (k *keepalive) loaded(c actor.Context, r *ReadDone) {
+	t, ok := r.Tag.(sessionsTag)
+	if !ok || !k.leader.IsLeader || t.term != k.leader.Term {
+		return
+	}
+	if r.Err != nil {
+		// Try again: without the table no session would ever expire.
+		c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionsQuery{}, ReplyTo: c.Self(), Tag: t})
+		return
+	}
+	infos, _ := r.Result.([]fsm.SessionInfo)
+	grace := k.env.Settings.KeepAliveInterval.Nanoseconds()
+	for _, s := range infos {
+		l := k.table[s.ID]
+		if l == nil {
+			l = &live{}
+			k.table[s.ID] = l
+		}
+		l.timeout, l.recorded = s.Timeout, s.Liveness
+		// Sessions seen since this node became leader keep their newer time.
+		l.seen = max(l.seen, s.Liveness+grace)
+	}
+}
+
+func (k *keepalive) seen(m *Seen) {
+	if !k.leader.IsLeader {
+		return
+	}
+	now := k.env.Now().UnixNano()
+	l := k.table[m.Session]
+	if l == nil {
+		if m.Timeout == 0 {
+			return
+		}
+		// A session this node just created or continued: its creation or
+		// continuation is recent enough to count as recorded liveness.
+		l = &live{recorded: now, timeout: m.Timeout}
+		k.table[m.Session] = l
+	}
+	l.seen = max(l.seen, now)
+}
+
+func (k *keepalive) tick(c actor.Context) {
+	now := k.env.Now().UnixNano()
+	var batch []fsm.SessionID
+	for id, l := range k.table {
+		switch {
+		case now-l.seen > l.timeout.Nanoseconds() && k.env.Now().Sub(l.expiring) > 2*k.env.Settings.ProposalTimeout:
+			l.expiring = k.env.Now()
+			k.env.Metrics.Expiries.Inc()
+			cmd := fsm.EncodeCommand(nil, fsm.ExpireSession{Time: now, Session: id, LivenessStamp: l.recorded})
+			c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{id: id}})
+		case l.seen > l.recorded && now-l.recorded > l.timeout.Nanoseconds()/3 && len(batch) < maxBatch:
+			batch = append(batch, id)
+			l.recorded = now
+		}
+	}
+	if len(batch) > 0 {
+		// Sorted so that the proposal's bytes do not depend on map order.
+		slices.SortFunc(batch, fsm.SessionID.Compare)
+		cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: now, Sessions: batch})
+		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{}})
+	}
+}
+
+func (k *keepalive) proposed(p *Proposed) {
+	t, ok := p.Tag.(expireTag)
+	if !ok {
+		// A failed liveness batch is harmless: the sessions stay in the
+		// table and the next tick records them again.
+		return
+	}
+	l := k.table[t.id]
+	if l == nil {
+		return
+	}
+	l.expiring = time.Time{}
+	if p.Err != nil {
+		return
+	}
+	switch fsm.Status(p.Value) {
+	case fsm.StatusOK, fsm.StatusSessionNotFound, fsm.StatusSessionExpired, fsm.StatusSessionClosed:
+		delete(k.table, t.id)
+	case fsm.StatusStale:
+		// A newer liveness record won the race: the session lives on.
+		l.seen = max(l.seen, k.env.Now().UnixNano())
+	}
+}

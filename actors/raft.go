@@ -1,0 +1,230 @@
+// raft: the bridge between the actor tree and dragonboat.
+//
+// Owns: nothing durable. It starts one goroutine per proposal or read (each
+// bounded by ProposalTimeout and counted against MaxProposals, shared with the
+// node through Env.Work so a restart cannot lose count) and relays leader
+// changes from dragonboat's event listener to the actors that gate on
+// leadership. Spawned by the node root at start, supervised by it, stopped
+// when the node closes. A restart loses nothing: proposals in flight finish on
+// their goroutines and reply to whoever asked, and the current leader is read
+// back from dragonboat in Started.
+package actors
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// Errors the Raft implementation returns, so actors can map them to wire codes.
+var (
+	// ErrOverloaded: too much in flight; nothing was proposed, retry later.
+	ErrOverloaded = errors.New("actors: overloaded")
+	// ErrOutcomeUnknown: the proposal may or may not have been applied.
+	ErrOutcomeUnknown = errors.New("actors: outcome unknown")
+	// ErrUnavailable: no leader, shard closed, or this node is shutting down.
+	ErrUnavailable = errors.New("actors: cluster unavailable")
+)
+
+// Work is the shared, restart-proof bookkeeping of the bridge's goroutines.
+type Work struct {
+	Ctx      context.Context // cancelled when the node closes
+	Wait     sync.WaitGroup  // node.Close waits on it
+	InFlight atomic.Int64
+}
+
+// Propose asks the bridge to replicate Cmd; the reply is *Proposed with Tag.
+type Propose struct {
+	Cmd     []byte
+	ReplyTo *actor.PID
+	Tag     any
+}
+
+// Proposed is the outcome of a Propose.
+type Proposed struct {
+	Tag   any
+	Value uint64
+	Data  []byte
+	Err   error
+}
+
+// Read asks for a lookup; the reply is *ReadDone with Tag.
+type Read struct {
+	Query   any
+	Stale   bool // read the local applied state without ReadIndex
+	ReplyTo *actor.PID
+	Tag     any
+}
+
+// ReadDone is the outcome of a Read.
+type ReadDone struct {
+	Tag    any
+	Result any
+	Err    error
+}
+
+// LeaderUpdated is what the node's dragonboat event listener sends the bridge.
+type LeaderUpdated struct {
+	LeaderID, Term uint64
+}
+
+// LeaderChanged is broadcast by the bridge to the actors that gate on
+// leadership whenever the leader or term changes, and once at start.
+type LeaderChanged struct {
+	LeaderID uint64
+	Term     uint64
+	IsLeader bool
+	Hint     Member // the leader's client address when known
+}
+
+// LeaderQuery asks the bridge for the current LeaderChanged; actors send it
+// (with Request, so the bridge can answer) when they start or restart.
+type LeaderQuery struct{}
+
+// TransferLeadership asks the bridge to hand leadership to Target.
+type TransferLeadership struct{ Target uint64 }
+
+type raftBridge struct {
+	env  *Env
+	work *Work
+	last LeaderChanged
+}
+
+// NewRaft returns the producer of the raft bridge actor.
+func NewRaft(env *Env, work *Work) actor.Producer {
+	return func() actor.Actor { return &raftBridge{env: env, work: work} }
+}
+
+// Leaderer is implemented by Raft implementations that know the current leader.
+type Leaderer interface {
+	Leader() (leaderID, term uint64, ok bool)
+}
+
+func (r *raftBridge) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		if l, ok := r.env.Raft.(Leaderer); ok {
+			id, term, _ := l.Leader()
+			r.leader(c, id, term, true)
+		}
+	case *Propose:
+		r.propose(c, m)
+	case *Read:
+		r.read(c, m)
+	case *LeaderQuery:
+		if c.Sender() != nil {
+			ev := r.last
+			c.Respond(&ev)
+		}
+	case *LeaderUpdated:
+		r.leader(c, m.LeaderID, m.Term, false)
+	case *TransferLeadership:
+		if err := r.env.Raft.TransferLeadership(m.Target); err != nil {
+			r.env.Log.Warn("leadership transfer", "target", m.Target, "err", err)
+		}
+	}
+}
+
+func (r *raftBridge) leader(c actor.Context, id, term uint64, force bool) {
+	if !force && id == r.last.LeaderID && term == r.last.Term {
+		return
+	}
+	ev := LeaderChanged{LeaderID: id, Term: term, IsLeader: id != 0 && id == r.env.Settings.NodeID}
+	for _, m := range r.env.Settings.Members {
+		if m.ID == id {
+			ev.Hint = m
+		}
+	}
+	if id != r.last.LeaderID {
+		r.env.Metrics.LeaderChanges.Inc()
+	}
+	r.last = ev
+	if ev.IsLeader {
+		r.env.Metrics.IsLeader.Set(1)
+	} else {
+		r.env.Metrics.IsLeader.Set(0)
+	}
+	for _, pid := range []*actor.PID{r.env.Refs.Sessions, r.env.Refs.KeepAlive, r.env.Refs.Dispatcher} {
+		if pid != nil {
+			e := ev
+			c.Send(pid, &e)
+		}
+	}
+}
+
+// admit counts one more call in flight, or says the node is overloaded.
+func (r *raftBridge) admit() bool {
+	if r.work.InFlight.Add(1) > int64(r.env.Settings.MaxProposals) {
+		r.work.InFlight.Add(-1)
+		return false
+	}
+	if r.work.Ctx.Err() != nil {
+		r.work.InFlight.Add(-1)
+		return false
+	}
+	r.work.Wait.Add(1)
+	return true
+}
+
+func (r *raftBridge) propose(c actor.Context, m *Propose) {
+	if !r.admit() {
+		r.env.Metrics.Proposals.WithLabelValues("overloaded").Inc()
+		c.Send(m.ReplyTo, &Proposed{Tag: m.Tag, Err: ErrOverloaded})
+		return
+	}
+	system, env, work := c.ActorSystem(), r.env, r.work
+	go func() {
+		defer work.Wait.Done()
+		defer work.InFlight.Add(-1)
+		ctx, cancel := context.WithTimeout(work.Ctx, env.Settings.ProposalTimeout)
+		defer cancel()
+		start := time.Now()
+		v, data, err := env.Raft.Propose(ctx, m.Cmd)
+		env.Metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
+		env.Metrics.Proposals.WithLabelValues(outcome(err)).Inc()
+		system.Root.Send(m.ReplyTo, &Proposed{Tag: m.Tag, Value: v, Data: data, Err: err})
+	}()
+}
+
+func (r *raftBridge) read(c actor.Context, m *Read) {
+	if m.Stale {
+		res, err := r.env.Raft.StaleRead(m.Query)
+		r.env.Metrics.Reads.WithLabelValues("stale_" + outcome(err)).Inc()
+		c.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Result: res, Err: err})
+		return
+	}
+	if !r.admit() {
+		r.env.Metrics.Reads.WithLabelValues("overloaded").Inc()
+		c.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Err: ErrOverloaded})
+		return
+	}
+	system, env, work := c.ActorSystem(), r.env, r.work
+	go func() {
+		defer work.Wait.Done()
+		defer work.InFlight.Add(-1)
+		ctx, cancel := context.WithTimeout(work.Ctx, env.Settings.ProposalTimeout)
+		defer cancel()
+		res, err := env.Raft.Read(ctx, m.Query)
+		env.Metrics.Reads.WithLabelValues(outcome(err)).Inc()
+		system.Root.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Result: res, Err: err})
+	}()
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrOverloaded):
+		return "overloaded"
+	case errors.Is(err, ErrOutcomeUnknown):
+		return "timeout"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	default:
+		return "error"
+	}
+}

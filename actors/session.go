@@ -1,0 +1,307 @@
+// session: one actor per live session served by this node (the leader).
+//
+// Owns: the session's current connection (0 while none), its requests in
+// flight (at most MaxInFlight; past that the client gets TooManyInFlight),
+// and delivery of its server-initiated requests: each is sent on arrival,
+// sent again at once when the session is bound to a new connection, and
+// retried with doubling intervals (RedeliverInterval up to 16 times it) until
+// the client acknowledges it. It reports liveness to the keepalive actor on
+// every keep-alive and, at most once per keep-alive interval, on any other
+// valid message.
+//
+// Spawned by the sessions directory when a session is created or continued
+// here, supervised by it, stopped when the session is removed, leadership is
+// lost, or the node shuts down. On restart it asks the directory for its
+// connection and reads its pending server requests back from the replicated
+// state; requests that were in flight complete on the bridge's goroutines and
+// their replies reach the restarted actor, which forwards them; any reply
+// lost in between is covered by the client resending the same request id,
+// which the state machine answers from its cache.
+package actors
+
+import (
+	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/fsm"
+)
+
+// Seen reports to the keepalive actor that a session showed signs of life.
+type Seen struct {
+	Session fsm.SessionID
+	Timeout time.Duration // the session's timeout; 0 when already tracked
+}
+
+type requestTag struct{ id uint64 }
+
+type queryTag struct{ id uint64 }
+
+type pendingTag struct{}
+
+type closeTag struct{}
+
+type redeliverTick struct{}
+
+type outgoing struct {
+	req      fsm.ServerRequest
+	sentAt   time.Time
+	attempts int
+}
+
+type session struct {
+	env     *Env
+	id      fsm.SessionID
+	timeout time.Duration
+	conn    ConnID
+	// inFlight maps request ids awaiting their proposal's outcome to when
+	// they were proposed. An entry whose reply was lost (a bridge restart
+	// drops the message it was handling) is forgotten after twice the
+	// proposal timeout, so lost replies cannot use up the bound.
+	inFlight map[uint64]time.Time
+	pending  []outgoing // ordered by id, ids strictly increasing
+	acked    uint64
+	reported time.Time
+	timer    *time.Timer
+}
+
+// NewSession returns the producer of a session actor.
+func NewSession(env *Env, info fsm.SessionInfo) actor.Producer {
+	return func() actor.Actor {
+		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]time.Time)}
+	}
+}
+
+func (s *session) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		c.Request(c.Parent(), &sessionStarted{id: s.id})
+		c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: c.Self(), Tag: pendingTag{}})
+	case *actor.Stopping, *actor.Restarting:
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	case *bind:
+		s.conn = m.conn
+		if s.conn != 0 {
+			s.seen(c, true)
+			for i := range s.pending {
+				s.deliver(&s.pending[i])
+			}
+		}
+	case *SessionMsg:
+		s.message(c, m)
+	case *Proposed:
+		s.proposed(m)
+	case *ReadDone:
+		s.readDone(c, m)
+	case *Deliver:
+		s.add(c, m.Reqs)
+	case *Resync:
+		c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: c.Self(), Tag: pendingTag{}})
+	case *redeliverTick:
+		s.timer = nil
+		s.redeliver(c)
+	}
+}
+
+// seen reports liveness; always for keep-alives, otherwise at most once per
+// keep-alive interval so that busy sessions do not flood the tracker.
+func (s *session) seen(c actor.Context, force bool) {
+	now := s.env.Now()
+	if !force && now.Sub(s.reported) < s.env.Settings.KeepAliveInterval {
+		return
+	}
+	s.reported = now
+	c.Send(s.env.Refs.KeepAlive, &Seen{Session: s.id, Timeout: s.timeout})
+}
+
+func (s *session) message(c actor.Context, in *SessionMsg) {
+	switch m := in.Msg.(type) {
+	case *codec.KeepAlive:
+		s.env.send(in.Conn, &codec.KeepAliveResponse{Timestamp: m.Timestamp})
+		s.seen(c, true)
+		s.ack(c, m.AckedUpTo)
+	case *codec.ClientRequest:
+		s.seen(c, false)
+		if !s.admit(m.RequestID) {
+			s.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: codec.CodeTooManyInFlight,
+				Message: "too many requests in flight for this session"})
+			return
+		}
+		cmd := fsm.EncodeCommand(nil, fsm.ClientRequest{
+			Time: s.env.Now().UnixNano(), Session: s.id,
+			RequestID: m.RequestID, LowestPending: m.LowestPending, Payload: m.Payload,
+		})
+		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: requestTag{id: m.RequestID}})
+	case *codec.Query:
+		s.seen(c, false)
+		c.Send(s.env.Refs.Raft, &Read{Query: m.Payload, Stale: m.Consistency == codec.Stale,
+			ReplyTo: c.Self(), Tag: queryTag{id: m.CorrelationID}})
+	case *codec.ServerRequestAck:
+		s.seen(c, false)
+		s.ack(c, m.RequestID)
+	case *codec.CloseSession:
+		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: s.env.Now().UnixNano(), Session: s.id})
+		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: closeTag{}})
+	}
+}
+
+func (s *session) proposed(p *Proposed) {
+	switch t := p.Tag.(type) {
+	case requestTag:
+		delete(s.inFlight, t.id)
+		if s.conn == 0 {
+			// The client resends on reconnect and the cache answers.
+			return
+		}
+		s.env.send(s.conn, requestReply(t.id, p))
+	case closeTag:
+		if p.Err != nil && s.conn != 0 {
+			// The session stays; the client may close again or let it expire.
+			s.env.send(s.conn, &codec.SessionClosed{Reason: errCode(p.Err), Message: "close failed: " + p.Err.Error()})
+		}
+		// On success the state machine's removal notice reaches the
+		// directory, which tells the client and stops this actor.
+	}
+}
+
+// admit records a request as in flight, or reports that the session's bound
+// is reached even after forgetting entries whose replies were lost.
+func (s *session) admit(id uint64) bool {
+	now := s.env.Now()
+	if len(s.inFlight) >= s.env.Settings.MaxInFlight {
+		for rid, at := range s.inFlight {
+			if now.Sub(at) > 2*s.env.Settings.ProposalTimeout {
+				delete(s.inFlight, rid)
+			}
+		}
+		if len(s.inFlight) >= s.env.Settings.MaxInFlight {
+			return false
+		}
+	}
+	s.inFlight[id] = now
+	return true
+}
+
+// requestReply maps a proposal's outcome to the reply the client gets.
+func requestReply(id uint64, p *Proposed) codec.Message {
+	if p.Err != nil {
+		return &codec.RequestError{RequestID: id, Reason: errCode(p.Err), Message: p.Err.Error()}
+	}
+	out, err := fsm.DecodeResult(fsm.Result{Value: p.Value, Data: p.Data})
+	if err != nil {
+		return &codec.RequestError{RequestID: id, Reason: codec.CodeInternal, Message: err.Error()}
+	}
+	code := codec.CodeInternal
+	switch out.Status {
+	case fsm.StatusOK:
+		return &codec.ClientResponse{RequestID: id, Result: out.Payload}
+	case fsm.StatusAppError:
+		return &codec.RequestError{RequestID: id, Reason: codec.CodeApplication, AppCode: out.AppCode, Message: out.Message}
+	case fsm.StatusSessionNotFound, fsm.StatusSessionClosed:
+		code = codec.CodeSessionNotFound
+	case fsm.StatusSessionExpired:
+		code = codec.CodeSessionExpired
+	case fsm.StatusResponseEvicted:
+		code = codec.CodeResponseEvicted
+	case fsm.StatusTooManyInFlight:
+		code = codec.CodeTooManyInFlight
+	case fsm.StatusResultTooLarge:
+		code = codec.CodeTooLarge
+	case fsm.StatusInvalid:
+		code = codec.CodeMalformed
+	}
+	return &codec.RequestError{RequestID: id, Reason: code, Message: out.Status.String() + " " + out.Message}
+}
+
+func (s *session) readDone(c actor.Context, r *ReadDone) {
+	switch t := r.Tag.(type) {
+	case queryTag:
+		if s.conn == 0 {
+			return
+		}
+		if r.Err != nil {
+			code, appCode := errCode(r.Err), uint32(0)
+			var ae interface{ AppCode() uint32 }
+			if errors.As(r.Err, &ae) {
+				code, appCode = codec.CodeApplication, ae.AppCode()
+			}
+			s.env.send(s.conn, &codec.QueryError{CorrelationID: t.id, Reason: code, AppCode: appCode, Message: r.Err.Error()})
+			return
+		}
+		res, _ := r.Result.([]byte)
+		s.env.send(s.conn, &codec.QueryResponse{CorrelationID: t.id, Result: res})
+	case pendingTag:
+		if r.Err != nil {
+			// Delivery resumes when the dispatcher hands over new work or
+			// the session is continued; a failed read loses nothing.
+			s.env.Log.Debug("read pending server requests", "session", s.id, "err", r.Err)
+			return
+		}
+		if reqs, ok := r.Result.([]fsm.ServerRequest); ok {
+			s.add(c, reqs)
+		}
+	}
+}
+
+// add queues server requests the session does not have yet and sends them.
+func (s *session) add(c actor.Context, reqs []fsm.ServerRequest) {
+	for _, r := range reqs {
+		if r.ID <= s.acked || (len(s.pending) > 0 && r.ID <= s.pending[len(s.pending)-1].req.ID) {
+			continue
+		}
+		s.pending = append(s.pending, outgoing{req: r})
+		s.deliver(&s.pending[len(s.pending)-1])
+	}
+	s.arm(c)
+}
+
+func (s *session) deliver(o *outgoing) {
+	if s.conn == 0 {
+		return
+	}
+	if o.attempts > 0 {
+		s.env.Metrics.Redeliveries.Inc()
+	}
+	o.attempts++
+	o.sentAt = s.env.Now()
+	s.env.send(s.conn, &codec.ServerRequest{RequestID: o.req.ID, CreatedAt: o.req.CreatedAt, Payload: o.req.Payload})
+}
+
+// ack drops every pending request up to upTo and has the dispatcher record
+// the acknowledgement in the replicated state.
+func (s *session) ack(c actor.Context, upTo uint64) {
+	if upTo <= s.acked {
+		return
+	}
+	s.acked = upTo
+	i := 0
+	for i < len(s.pending) && s.pending[i].req.ID <= upTo {
+		i++
+	}
+	s.pending = s.pending[i:]
+	c.Send(s.env.Refs.Dispatcher, &Acked{Session: s.id, UpTo: upTo})
+}
+
+func (s *session) arm(c actor.Context) {
+	if s.timer != nil || len(s.pending) == 0 {
+		return
+	}
+	system, self := c.ActorSystem(), c.Self()
+	s.timer = time.AfterFunc(s.env.Settings.RedeliverInterval, func() { system.Root.Send(self, &redeliverTick{}) })
+}
+
+func (s *session) redeliver(c actor.Context) {
+	now := s.env.Now()
+	for i := range s.pending {
+		o := &s.pending[i]
+		backoff := s.env.Settings.RedeliverInterval << min(o.attempts-1, 4)
+		if o.attempts == 0 || now.Sub(o.sentAt) >= backoff {
+			s.deliver(o)
+		}
+	}
+	s.arm(c)
+}

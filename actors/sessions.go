@@ -1,0 +1,505 @@
+// sessions: the session directory.
+//
+// Owns: the map connection ↔ session, the session actors (its children), the
+// creations and continuations in progress, the session-creation rate limit,
+// and leader gating. Only the leader serves sessions: on a follower,
+// CreateSession and ContinueSession get SessionRejected(NotLeader, hint) and
+// other session traffic gets RequestError / QueryError / SessionClosed with
+// the hint; with no leader known the code is ClusterUnavailable.
+//
+// Spawned by the node root, supervised by it. On restart its children (the
+// session actors) are stopped with it and the bindings are gone, while the
+// connections stay open: a bound client's next message gets
+// SessionClosed(SessionNotFound) and the client continues its session with
+// ContinueSession, which rebuilds everything from the replicated state.
+// Nothing acknowledged is lost because responses are cached in the state
+// machine and resent requests are answered from that cache.
+package actors
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/fsm"
+)
+
+// SessionMsg is a client message for a bound session, routed to its actor.
+type SessionMsg struct {
+	Conn ConnID
+	Msg  codec.Message
+}
+
+// Deliver hands server requests to a session's actor.
+type Deliver struct {
+	Session fsm.SessionID
+	Reqs    []fsm.ServerRequest
+}
+
+// SessionRemoved tells the directory the state machine removed a session.
+type SessionRemoved struct {
+	Session fsm.SessionID
+	Reason  fsm.RemoveReason
+}
+
+// Resync makes every session actor re-read its pending server requests from
+// the replicated state (after the observer relay had to drop a notice).
+type Resync struct{}
+
+// Shutdown tells the directory the node is closing: every bound client is
+// told (SessionClosed(ShuttingDown) with the hint) and unbound. The reply is
+// a *ShutdownDone.
+type Shutdown struct{ Hint Member }
+
+// ShutdownDone answers Shutdown.
+type ShutdownDone struct{}
+
+// sessionStarted is sent by a (re)started session actor to learn its binding.
+type sessionStarted struct{ id fsm.SessionID }
+
+// bind tells a session actor which connection it serves (0: none).
+type bind struct{ conn ConnID }
+
+type createTag struct {
+	conn  ConnID
+	nonce uint64
+}
+
+type continueTag struct {
+	conn  ConnID
+	id    fsm.SessionID
+	hash  fsm.SecretHash
+	nonce uint64
+}
+
+const (
+	orphanTTL  = 10 * time.Second
+	maxOrphans = 65536
+)
+
+type entry struct {
+	pid  *actor.PID
+	conn ConnID
+	info fsm.SessionInfo
+}
+
+type directory struct {
+	env       *Env
+	leader    LeaderChanged
+	byConn    map[ConnID]fsm.SessionID
+	bySession map[fsm.SessionID]*entry
+	// busy marks connections with a creation or continuation in flight (and
+	// since when), so one connection cannot pile up proposals. A mark whose
+	// reply was lost is ignored after twice the proposal timeout.
+	busy map[ConnID]time.Time
+	// orphans are connections unbound because leadership was lost while no
+	// new leader was known; when one becomes known within orphanTTL they
+	// are sent its hint, so their clients need not search. Bounded by
+	// maxOrphans (the oldest beyond it are not told).
+	orphans map[ConnID]time.Time
+	tokens  float64
+	refill  time.Time
+}
+
+// NewSessions returns the producer of the session directory.
+func NewSessions(env *Env) actor.Producer {
+	return func() actor.Actor {
+		return &directory{
+			env:       env,
+			byConn:    make(map[ConnID]fsm.SessionID),
+			bySession: make(map[fsm.SessionID]*entry),
+			busy:      make(map[ConnID]time.Time),
+			orphans:   make(map[ConnID]time.Time),
+		}
+	}
+}
+
+func (d *directory) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		d.tokens, d.refill = float64(d.env.Settings.SessionCreateRate), d.env.Now()
+		// Learn the current leader: the bridge broadcasts only on changes.
+		c.Request(d.env.Refs.Raft, &LeaderQuery{})
+	case *actor.Stopping:
+		d.env.Metrics.Sessions.Set(0)
+	case *LeaderChanged:
+		d.leaderChanged(c, m)
+	case *Inbound:
+		d.inbound(c, m)
+	case *ConnGone:
+		d.connGone(c, m.Conn)
+	case *Proposed:
+		if t, ok := m.Tag.(createTag); ok {
+			d.created(c, t, m)
+		}
+	case *ReadDone:
+		if t, ok := m.Tag.(continueTag); ok {
+			d.continued(c, t, m)
+		}
+	case *sessionStarted:
+		if e := d.bySession[m.id]; e != nil && c.Sender() != nil {
+			e.pid = c.Sender()
+			c.Send(e.pid, &bind{conn: e.conn})
+		}
+	case *Deliver:
+		if e := d.bySession[m.Session]; e != nil {
+			c.Send(e.pid, m)
+		}
+	case *SessionRemoved:
+		d.removed(c, m)
+	case *Resync:
+		for _, e := range d.bySession {
+			c.Send(e.pid, m)
+		}
+	case *Shutdown:
+		d.shutdown(c, m)
+	}
+}
+
+func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
+	was := d.leader.IsLeader
+	d.leader = *m
+	if was && !m.IsLeader {
+		// A leader that lost its term or its quorum stops serving at once:
+		// every client is told where to go, and local session state is
+		// dropped (it is rebuilt from the replicated state by whoever leads).
+		now := d.env.Now()
+		for id, e := range d.bySession {
+			if e.conn != 0 {
+				d.env.send(e.conn, &codec.SessionClosed{Reason: d.notLeaderCode(), Leader: d.hint()})
+				if m.LeaderID == 0 && len(d.orphans) < maxOrphans {
+					d.orphans[e.conn] = now
+				}
+			}
+			c.Stop(e.pid)
+			delete(d.bySession, id)
+		}
+		clear(d.byConn)
+		clear(d.busy)
+		d.env.Metrics.Sessions.Set(0)
+	}
+	if m.LeaderID != 0 && len(d.orphans) > 0 {
+		now := d.env.Now()
+		for conn, at := range d.orphans {
+			if !m.IsLeader && now.Sub(at) < orphanTTL {
+				d.env.send(conn, &codec.SessionClosed{Reason: codec.CodeNotLeader, Leader: d.hint(),
+					Message: "the leader is now known"})
+			}
+		}
+		clear(d.orphans)
+	}
+}
+
+func (d *directory) hint() codec.LeaderHint {
+	return codec.LeaderHint{ID: d.leader.Hint.ID, ClientAddr: d.leader.Hint.ClientAddr}
+}
+
+func (d *directory) notLeaderCode() codec.Code {
+	if d.leader.LeaderID == 0 {
+		return codec.CodeClusterUnavailable
+	}
+	return codec.CodeNotLeader
+}
+
+func (d *directory) inbound(c actor.Context, in *Inbound) {
+	if !d.leader.IsLeader {
+		d.refuse(in, d.notLeaderCode(), "")
+		return
+	}
+	switch m := in.Msg.(type) {
+	case *codec.CreateSession:
+		d.create(c, in.Conn, m)
+		return
+	case *codec.ContinueSession:
+		d.continueSession(c, in.Conn, m)
+		return
+	}
+	id, ok := d.byConn[in.Conn]
+	if !ok {
+		d.refuse(in, codec.CodeSessionNotFound, "connection is not bound to a session")
+		return
+	}
+	c.Send(d.bySession[id].pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg})
+}
+
+// refuse answers a message this node will not serve, in the form the client
+// expects for its kind.
+func (d *directory) refuse(in *Inbound, code codec.Code, msg string) {
+	h := d.hint()
+	switch m := in.Msg.(type) {
+	case *codec.CreateSession:
+		d.env.send(in.Conn, &codec.SessionRejected{Nonce: m.Nonce, Reason: code, Leader: h, Message: msg})
+	case *codec.ContinueSession:
+		d.env.send(in.Conn, &codec.SessionRejected{Nonce: m.Nonce, Reason: code, Leader: h, Message: msg})
+	case *codec.ClientRequest:
+		if code == codec.CodeSessionNotFound {
+			d.env.send(in.Conn, &codec.SessionClosed{Reason: code, Leader: h, Message: msg})
+			return
+		}
+		d.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: code, Leader: h, Message: msg})
+	case *codec.Query:
+		if code == codec.CodeSessionNotFound {
+			d.env.send(in.Conn, &codec.SessionClosed{Reason: code, Leader: h, Message: msg})
+			return
+		}
+		d.env.send(in.Conn, &codec.QueryError{CorrelationID: m.CorrelationID, Reason: code, Leader: h, Message: msg})
+	default:
+		d.env.send(in.Conn, &codec.SessionClosed{Reason: code, Leader: h, Message: msg})
+	}
+}
+
+func (d *directory) isBusy(conn ConnID) bool {
+	at, ok := d.busy[conn]
+	return ok && d.env.Now().Sub(at) < 2*d.env.Settings.ProposalTimeout
+}
+
+// allowCreate applies the node's session-creation rate limit (a token bucket
+// refilled at SessionCreateRate per second, burst of the same size).
+func (d *directory) allowCreate() bool {
+	rate := float64(d.env.Settings.SessionCreateRate)
+	now := d.env.Now()
+	d.tokens = min(rate, d.tokens+now.Sub(d.refill).Seconds()*rate)
+	d.refill = now
+	if d.tokens < 1 {
+		return false
+	}
+	d.tokens--
+	return true
+}
+
+func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession) {
+	reject := func(code codec.Code, msg string) {
+		d.env.send(conn, &codec.SessionRejected{Nonce: m.Nonce, Reason: code, Leader: d.hint(), Message: msg})
+	}
+	if _, bound := d.byConn[conn]; bound {
+		reject(codec.CodeUnsupported, "connection is already bound to a session")
+		return
+	}
+	if d.isBusy(conn) {
+		reject(codec.CodeOverloaded, "a session request is already in progress on this connection")
+		return
+	}
+	if !d.allowCreate() {
+		reject(codec.CodeRateLimited, "session creation rate limit reached")
+		return
+	}
+	var id fsm.SessionID
+	if _, err := rand.Read(id[:]); err != nil {
+		reject(codec.CodeInternal, "no randomness for a session id")
+		return
+	}
+	caps := make([]fsm.Capability, len(m.Capabilities))
+	for i, cp := range m.Capabilities {
+		caps[i] = fsm.Capability{Name: cp.Name, Value: cp.Value}
+	}
+	cmd := fsm.EncodeCommand(nil, fsm.OpenSession{
+		Time:         d.env.Now().UnixNano(),
+		ID:           id,
+		SecretHash:   fsm.SecretHash(sha256.Sum256(m.Secret[:])),
+		Nonce:        m.Nonce,
+		Capabilities: caps,
+		Timeout:      d.env.Settings.SessionTimeout,
+	})
+	d.busy[conn] = d.env.Now()
+	c.Send(d.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: createTag{conn: conn, nonce: m.Nonce}})
+}
+
+func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
+	delete(d.busy, t.conn)
+	reject := func(code codec.Code, msg string) {
+		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: d.hint(), Message: msg})
+	}
+	if p.Err != nil {
+		reject(errCode(p.Err), p.Err.Error())
+		return
+	}
+	if !d.leader.IsLeader {
+		reject(d.notLeaderCode(), "leadership changed")
+		return
+	}
+	out, err := fsm.DecodeResult(fsm.Result{Value: p.Value, Data: p.Data})
+	if err != nil {
+		reject(codec.CodeInternal, err.Error())
+		return
+	}
+	switch out.Status {
+	case fsm.StatusSessionOpened, fsm.StatusSessionExisting:
+	case fsm.StatusSessionRejected:
+		reject(codec.CodeRejected, out.Message)
+		return
+	case fsm.StatusTooManySessions:
+		reject(codec.CodeTooManySessions, "the cluster's session limit is reached")
+		return
+	default:
+		reject(codec.CodeInternal, out.Status.String())
+		return
+	}
+	// The session's details (secret hash, timeout) are read back by the
+	// session actor when it needs them; the directory binds it now.
+	d.bindSession(c, t.conn, fsm.SessionInfo{ID: out.Session, Timeout: d.env.Settings.SessionTimeout})
+	d.env.send(t.conn, &codec.SessionCreated{
+		SessionID:         codec.SessionID(out.Session),
+		Nonce:             t.nonce,
+		KeepAliveInterval: d.env.Settings.KeepAliveInterval,
+		SessionTimeout:    d.env.Settings.SessionTimeout,
+		LeaderID:          d.env.Settings.NodeID,
+		Members:           d.members(),
+	})
+}
+
+func (d *directory) members() []codec.Member {
+	ms := make([]codec.Member, len(d.env.Settings.Members))
+	for i, m := range d.env.Settings.Members {
+		ms[i] = codec.Member{ID: m.ID, ClientAddr: m.ClientAddr}
+	}
+	codec.SortMembers(ms)
+	return ms
+}
+
+func (d *directory) continueSession(c actor.Context, conn ConnID, m *codec.ContinueSession) {
+	if d.isBusy(conn) {
+		d.env.send(conn, &codec.SessionRejected{Nonce: m.Nonce, Reason: codec.CodeOverloaded, Leader: d.hint(),
+			Message: "a session request is already in progress on this connection"})
+		return
+	}
+	// The secret is checked against the replicated hash read through Raft
+	// (ReadIndex), so a session created just before a leader change is found
+	// and a closed one is not.
+	d.busy[conn] = d.env.Now()
+	id := fsm.SessionID(m.SessionID)
+	c.Send(d.env.Refs.Raft, &Read{Query: fsm.SessionQuery{ID: id}, ReplyTo: c.Self(),
+		Tag: continueTag{conn: conn, id: id, hash: fsm.SecretHash(sha256.Sum256(m.Secret[:])), nonce: m.Nonce}})
+}
+
+func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
+	delete(d.busy, t.conn)
+	reject := func(code codec.Code, msg string) {
+		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: d.hint(), Message: msg})
+	}
+	if r.Err != nil {
+		reject(errCode(r.Err), r.Err.Error())
+		return
+	}
+	if !d.leader.IsLeader {
+		reject(d.notLeaderCode(), "leadership changed")
+		return
+	}
+	info, ok := r.Result.(fsm.SessionInfo)
+	if !ok {
+		reject(codec.CodeSessionNotFound, "no such session")
+		return
+	}
+	if subtle.ConstantTimeCompare(info.SecretHash[:], t.hash[:]) != 1 {
+		reject(codec.CodeBadSecret, "secret does not match")
+		return
+	}
+	d.bindSession(c, t.conn, info)
+	d.env.send(t.conn, &codec.SessionContinued{Nonce: t.nonce})
+}
+
+// bindSession binds conn to the session, spawning its actor if needed and
+// cutting the connection it was bound to before.
+func (d *directory) bindSession(c actor.Context, conn ConnID, info fsm.SessionInfo) {
+	if old, ok := d.byConn[conn]; ok && old != info.ID {
+		// The connection moves to another session: unbind it from the old.
+		if e := d.bySession[old]; e != nil {
+			e.conn = 0
+			c.Send(e.pid, &bind{conn: 0})
+		}
+	}
+	e := d.bySession[info.ID]
+	if e == nil {
+		e = &entry{info: info}
+		props := d.env.Props("session", NewSession(d.env, info))
+		pid, err := c.SpawnNamed(props, "session-"+info.ID.String())
+		if err != nil {
+			// A stopping actor of the same name may still be registered;
+			// the client retries and will find it gone.
+			d.env.send(conn, &codec.SessionRejected{Reason: codec.CodeOverloaded, Leader: d.hint(), Message: err.Error()})
+			return
+		}
+		e.pid = pid
+		d.bySession[info.ID] = e
+		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+		c.Send(d.env.Refs.KeepAlive, &Seen{Session: info.ID, Timeout: info.Timeout})
+	}
+	if e.conn != 0 && e.conn != conn {
+		d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionMoved, Leader: d.hint(),
+			Message: "session continued on another connection"})
+		delete(d.byConn, e.conn)
+	}
+	e.conn = conn
+	d.byConn[conn] = info.ID
+	c.Send(e.pid, &bind{conn: conn})
+}
+
+func (d *directory) connGone(c actor.Context, conn ConnID) {
+	delete(d.busy, conn)
+	delete(d.orphans, conn)
+	id, ok := d.byConn[conn]
+	if !ok {
+		return
+	}
+	delete(d.byConn, conn)
+	if e := d.bySession[id]; e != nil && e.conn == conn {
+		e.conn = 0
+		c.Send(e.pid, &bind{conn: 0})
+	}
+}
+
+func (d *directory) removed(c actor.Context, m *SessionRemoved) {
+	e := d.bySession[m.Session]
+	if e == nil {
+		return
+	}
+	if e.conn != 0 {
+		code := codec.CodeSessionExpired
+		if m.Reason == fsm.RemovedClosed {
+			code = codec.CodeClientClosed
+		}
+		d.env.send(e.conn, &codec.SessionClosed{Reason: code, Message: "session " + m.Reason.String()})
+		delete(d.byConn, e.conn)
+	}
+	c.Stop(e.pid)
+	delete(d.bySession, m.Session)
+	d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+}
+
+func (d *directory) shutdown(c actor.Context, m *Shutdown) {
+	h := codec.LeaderHint{ID: m.Hint.ID, ClientAddr: m.Hint.ClientAddr}
+	for conn := range d.byConn {
+		d.env.send(conn, &codec.SessionClosed{Reason: codec.CodeShuttingDown, Leader: h, Message: "node shutting down"})
+	}
+	clear(d.byConn)
+	for id, e := range d.bySession {
+		c.Stop(e.pid)
+		delete(d.bySession, id)
+	}
+	d.leader = LeaderChanged{}
+	if c.Sender() != nil {
+		c.Respond(&ShutdownDone{})
+	}
+}
+
+// errCode maps a bridge error to the wire code a client acts on.
+func errCode(err error) codec.Code {
+	switch {
+	case errors.Is(err, ErrOverloaded):
+		return codec.CodeOverloaded
+	case errors.Is(err, ErrOutcomeUnknown):
+		return codec.CodeOutcomeUnknown
+	case errors.Is(err, ErrUnavailable):
+		return codec.CodeClusterUnavailable
+	case errors.Is(err, fsm.ErrSessionNotFound), errors.Is(err, fsm.ErrSessionClosed):
+		return codec.CodeSessionNotFound
+	case errors.Is(err, fsm.ErrSessionExpired):
+		return codec.CodeSessionExpired
+	default:
+		return codec.CodeInternal
+	}
+}

@@ -1,0 +1,181 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/zraft/zraft/fsm"
+)
+
+// Cluster is several nodes of one cluster running in this process: what
+// `cmd/node --dev` starts, and what the integration tests drive.
+type Cluster struct {
+	base   Config
+	newApp func() fsm.Application
+	opts   []Option
+
+	mu    sync.Mutex
+	nodes map[uint64]*Node // nil while a node is stopped
+}
+
+// LocalMembers returns n members on 127.0.0.1. With raftBase and clientBase
+// non-zero, member i (from 1) uses ports raftBase+i-1 and clientBase+i-1;
+// with zero, free ports are picked by asking the OS.
+func LocalMembers(n, raftBase, clientBase int) ([]Member, error) {
+	ms := make([]Member, n)
+	for i := range ms {
+		ms[i].ID = uint64(i + 1)
+		rp, cp := raftBase+i, clientBase+i
+		var err error
+		if raftBase == 0 {
+			if rp, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		if clientBase == 0 {
+			if cp, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		ms[i].RaftAddr = fmt.Sprintf("127.0.0.1:%d", rp)
+		ms[i].ClientAddr = fmt.Sprintf("127.0.0.1:%d", cp)
+	}
+	return ms, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("node: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartCluster starts every member of base.Members in this process (base.ID
+// is ignored), each with a fresh application from newApp, and waits until a
+// leader is elected or ctx ends.
+func StartCluster(ctx context.Context, base Config, newApp func() fsm.Application, opts ...Option) (*Cluster, error) {
+	c := &Cluster{base: base, newApp: newApp, opts: opts, nodes: make(map[uint64]*Node)}
+	for _, m := range base.Members {
+		if err := c.Start(ctx, m.ID); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
+	if _, err := c.WaitLeader(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Start (re)starts member id. A restarted member keeps its data directory
+// (or, in memory, the filesystem passed with WithFS) and catches up.
+func (c *Cluster) Start(ctx context.Context, id uint64) error {
+	cfg := c.base
+	cfg.ID = id
+	if cfg.HTTPAddr != "" {
+		// One HTTP port per member: the base port plus the member's index.
+		host, port, err := net.SplitHostPort(cfg.HTTPAddr)
+		if err == nil {
+			var p int
+			_, _ = fmt.Sscanf(port, "%d", &p)
+			cfg.HTTPAddr = net.JoinHostPort(host, fmt.Sprint(p+int(id)-1))
+		}
+	}
+	n, err := Start(ctx, cfg, c.newApp(), c.opts...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.nodes[id] = n
+	c.mu.Unlock()
+	return nil
+}
+
+// Stop closes member id (gracefully) and keeps its slot for Start.
+func (c *Cluster) Stop(id uint64) error {
+	c.mu.Lock()
+	n := c.nodes[id]
+	c.nodes[id] = nil
+	c.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return n.Close()
+}
+
+// Node returns member id, or nil while it is stopped.
+func (c *Cluster) Node(id uint64) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// Nodes returns the running members in id order.
+func (c *Cluster) Nodes() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, m := range c.base.Members {
+		if n := c.nodes[m.ID]; n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Endpoints returns every member's client address.
+func (c *Cluster) Endpoints() []string {
+	out := make([]string, len(c.base.Members))
+	for i, m := range c.base.Members {
+		out[i] = m.ClientAddr
+	}
+	return out
+}
+
+// Leader returns the running node that leads, or nil.
+func (c *Cluster) Leader() *Node {
+	for _, n := range c.Nodes() {
+		if n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// WaitLeader waits until a running node leads and every running node agrees.
+func (c *Cluster) WaitLeader(ctx context.Context) (*Node, error) {
+	for {
+		if l := c.Leader(); l != nil {
+			agree := true
+			for _, n := range c.Nodes() {
+				if id, _, ok := n.Leader(); !ok || id != l.ID() {
+					agree = false
+				}
+			}
+			if agree {
+				return l, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("node: no leader elected: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops every running member.
+func (c *Cluster) Close() error {
+	var errs []error
+	for _, m := range c.base.Members {
+		errs = append(errs, c.Stop(m.ID))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,252 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// Member is one member of the cluster as a node's config names it.
+type Member struct {
+	// ID is the member's Raft replica id; it must be non-zero and unique.
+	ID uint64 `json:"id"`
+	// RaftAddr is the host:port other members reach its Raft transport on.
+	RaftAddr string `json:"raft_addr"`
+	// ClientAddr is the host:port clients reach it on. Leader hints carry it.
+	ClientAddr string `json:"client_addr"`
+}
+
+// Config is everything a node needs to start. Build it with DefaultConfig,
+// then set the identity fields; Validate says what is missing.
+type Config struct {
+	// ID is this node's member id (one of Members). Required.
+	ID uint64 `json:"id"`
+	// DataDir holds the Raft log and snapshots. Required unless InMemory.
+	DataDir string `json:"data_dir"`
+	// Members are the initial members of the cluster, this node included.
+	// Required; every member of a new cluster must be given the same list.
+	Members []Member `json:"members"`
+	// ShardID is the dragonboat shard the cluster's state machine runs in.
+	// Default 1.
+	ShardID uint64 `json:"shard_id"`
+
+	// RTT is the expected round trip between members; election and heartbeat
+	// timeouts are multiples of it. Default 50 ms.
+	RTT time.Duration `json:"rtt"`
+	// ElectionRTT is the election timeout in RTTs. Default 20 (1 s), which with
+	// PreVote and CheckQuorum (always on) gives about a second of failover.
+	ElectionRTT uint64 `json:"election_rtt"`
+	// HeartbeatRTT is the leader's heartbeat interval in RTTs. Default 2.
+	HeartbeatRTT uint64 `json:"heartbeat_rtt"`
+	// SnapshotEntries is how many applied entries trigger a snapshot, after
+	// which older log entries are compacted. Default 10,000.
+	SnapshotEntries uint64 `json:"snapshot_entries"`
+
+	// KeepAliveInterval is the interval clients are told to send keep-alives
+	// at. Default 1 s.
+	KeepAliveInterval time.Duration `json:"keepalive_interval"`
+	// SessionTimeout is how long a session lives without a keep-alive (or any
+	// other valid message). Default 10 s; at least 3 keep-alive intervals.
+	SessionTimeout time.Duration `json:"session_timeout"`
+	// ProposalTimeout bounds each Raft proposal and read. A proposal that
+	// times out is reported to the client as "outcome unknown". Default 5 s.
+	ProposalTimeout time.Duration `json:"proposal_timeout"`
+	// AckBatchInterval is how long acknowledgements of server requests are
+	// gathered before one proposal records them all. Default 5 ms.
+	AckBatchInterval time.Duration `json:"ack_batch_interval"`
+	// RedeliverInterval is how long a delivered server request waits for its
+	// acknowledgement before it is sent again; it doubles per attempt up to
+	// 16 times the interval. Default 1 s.
+	RedeliverInterval time.Duration `json:"redeliver_interval"`
+	// ShutdownGrace bounds graceful shutdown (leadership transfer, telling
+	// clients). Default 3 s.
+	ShutdownGrace time.Duration `json:"shutdown_grace"`
+
+	// MaxSessions bounds live sessions on the cluster. Default 100,000.
+	MaxSessions int `json:"max_sessions"`
+	// MaxConns bounds client connections to this node. Default 10,000.
+	MaxConns int `json:"max_conns"`
+	// MaxFrame bounds one protocol message in bytes. Default 4 MiB.
+	MaxFrame int `json:"max_frame"`
+	// MaxPayload bounds a command, query or result payload. Default 1 MiB.
+	MaxPayload int `json:"max_payload"`
+	// MaxInFlight bounds requests in flight per session; past it the client
+	// gets TooManyInFlight. Default 1,024.
+	MaxInFlight int `json:"max_in_flight"`
+	// MaxProposals bounds Raft proposals and reads in flight on this node;
+	// past it clients get Overloaded. Default 8,192.
+	MaxProposals int `json:"max_proposals"`
+	// MaxInbox bounds frames accepted from the transport but not yet handled;
+	// past it frames are dropped (and counted) and clients retry. Default 65,536.
+	MaxInbox int `json:"max_inbox"`
+	// SessionCreateRate limits session creations per second on this node;
+	// past it clients get RateLimited. Default 1,000; burst is the same.
+	SessionCreateRate int `json:"session_create_rate"`
+
+	// TLSCertFile and TLSKeyFile turn on TLS for client connections.
+	TLSCertFile string `json:"tls_cert_file"`
+	TLSKeyFile  string `json:"tls_key_file"`
+	// TLSClientCAFile, when set, requires client certificates signed by it.
+	TLSClientCAFile string `json:"tls_client_ca_file"`
+
+	// HTTPAddr serves /metrics, /healthz and /status. Empty disables it.
+	HTTPAddr string `json:"http_addr"`
+
+	// InMemory keeps the Raft log in memory (an in-memory filesystem). For
+	// tests only: everything is lost when the process exits.
+	InMemory bool `json:"in_memory"`
+}
+
+// DefaultConfig returns a config with every tunable at its default and no
+// identity (ID, DataDir, Members) set.
+func DefaultConfig() Config {
+	return Config{
+		ShardID:           1,
+		RTT:               50 * time.Millisecond,
+		ElectionRTT:       20,
+		HeartbeatRTT:      2,
+		SnapshotEntries:   10000,
+		KeepAliveInterval: time.Second,
+		SessionTimeout:    10 * time.Second,
+		ProposalTimeout:   5 * time.Second,
+		AckBatchInterval:  5 * time.Millisecond,
+		RedeliverInterval: time.Second,
+		ShutdownGrace:     3 * time.Second,
+		MaxSessions:       100000,
+		MaxConns:          10000,
+		MaxFrame:          4 << 20,
+		MaxPayload:        1 << 20,
+		MaxInFlight:       1024,
+		MaxProposals:      8192,
+		MaxInbox:          65536,
+		SessionCreateRate: 1000,
+	}
+}
+
+// ErrConfig is wrapped by every Validate error.
+var ErrConfig = errors.New("node: invalid config")
+
+func configErr(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+}
+
+// Validate reports the first problem with c, in words an operator can act on.
+func (c *Config) Validate() error {
+	if c.ID == 0 {
+		return configErr("id must be set (non-zero)")
+	}
+	if len(c.Members) == 0 {
+		return configErr("members must list the cluster's initial members")
+	}
+	seen := map[uint64]bool{}
+	self := false
+	for _, m := range c.Members {
+		if m.ID == 0 {
+			return configErr("member ids must be non-zero")
+		}
+		if seen[m.ID] {
+			return configErr("member id %d listed twice", m.ID)
+		}
+		seen[m.ID] = true
+		if _, _, err := net.SplitHostPort(m.RaftAddr); err != nil {
+			return configErr("member %d: raft_addr %q: %v", m.ID, m.RaftAddr, err)
+		}
+		if _, _, err := net.SplitHostPort(m.ClientAddr); err != nil {
+			return configErr("member %d: client_addr %q: %v", m.ID, m.ClientAddr, err)
+		}
+		self = self || m.ID == c.ID
+	}
+	if !self {
+		return configErr("id %d is not among the members", c.ID)
+	}
+	if c.DataDir == "" && !c.InMemory {
+		return configErr("data_dir must be set")
+	}
+	if c.ShardID == 0 {
+		return configErr("shard_id must be non-zero")
+	}
+	if c.RTT <= 0 || c.ElectionRTT < 2*c.HeartbeatRTT || c.HeartbeatRTT == 0 {
+		return configErr("rtt must be positive and election_rtt at least twice heartbeat_rtt (>0)")
+	}
+	if c.KeepAliveInterval <= 0 {
+		return configErr("keepalive_interval must be positive")
+	}
+	if c.SessionTimeout < 3*c.KeepAliveInterval {
+		return configErr("session_timeout (%v) must be at least 3 keep-alive intervals (%v)", c.SessionTimeout, 3*c.KeepAliveInterval)
+	}
+	for name, d := range map[string]time.Duration{
+		"proposal_timeout": c.ProposalTimeout, "ack_batch_interval": c.AckBatchInterval,
+		"redeliver_interval": c.RedeliverInterval, "shutdown_grace": c.ShutdownGrace,
+	} {
+		if d <= 0 {
+			return configErr("%s must be positive", name)
+		}
+	}
+	for name, n := range map[string]int{
+		"max_sessions": c.MaxSessions, "max_conns": c.MaxConns, "max_frame": c.MaxFrame,
+		"max_payload": c.MaxPayload, "max_in_flight": c.MaxInFlight, "max_proposals": c.MaxProposals,
+		"max_inbox": c.MaxInbox, "session_create_rate": c.SessionCreateRate,
+	} {
+		if n <= 0 {
+			return configErr("%s must be positive", name)
+		}
+	}
+	if c.MaxPayload > c.MaxFrame {
+		return configErr("max_payload (%d) must not exceed max_frame (%d)", c.MaxPayload, c.MaxFrame)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return configErr("tls_cert_file and tls_key_file go together")
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		return configErr("tls_client_ca_file needs tls_cert_file and tls_key_file")
+	}
+	return nil
+}
+
+// self returns this node's member entry. Validate guarantees it exists.
+func (c *Config) self() Member {
+	for _, m := range c.Members {
+		if m.ID == c.ID {
+			return m
+		}
+	}
+	return Member{}
+}
+
+// LoadConfig reads a JSON config file over the defaults. Durations are
+// written as nanoseconds or, more readably, as Go duration strings ("1s").
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("node: read config: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	// Accept "1s"-style strings for duration fields by rewriting them to
+	// nanoseconds before the strict decode below.
+	for _, k := range []string{"rtt", "keepalive_interval", "session_timeout", "proposal_timeout",
+		"ack_batch_interval", "redeliver_interval", "shutdown_grace"} {
+		var s string
+		if v, ok := raw[k]; ok && json.Unmarshal(v, &s) == nil {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return c, fmt.Errorf("%w: %s: %s: %v", ErrConfig, path, k, err)
+			}
+			raw[k] = json.RawMessage(fmt.Sprint(int64(d)))
+		}
+	}
+	norm, _ := json.Marshal(raw)
+	dec := json.NewDecoder(bytes.NewReader(norm))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,273 @@
+// Package node assembles a zraft node from a Config and an application: the
+// dragonboat NodeHost running the replicated state machine, the hardened
+// ZeroMQ transport clients connect to, the supervised actor tree between
+// them, and the HTTP endpoints for metrics, health and status. It is the only
+// package that wires concrete types together; cmd/node and the tests use it.
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/lni/dragonboat/v4"
+	dbconfig "github.com/lni/dragonboat/v4/config"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/lni/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zraft/zraft/actors"
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/fsm/raftsm"
+	"github.com/zraft/zraft/supervision"
+	"github.com/zraft/zraft/transport"
+)
+
+// Node is a running zraft node. Close stops it.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	system   *actor.ActorSystem
+	root     *actor.PID
+	refs     actors.Refs
+	nh       *dragonboat.NodeHost
+	router   *transport.Router
+	work     *actors.Work
+	cancel   context.CancelFunc
+	metrics  *actors.Metrics
+	registry *prometheus.Registry
+	http     *http.Server
+	httpWG   sync.WaitGroup
+	unwatch  func()
+	machine  *fsm.Machine
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type options struct {
+	log        *slog.Logger
+	faults     *supervision.Faults
+	userActors []UserActor
+	fs         vfs.FS
+}
+
+// Option configures Start.
+type Option func(*options)
+
+// WithLogger sets the node's structured logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithFaultInjection installs a fault injector in every actor. Test only: a
+// production node never calls it, so no configuration can crash its actors.
+func WithFaultInjection(f *supervision.Faults) Option { return func(o *options) { o.faults = f } }
+
+// WithFS runs dragonboat on the given filesystem (tests share one in-memory
+// filesystem between restarts of a node). Default: the OS filesystem, or a
+// fresh in-memory one when Config.InMemory is set.
+func WithFS(fs vfs.FS) Option { return func(o *options) { o.fs = fs } }
+
+// UserActor is an actor an embedding program adds to the node's tree. Name
+// must be unique among the node's actors and contain no '/' or '-'.
+type UserActor struct {
+	Name string
+	// Producer builds the actor; it gets the handle it may use to propose
+	// commands and read state.
+	Producer func(h *Handle) actor.Actor
+}
+
+// WithActor adds a user actor to the tree, supervised like the others.
+func WithActor(a UserActor) Option {
+	return func(o *options) { o.userActors = append(o.userActors, a) }
+}
+
+// Handle is what a user actor may use: the raft bridge's PID (send it
+// *actors.Propose with fsm.AppCommand bytes, or *actors.Read), and whether
+// this node leads.
+type Handle struct {
+	Raft *actor.PID
+	node *Node
+}
+
+// IsLeader reports whether this node currently leads its shard.
+func (h *Handle) IsLeader() bool {
+	id, _, ok := h.node.leader()
+	return ok && id == h.node.cfg.ID
+}
+
+var quietOnce sync.Once
+
+// Start starts a node serving app (which must not be shared with another
+// node) and returns once the node's Raft replica, actors and client listener
+// run. The cluster serves clients once a leader is elected.
+func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o := options{log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	n := &Node{cfg: cfg, log: o.log.With("node", cfg.ID), registry: prometheus.NewRegistry()}
+	installDependencyLogging(n.log)
+	n.metrics = actors.NewMetrics(n.registry)
+
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+
+	actorLog := slog.New(minLevel{n.log.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	n.unwatch = supervision.Watch(n.system, n.metrics)
+	rootName := "node"
+	pid := func(name string) *actor.PID { return n.system.NewLocalPID(rootName + "/" + name) }
+	n.refs = actors.Refs{Gateway: pid("gateway"), Sessions: pid("sessions"), KeepAlive: pid("keepalive"),
+		Raft: pid("raft"), Dispatcher: pid("dispatcher")}
+	workCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.work = &actors.Work{Ctx: workCtx}
+
+	// The state machine, with the observer that relays to the dispatcher.
+	observer := actors.NewObserver(n.system, n.refs.Dispatcher, cfg.MaxInbox)
+	fcfg := fsm.DefaultConfig()
+	fcfg.MaxSessions = cfg.MaxSessions
+	fcfg.MaxCachedResponses = cfg.MaxInFlight
+	fcfg.MaxPayloadBytes = cfg.MaxFrame
+	fcfg.MaxResultBytes = cfg.MaxPayload
+	fcfg.MaxServerRequestBytes = cfg.MaxPayload
+	factory := raftsm.Factory(func(shardID, replicaID uint64) *fsm.Machine {
+		m, err := fsm.New(app, fcfg, observer)
+		if err != nil {
+			// fcfg is validated below before dragonboat can call this.
+			panic(err)
+		}
+		n.machine = m
+		return m
+	})
+	if err := fcfg.Validate(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("node: state machine limits: %w", err)
+	}
+
+	if err := n.startRaft(o, factory); err != nil {
+		cancel()
+		n.system.Shutdown()
+		return nil, err
+	}
+
+	limits := codec.DefaultLimits()
+	limits.MaxFrame, limits.MaxPayload = cfg.MaxFrame, cfg.MaxPayload
+	members := make([]actors.Member, len(cfg.Members))
+	for i, m := range cfg.Members {
+		members[i] = actors.Member{ID: m.ID, ClientAddr: m.ClientAddr}
+	}
+	inbox := actors.NewInbox(n.system, n.refs.Gateway, cfg.MaxInbox, n.metrics)
+	env := &actors.Env{
+		Settings: actors.Settings{
+			NodeID: cfg.ID, Members: members,
+			KeepAliveInterval: cfg.KeepAliveInterval, SessionTimeout: cfg.SessionTimeout,
+			ProposalTimeout: cfg.ProposalTimeout, AckBatchInterval: cfg.AckBatchInterval,
+			RedeliverInterval: cfg.RedeliverInterval, MaxInFlight: cfg.MaxInFlight,
+			MaxProposals: cfg.MaxProposals, SessionCreateRate: cfg.SessionCreateRate,
+			Limits: limits, Supervision: supervision.DefaultLimits(),
+		},
+		Refs:    n.refs,
+		Raft:    &raftAdapter{nh: n.nh, shard: cfg.ShardID},
+		Metrics: n.metrics,
+		Log:     n.log,
+		Faults:  o.faults,
+		Now:     time.Now,
+	}
+	conns := &connsAdapter{}
+	env.Conns = conns
+
+	handle := &Handle{Raft: n.refs.Raft, node: n}
+	rootProps := actor.PropsFromProducer(func() actor.Actor {
+		return &rootActor{env: env, work: n.work, inbox: inbox, observer: observer, user: o.userActors, handle: handle}
+	}, actor.WithSupervisor(supervision.Strategy(env.Settings.Supervision)))
+	n.root, err = n.system.Root.SpawnNamed(rootProps, rootName)
+	if err != nil {
+		n.closeRaft()
+		return nil, fmt.Errorf("node: spawn actors: %w", err)
+	}
+
+	rcfg := transport.DefaultRouterConfig()
+	rcfg.Addr = cfg.self().ClientAddr
+	rcfg.MaxFrameSize = cfg.MaxFrame
+	rcfg.MaxConns = cfg.MaxConns
+	rcfg.TLS = tlsCfg
+	n.router, err = transport.Listen(rcfg, handler{inbox: inbox})
+	if err != nil {
+		n.stopActors()
+		n.closeRaft()
+		return nil, fmt.Errorf("node: listen for clients on %s: %w", rcfg.Addr, err)
+	}
+	conns.r = n.router
+
+	if cfg.HTTPAddr != "" {
+		if err := n.startHTTP(); err != nil {
+			_ = n.Close()
+			return nil, err
+		}
+	}
+	n.log.Info("node started", "client_addr", n.router.Addr().String(), "raft_addr", cfg.self().RaftAddr)
+	return n, nil
+}
+
+func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
+	cfg := n.cfg
+	self := cfg.self()
+	nhc := dbconfig.NodeHostConfig{
+		NodeHostDir:       filepath.Join(cfg.DataDir, fmt.Sprintf("node-%d", cfg.ID)),
+		RTTMillisecond:    uint64(max(cfg.RTT.Milliseconds(), 1)),
+		RaftAddress:       self.RaftAddr,
+		RaftEventListener: &leaderListener{system: n.system, raft: n.refs.Raft},
+		Expert:            dbconfig.ExpertConfig{LogDB: dbconfig.GetSmallMemLogDBConfig()},
+	}
+	switch {
+	case o.fs != nil:
+		nhc.Expert.FS = o.fs
+	case cfg.InMemory:
+		nhc.Expert.FS = vfs.NewMem()
+	}
+	if cfg.InMemory {
+		nhc.Expert.LogDB = dbconfig.GetTinyMemLogDBConfig()
+		if cfg.DataDir == "" {
+			nhc.NodeHostDir = fmt.Sprintf("/zraft/node-%d", cfg.ID)
+		}
+	} else if err := os.MkdirAll(nhc.NodeHostDir, 0o750); err != nil {
+		return fmt.Errorf("node: data dir: %w", err)
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return fmt.Errorf("node: start raft: %w", err)
+	}
+	n.nh = nh
+	initial := make(map[uint64]string, len(cfg.Members))
+	for _, m := range cfg.Members {
+		initial[m.ID] = m.RaftAddr
+	}
+	rc := dbconfig.Config{
+		ShardID:            cfg.ShardID,
+		ReplicaID:          cfg.ID,
+		ElectionRTT:        cfg.ElectionRTT,
+		HeartbeatRTT:       cfg.HeartbeatRTT,
+		CheckQuorum:        true,
+		PreVote:            true,
+		SnapshotEntries:    cfg.SnapshotEntries,
+		CompactionOverhead: cfg.SnapshotEntries / 2,
+	}
+	if err := nh.StartReplica(initial, false, factory, rc); err != nil {
+		nh.Close()
+		return fmt.Errorf("node: start replica: %w", err)
+	}
+	return nil
+}

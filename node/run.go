@@ -1,0 +1,364 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/raftio"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/zraft/zraft/actors"
+	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/transport"
+)
+
+// rootActor is the root of the node's tree: it spawns the fixed actors and
+// the user actors as its children and supervises them (one-for-one restarts
+// within supervision limits).
+type rootActor struct {
+	env      *actors.Env
+	work     *actors.Work
+	inbox    *actors.Inbox
+	observer *actors.Observer
+	user     []UserActor
+	handle   *Handle
+}
+
+func (r *rootActor) Receive(c actor.Context) {
+	if _, ok := c.Message().(*actor.Started); !ok {
+		return
+	}
+	spawn := func(name string, p actor.Producer) {
+		if _, err := c.SpawnNamed(r.env.Props(name, p), name); err != nil {
+			panic(fmt.Sprintf("node: spawn %s: %v", name, err))
+		}
+	}
+	// The bridge first: the others ask it for the leader when they start.
+	spawn("raft", actors.NewRaft(r.env, r.work))
+	spawn("dispatcher", actors.NewDispatcher(r.env, r.observer))
+	spawn("keepalive", actors.NewKeepAlive(r.env))
+	spawn("sessions", actors.NewSessions(r.env))
+	spawn("gateway", actors.NewGateway(r.env, r.inbox))
+	for _, u := range r.user {
+		u := u
+		spawn(u.Name, func() actor.Actor { return u.Producer(r.handle) })
+	}
+}
+
+// handler adapts the transport's callbacks to the inbox.
+type handler struct{ inbox *actors.Inbox }
+
+func (h handler) Opened(id transport.ConnID, remote net.Addr) { h.inbox.Opened(actors.ConnID(id), remote) }
+func (h handler) Received(id transport.ConnID, frame []byte) {
+	h.inbox.Received(actors.ConnID(id), frame)
+}
+func (h handler) Closed(id transport.ConnID, err error) { h.inbox.Closed(actors.ConnID(id), err) }
+
+// connsAdapter lets actors send through the router, which is created after
+// the actors (so that the first frame finds the gateway running).
+type connsAdapter struct{ r *transport.Router }
+
+func (a *connsAdapter) Send(conn actors.ConnID, frame []byte) error {
+	if a.r == nil {
+		return transport.ErrUnknownConn
+	}
+	return a.r.Send(transport.ConnID(conn), frame)
+}
+
+func (a *connsAdapter) CloseConn(conn actors.ConnID) error {
+	if a.r == nil {
+		return transport.ErrUnknownConn
+	}
+	return a.r.CloseConn(transport.ConnID(conn))
+}
+
+// raftAdapter implements actors.Raft on a NodeHost, mapping dragonboat's
+// errors to the three classes the actors act on.
+type raftAdapter struct {
+	nh    *dragonboat.NodeHost
+	shard uint64
+}
+
+func (a *raftAdapter) Propose(ctx context.Context, cmd []byte) (uint64, []byte, error) {
+	r, err := a.nh.SyncPropose(ctx, a.nh.GetNoOPSession(a.shard), cmd)
+	if err != nil {
+		return 0, nil, mapRaftErr(err)
+	}
+	return r.Value, r.Data, nil
+}
+
+func (a *raftAdapter) Read(ctx context.Context, q any) (any, error) {
+	res, err := a.nh.SyncRead(ctx, a.shard, q)
+	if err != nil && isRaftErr(err) {
+		return nil, mapRaftErr(err)
+	}
+	return res, err
+}
+
+func (a *raftAdapter) StaleRead(q any) (any, error) {
+	res, err := a.nh.StaleRead(a.shard, q)
+	if err != nil && isRaftErr(err) {
+		return nil, mapRaftErr(err)
+	}
+	return res, err
+}
+
+func (a *raftAdapter) TransferLeadership(target uint64) error {
+	return a.nh.RequestLeaderTransfer(a.shard, target)
+}
+
+func (a *raftAdapter) Leader() (uint64, uint64, bool) {
+	id, term, ok, err := a.nh.GetLeaderID(a.shard)
+	return id, term, ok && err == nil
+}
+
+func isRaftErr(err error) bool {
+	return dragonboat.IsTempError(err) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, dragonboat.ErrShardNotFound) ||
+		errors.Is(err, dragonboat.ErrCanceled) || errors.Is(err, dragonboat.ErrRejected)
+}
+
+func mapRaftErr(err error) error {
+	switch {
+	case errors.Is(err, dragonboat.ErrSystemBusy):
+		return fmt.Errorf("%w: %v", actors.ErrOverloaded, err)
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %v", actors.ErrOutcomeUnknown, err)
+	default:
+		return fmt.Errorf("%w: %v", actors.ErrUnavailable, err)
+	}
+}
+
+// leaderListener relays dragonboat's leader updates to the raft bridge. It
+// runs on a dragonboat goroutine and only posts a message.
+type leaderListener struct {
+	system *actor.ActorSystem
+	raft   *actor.PID
+}
+
+func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
+	l.system.Root.Send(l.raft, &actors.LeaderUpdated{LeaderID: info.LeaderID, Term: info.Term})
+}
+
+func (n *Node) leader() (uint64, uint64, bool) {
+	id, term, ok, err := n.nh.GetLeaderID(n.cfg.ShardID)
+	return id, term, ok && err == nil
+}
+
+// ClientAddr returns the address clients connect to.
+func (n *Node) ClientAddr() string { return n.router.Addr().String() }
+
+// ID returns the node's member id.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// Leader returns the current leader's id and term, and whether one is known.
+func (n *Node) Leader() (id, term uint64, ok bool) { return n.leader() }
+
+// IsLeader reports whether this node leads.
+func (n *Node) IsLeader() bool {
+	id, _, ok := n.leader()
+	return ok && id == n.cfg.ID
+}
+
+// TransferLeadership asks dragonboat to hand leadership to target.
+func (n *Node) TransferLeadership(target uint64) error {
+	return n.nh.RequestLeaderTransfer(n.cfg.ShardID, target)
+}
+
+// Read performs a linearizable read of an fsm query value (fsm.StatsQuery,
+// fsm.SessionsQuery, fsm.HashQuery, or []byte for the application).
+func (n *Node) Read(ctx context.Context, q any) (any, error) {
+	return n.nh.SyncRead(ctx, n.cfg.ShardID, q)
+}
+
+// StaleRead reads this replica's applied state without a ReadIndex round.
+func (n *Node) StaleRead(q any) (any, error) { return n.nh.StaleRead(n.cfg.ShardID, q) }
+
+// Restart asks the supervisor to restart the actor with the given name
+// ("gateway", "sessions", "keepalive", "raft", "dispatcher" or a user
+// actor's). For operations and tests; nothing acknowledged is lost.
+func (n *Node) Restart(name string) {
+	n.system.Root.Send(n.system.NewLocalPID("node/"+name), &actor.Restart{})
+}
+
+// Status is what /status reports.
+type Status struct {
+	ID       uint64   `json:"id"`
+	Role     string   `json:"role"`
+	LeaderID uint64   `json:"leader_id"`
+	Term     uint64   `json:"term"`
+	Members  []Member `json:"members"`
+	Sessions int      `json:"sessions"`
+	Clock    int64    `json:"cluster_time_ns"`
+	Applied  uint64   `json:"applied"`
+}
+
+// Status returns the node's view of the cluster. Session counts come from
+// this replica's applied state.
+func (n *Node) Status() Status {
+	s := Status{ID: n.cfg.ID, Role: "follower", Members: n.cfg.Members}
+	if id, term, ok := n.leader(); ok {
+		s.LeaderID, s.Term = id, term
+		if id == n.cfg.ID {
+			s.Role = "leader"
+		}
+	} else {
+		s.Role = "unavailable"
+	}
+	if st, err := n.StaleRead(fsm.StatsQuery{}); err == nil {
+		stats := st.(fsm.Stats)
+		s.Sessions, s.Clock, s.Applied = stats.Sessions, stats.Clock, stats.Applied
+	}
+	return s
+}
+
+func (n *Node) startHTTP() error {
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node: http listen %s: %w", n.cfg.HTTPAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if _, _, ok := n.leader(); !ok {
+			http.Error(w, "no leader known", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(n.Status())
+	})
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	n.httpWG.Add(1)
+	go func() {
+		defer n.httpWG.Done()
+		_ = n.http.Serve(ln)
+	}()
+	return nil
+}
+
+// HTTPAddr returns the address of the metrics/status endpoint, or "".
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.cfg.HTTPAddr
+}
+
+// Close shuts the node down gracefully: if it leads, leadership goes to
+// another member first; connected clients are told (SessionClosed with
+// ShuttingDown and the new leader's hint); then the client listener, the
+// actors, the Raft replica and the HTTP server stop, and Close waits for
+// every goroutine the node started.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	deadline := time.Now().Add(n.cfg.ShutdownGrace)
+	hint := actors.Member{}
+	if n.IsLeader() {
+		target := uint64(0)
+		for _, m := range n.cfg.Members {
+			if m.ID != n.cfg.ID {
+				target = m.ID
+				break
+			}
+		}
+		// dragonboat's transfer is best effort: it is dropped when the
+		// target does not catch up within an election timeout, so ask
+		// again until leadership moves or the grace period ends.
+		var asked time.Time
+		for target != 0 && time.Now().Before(deadline) {
+			if id, _, ok := n.leader(); ok && id != n.cfg.ID {
+				break
+			}
+			if time.Since(asked) > 500*time.Millisecond {
+				_ = n.TransferLeadership(target)
+				asked = time.Now()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if id, _, ok := n.leader(); ok && id != n.cfg.ID {
+		for _, m := range n.cfg.Members {
+			if m.ID == id {
+				hint = actors.Member{ID: m.ID, ClientAddr: m.ClientAddr}
+			}
+		}
+	}
+	if n.root != nil {
+		_, _ = n.system.Root.RequestFuture(n.refs.Sessions, &actors.Shutdown{Hint: hint}, time.Until(deadline)+time.Second).Result()
+	}
+	var errs []error
+	if n.router != nil {
+		errs = append(errs, n.router.Close())
+	}
+	n.stopActors()
+	n.closeRaft()
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		errs = append(errs, n.http.Shutdown(ctx))
+		cancel()
+		n.httpWG.Wait()
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) stopActors() {
+	if n.root != nil {
+		_ = n.system.Root.PoisonFuture(n.root).Wait()
+		n.root = nil
+	}
+}
+
+func (n *Node) closeRaft() {
+	n.cancel()
+	n.work.Wait.Wait()
+	if n.nh != nil {
+		n.nh.Close()
+		n.nh = nil
+	}
+	if n.unwatch != nil {
+		n.unwatch()
+		n.unwatch = nil
+	}
+	n.system.Shutdown()
+}
+
+func (c *Config) tlsConfig() (*tls.Config, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: tls key pair: %w", err)
+	}
+	t := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.TLSClientCAFile != "" {
+		pem, err := os.ReadFile(c.TLSClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: tls client ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("node: tls client ca %s: no certificates", c.TLSClientCAFile)
+		}
+		t.ClientCAs, t.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return t, nil
+}
