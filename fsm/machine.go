@@ -1,0 +1,561 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Machine is the deterministic replicated state machine. It is not safe for
+// concurrent use, with one exception that matches dragonboat's locking: the
+// read-only methods (queries, SaveSnapshot, Hash) may run concurrently with
+// each other, never with Apply or RecoverFromSnapshot.
+type Machine struct {
+	app Application
+	obs Observer
+	cfg Config
+
+	clock   int64
+	applied uint64
+
+	sessions map[SessionID]*session
+	// byOpenKey finds a live session by (secret hash, nonce) so that an
+	// OpenSession retry returns it instead of creating a second one.
+	byOpenKey map[openKey]SessionID
+	// capable indexes live sessions by each capability they declared (see
+	// capHeap).
+	capable    map[Capability]*capHeap
+	unassigned []queued
+
+	// tombstones remembers recently removed sessions, oldest first, so that
+	// late requests learn why their session is gone.
+	tombstones []tombstone
+	tombHead   int
+	tombIndex  map[SessionID]RemoveReason
+
+	cachedTotal  int
+	pendingTotal int
+
+	ctx    Context
+	events []event
+}
+
+type openKey struct {
+	hash  SecretHash
+	nonce uint64
+}
+
+type session struct {
+	id         SessionID
+	secretHash SecretHash
+	nonce      uint64
+	caps       []Capability
+	timeout    time.Duration
+	openedAt   int64
+	liveness   int64
+	watermark  uint64
+	nextID     uint64
+	// heapIdx[i] is the session's position in the heap of caps[i].
+	heapIdx []int
+	// responses is sorted by request id, so eviction below the watermark
+	// drops a prefix.
+	responses []cached
+	// pending is sorted by id (ids are assigned in increasing order), so a
+	// cumulative ack drops a prefix.
+	pending []queued
+}
+
+type cached struct {
+	id  uint64
+	res Result
+}
+
+// queued is one server request. For unassigned work req.ID is 0.
+type queued struct {
+	req        ServerRequest
+	selector   Capability
+	bySelector bool
+}
+
+type tombstone struct {
+	id     SessionID
+	reason RemoveReason
+}
+
+type event struct {
+	session SessionID
+	req     ServerRequest
+	removed RemoveReason // 0 for ServerRequestAdded
+}
+
+// New returns an empty machine running app with the limits in cfg. obs may be
+// nil. Every replica must be built with the same cfg.
+func New(app Application, cfg Config, obs Observer) (*Machine, error) {
+	if app == nil {
+		return nil, errors.New("fsm: nil Application")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Machine{app: app, obs: obs, cfg: cfg}
+	m.reset()
+	m.ctx.m = m
+	return m, nil
+}
+
+func (m *Machine) reset() {
+	m.clock = 0
+	m.applied = 0
+	m.sessions = make(map[SessionID]*session)
+	m.byOpenKey = make(map[openKey]SessionID)
+	m.capable = make(map[Capability]*capHeap)
+	m.unassigned = nil
+	m.tombstones = nil
+	m.tombHead = 0
+	m.tombIndex = make(map[SessionID]RemoveReason)
+	m.cachedTotal = 0
+	m.pendingTotal = 0
+}
+
+// Config returns the machine's limits.
+func (m *Machine) Config() Config { return m.cfg }
+
+// Apply decodes and applies one log entry and returns its result. The only
+// error is one that must stop the node: ErrUnknownVersion (the entry was
+// written by a newer binary). A malformed entry of a known version is a
+// deterministic StatusInvalid result and changes nothing but the applied
+// count. Apply does not keep cmd after it returns.
+func (m *Machine) Apply(cmd []byte) (Result, error) {
+	c, err := DecodeCommand(cmd)
+	if err != nil {
+		if errors.Is(err, ErrUnknownVersion) {
+			return Result{}, err
+		}
+		m.applied++
+		return m.invalid(err.Error()), nil
+	}
+	m.applied++
+	if t := c.Timestamp(); t > m.clock {
+		m.clock = t
+	}
+	var r Result
+	switch c := c.(type) {
+	case OpenSession:
+		r = m.openSession(c)
+	case ClientRequest:
+		r = m.clientRequest(c)
+	case CloseSession:
+		r = m.closeSession(c)
+	case RecordLiveness:
+		r = m.recordLiveness(c)
+	case ExpireSession:
+		r = m.expireSession(c)
+	case AckServerRequests:
+		r = m.ackServerRequests(c)
+	case AppCommand:
+		r = m.appCommand(c)
+	default:
+		panic(fmt.Sprintf("fsm: decoded command of unhandled type %T", c))
+	}
+	m.flushEvents()
+	return r, nil
+}
+
+func (m *Machine) invalid(msg string) Result {
+	if len(msg) > m.cfg.MaxResultBytes {
+		msg = msg[:m.cfg.MaxResultBytes]
+	}
+	return messageResult(StatusInvalid, msg)
+}
+
+// goneStatus tells a request for a missing session why it is missing.
+func (m *Machine) goneStatus(id SessionID) Result {
+	switch m.tombIndex[id] {
+	case RemovedExpired:
+		return statusResult(StatusSessionExpired)
+	case RemovedClosed:
+		return statusResult(StatusSessionClosed)
+	default:
+		return statusResult(StatusSessionNotFound)
+	}
+}
+
+func (m *Machine) validateOpen(c OpenSession) string {
+	if c.ID.IsZero() {
+		return "fsm: zero session id"
+	}
+	if len(c.Capabilities) > m.cfg.MaxCapabilities {
+		return fmt.Sprintf("fsm: %d capabilities exceed the limit of %d", len(c.Capabilities), m.cfg.MaxCapabilities)
+	}
+	for i, cp := range c.Capabilities {
+		if cp.Name == "" {
+			return "fsm: empty capability name"
+		}
+		if len(cp.Name) > m.cfg.MaxCapabilityBytes || len(cp.Value) > m.cfg.MaxCapabilityBytes {
+			return fmt.Sprintf("fsm: capability %q longer than %d bytes", cp.Name, m.cfg.MaxCapabilityBytes)
+		}
+		if i > 0 && c.Capabilities[i-1].Name >= cp.Name {
+			return "fsm: capabilities not sorted by name or duplicated"
+		}
+	}
+	if c.Timeout < m.cfg.MinSessionTimeout || c.Timeout > m.cfg.MaxSessionTimeout {
+		return fmt.Sprintf("fsm: session timeout %v outside [%v, %v]", c.Timeout, m.cfg.MinSessionTimeout, m.cfg.MaxSessionTimeout)
+	}
+	return ""
+}
+
+func (m *Machine) openSession(c OpenSession) Result {
+	if msg := m.validateOpen(c); msg != "" {
+		return m.invalid(msg)
+	}
+	key := openKey{hash: c.SecretHash, nonce: c.Nonce}
+	if id, ok := m.byOpenKey[key]; ok {
+		s := m.sessions[id]
+		s.liveness = max(s.liveness, m.clock)
+		return sessionResult(StatusSessionExisting, id)
+	}
+	if _, ok := m.sessions[c.ID]; ok {
+		return statusResult(StatusSessionExists)
+	}
+	if _, ok := m.tombIndex[c.ID]; ok {
+		// Reusing a remembered id would make late requests of the old
+		// session look like requests of the new one.
+		return statusResult(StatusSessionExists)
+	}
+	if len(m.sessions) >= m.cfg.MaxSessions {
+		return statusResult(StatusTooManySessions)
+	}
+	s := &session{
+		id:         c.ID,
+		secretHash: c.SecretHash,
+		nonce:      c.Nonce,
+		caps:       c.Capabilities,
+		timeout:    c.Timeout,
+		openedAt:   m.clock,
+		liveness:   m.clock,
+		nextID:     1,
+	}
+	m.ctx.session = c.ID
+	if err := m.app.SessionOpened(&m.ctx, s.info()); err != nil {
+		msg := err.Error()
+		if len(msg) > m.cfg.MaxResultBytes {
+			msg = msg[:m.cfg.MaxResultBytes]
+		}
+		return messageResult(StatusSessionRejected, msg)
+	}
+	m.insertSession(s)
+	m.drainUnassigned()
+	return sessionResult(StatusSessionOpened, c.ID)
+}
+
+func (m *Machine) insertSession(s *session) {
+	m.sessions[s.id] = s
+	m.byOpenKey[openKey{hash: s.secretHash, nonce: s.nonce}] = s.id
+	m.indexSession(s)
+	m.cachedTotal += len(s.responses)
+	m.pendingTotal += len(s.pending)
+}
+
+func (m *Machine) clientRequest(c ClientRequest) Result {
+	s := m.sessions[c.Session]
+	if s == nil {
+		return m.goneStatus(c.Session)
+	}
+	if c.RequestID == 0 {
+		return m.invalid("fsm: request id 0")
+	}
+	if len(c.Payload) > m.cfg.MaxPayloadBytes {
+		return m.invalid(fmt.Sprintf("fsm: payload of %d bytes exceeds %d", len(c.Payload), m.cfg.MaxPayloadBytes))
+	}
+	s.liveness = max(s.liveness, m.clock)
+	// A request is itself pending, so a lowest-pending id above it is a
+	// client bug; clamping keeps the request's own response.
+	m.raiseWatermark(s, min(c.LowestPending, c.RequestID))
+	i, found := slices.BinarySearchFunc(s.responses, c.RequestID, func(e cached, id uint64) int {
+		switch {
+		case e.id < id:
+			return -1
+		case e.id > id:
+			return 1
+		}
+		return 0
+	})
+	if found {
+		return s.responses[i].res
+	}
+	if c.RequestID < s.watermark {
+		return statusResult(StatusResponseEvicted)
+	}
+	if len(s.responses) >= m.cfg.MaxCachedResponses {
+		return statusResult(StatusTooManyInFlight)
+	}
+	r := m.runApp(c.Session, c.Payload)
+	s.responses = slices.Insert(s.responses, i, cached{id: c.RequestID, res: r})
+	m.cachedTotal++
+	return r
+}
+
+func (m *Machine) raiseWatermark(s *session, lowest uint64) {
+	if lowest <= s.watermark {
+		return
+	}
+	s.watermark = lowest
+	n := 0
+	for n < len(s.responses) && s.responses[n].id < lowest {
+		n++
+	}
+	if n > 0 {
+		// Clear the evicted entries so their results can be collected.
+		clear(s.responses[:n])
+		s.responses = s.responses[n:]
+		m.cachedTotal -= n
+	}
+}
+
+// runApp runs one command through the Application and turns its outcome into
+// a Result.
+func (m *Machine) runApp(id SessionID, payload []byte) Result {
+	m.ctx.session = id
+	out, err := m.app.Apply(&m.ctx, payload)
+	if err != nil {
+		code, msg := appErrorOf(err)
+		if 4+len(msg) > m.cfg.MaxResultBytes {
+			return statusResult(StatusResultTooLarge)
+		}
+		return appErrorResult(code, msg)
+	}
+	if len(out) > m.cfg.MaxResultBytes {
+		return statusResult(StatusResultTooLarge)
+	}
+	return Result{Value: uint64(StatusOK), Data: out}
+}
+
+func (m *Machine) appCommand(c AppCommand) Result {
+	if len(c.Payload) > m.cfg.MaxPayloadBytes {
+		return m.invalid(fmt.Sprintf("fsm: payload of %d bytes exceeds %d", len(c.Payload), m.cfg.MaxPayloadBytes))
+	}
+	return m.runApp(SessionID{}, c.Payload)
+}
+
+func (m *Machine) closeSession(c CloseSession) Result {
+	s := m.sessions[c.Session]
+	if s == nil {
+		return m.goneStatus(c.Session)
+	}
+	m.removeSession(s, RemovedClosed)
+	return statusResult(StatusOK)
+}
+
+func (m *Machine) recordLiveness(c RecordLiveness) Result {
+	if len(c.Sessions) > m.cfg.MaxBatch {
+		return m.invalid(fmt.Sprintf("fsm: liveness batch of %d exceeds %d", len(c.Sessions), m.cfg.MaxBatch))
+	}
+	for _, id := range c.Sessions {
+		// Sessions removed since the leader built the batch are skipped.
+		if s := m.sessions[id]; s != nil {
+			s.liveness = max(s.liveness, m.clock)
+		}
+	}
+	return statusResult(StatusOK)
+}
+
+func (m *Machine) expireSession(c ExpireSession) Result {
+	s := m.sessions[c.Session]
+	if s == nil {
+		return m.goneStatus(c.Session)
+	}
+	if s.liveness > c.LivenessStamp {
+		return statusResult(StatusStale)
+	}
+	if m.clock-s.liveness < int64(s.timeout) {
+		return statusResult(StatusNotDue)
+	}
+	m.removeSession(s, RemovedExpired)
+	return statusResult(StatusOK)
+}
+
+func (m *Machine) ackServerRequests(c AckServerRequests) Result {
+	if len(c.Acks) > m.cfg.MaxBatch {
+		return m.invalid(fmt.Sprintf("fsm: ack batch of %d exceeds %d", len(c.Acks), m.cfg.MaxBatch))
+	}
+	freed := false
+	for _, a := range c.Acks {
+		s := m.sessions[a.Session]
+		if s == nil {
+			continue
+		}
+		s.liveness = max(s.liveness, m.clock)
+		n := 0
+		for n < len(s.pending) && s.pending[n].req.ID <= a.UpTo {
+			n++
+		}
+		if n > 0 {
+			clear(s.pending[:n])
+			s.pending = s.pending[n:]
+			m.pendingTotal -= n
+			m.pendingChanged(s)
+			freed = true
+		}
+	}
+	if freed {
+		m.drainUnassigned()
+	}
+	return statusResult(StatusOK)
+}
+
+// removeSession drops a session and all its state, moves its
+// selector-addressed work elsewhere and tells the Application.
+func (m *Machine) removeSession(s *session, reason RemoveReason) {
+	delete(m.sessions, s.id)
+	delete(m.byOpenKey, openKey{hash: s.secretHash, nonce: s.nonce})
+	m.unindexSession(s)
+	m.cachedTotal -= len(s.responses)
+	m.pendingTotal -= len(s.pending)
+	m.addTombstone(s.id, reason)
+	m.events = append(m.events, event{session: s.id, removed: reason})
+
+	var dropped []ServerRequest
+	for _, q := range s.pending {
+		if q.bySelector && m.place(q.selector, q.req.CreatedAt, q.req.Payload) {
+			continue
+		}
+		dropped = append(dropped, q.req)
+	}
+	m.ctx.session = s.id
+	m.app.SessionClosed(&m.ctx, s.id, reason, dropped)
+}
+
+func (m *Machine) addTombstone(id SessionID, reason RemoveReason) {
+	if len(m.tombIndex) >= m.cfg.MaxTombstones {
+		old := m.tombstones[m.tombHead]
+		delete(m.tombIndex, old.id)
+		m.tombstones[m.tombHead] = tombstone{}
+		m.tombHead++
+		if m.tombHead >= len(m.tombstones)/2 {
+			m.tombstones = append([]tombstone(nil), m.tombstones[m.tombHead:]...)
+			m.tombHead = 0
+		}
+	}
+	m.tombstones = append(m.tombstones, tombstone{id: id, reason: reason})
+	m.tombIndex[id] = reason
+}
+
+func (m *Machine) emit(t Target, payload []byte) error {
+	if len(payload) > m.cfg.MaxServerRequestBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
+	}
+	p := append([]byte(nil), payload...)
+	if !t.bySelector {
+		s := m.sessions[t.session]
+		if s == nil {
+			return fmt.Errorf("%w: %v", ErrSessionNotFound, t.session)
+		}
+		if len(s.pending) >= m.cfg.MaxPendingServerRequests {
+			return fmt.Errorf("%w: session %v has %d pending", ErrQueueFull, t.session, len(s.pending))
+		}
+		m.enqueue(s, queued{req: ServerRequest{CreatedAt: m.clock, Payload: p}})
+		return nil
+	}
+	if !m.place(t.selector, m.clock, p) {
+		return fmt.Errorf("%w: no session with %v has room and %d are unassigned", ErrQueueFull, t.selector, len(m.unassigned))
+	}
+	return nil
+}
+
+// place gives selector-addressed work to the best capable session, or parks
+// it in the unassigned queue. It reports false only when both are full.
+func (m *Machine) place(sel Capability, createdAt int64, payload []byte) bool {
+	q := queued{req: ServerRequest{CreatedAt: createdAt, Payload: payload}, selector: sel, bySelector: true}
+	if s := m.pick(sel); s != nil {
+		m.enqueue(s, q)
+		return true
+	}
+	if len(m.unassigned) >= m.cfg.MaxUnassigned {
+		return false
+	}
+	m.unassigned = append(m.unassigned, q)
+	return true
+}
+
+// pick returns the capable session with room that has the fewest pending
+// requests, ties broken by the smaller id, or nil. If the heap's minimum is
+// full, every capable session is.
+func (m *Machine) pick(sel Capability) *session {
+	h := m.capable[sel]
+	if h == nil {
+		return nil
+	}
+	if s := (*h)[0].s; len(s.pending) < m.cfg.MaxPendingServerRequests {
+		return s
+	}
+	return nil
+}
+
+func (m *Machine) enqueue(s *session, q queued) {
+	q.req.ID = s.nextID
+	s.nextID++
+	s.pending = append(s.pending, q)
+	m.pendingTotal++
+	m.pendingChanged(s)
+	m.events = append(m.events, event{session: s.id, req: q.req})
+}
+
+// drainUnassigned assigns parked work, oldest first, to capable sessions that
+// have room. A selector that found no room is not tried again in the same
+// pass, so a pass costs O(unassigned x log capable sessions).
+func (m *Machine) drainUnassigned() {
+	if len(m.unassigned) == 0 {
+		return
+	}
+	var full map[Capability]bool
+	kept := m.unassigned[:0]
+	for _, q := range m.unassigned {
+		if !full[q.selector] {
+			if s := m.pick(q.selector); s != nil {
+				m.enqueue(s, q)
+				continue
+			}
+			if full == nil {
+				full = make(map[Capability]bool)
+			}
+			full[q.selector] = true
+		}
+		kept = append(kept, q)
+	}
+	clear(m.unassigned[len(kept):])
+	m.unassigned = kept
+}
+
+func (m *Machine) flushEvents() {
+	if len(m.events) == 0 {
+		return
+	}
+	if m.obs != nil {
+		for _, e := range m.events {
+			if e.removed != 0 {
+				m.obs.SessionRemoved(e.session, e.removed)
+			} else {
+				m.obs.ServerRequestAdded(e.session, e.req)
+			}
+		}
+	}
+	clear(m.events)
+	m.events = m.events[:0]
+}
+
+func (s *session) info() SessionInfo {
+	return SessionInfo{
+		ID:                    s.id,
+		SecretHash:            s.secretHash,
+		Nonce:                 s.nonce,
+		Capabilities:          s.caps,
+		Timeout:               s.timeout,
+		OpenedAt:              s.openedAt,
+		Liveness:              s.liveness,
+		Watermark:             s.watermark,
+		CachedResponses:       len(s.responses),
+		PendingServerRequests: len(s.pending),
+		NextServerRequestID:   s.nextID,
+	}
+}
