@@ -125,7 +125,15 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	}
 
 	actorLog := slog.New(minLevel{n.log.Handler(), slog.LevelWarn}).With("component", "protoactor")
-	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	// Messages to stopped actors (a timer firing after its session ended, a
+	// reply for a restarted actor) are dead letters; protoactor throttles
+	// their logging with a timer goroutine that lives one interval, kept
+	// short so that Close leaves nothing running for long.
+	n.system = actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }),
+		actor.WithDeadLetterThrottleInterval(50*time.Millisecond),
+		actor.WithDeadLetterRequestLogging(false),
+	)
 	n.unwatch = supervision.Watch(n.system, n.metrics)
 	rootName := "node"
 	pid := func(name string) *actor.PID { return n.system.NewLocalPID(rootName + "/" + name) }

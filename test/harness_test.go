@@ -103,8 +103,14 @@ type cluster struct {
 	applied *countRegistry
 }
 
-// startCluster starts an in-memory 3-node cluster with short timeouts.
+// startCluster starts an in-memory 3-node cluster of counterApps with short
+// timeouts.
 func startCluster(t *testing.T, tweak func(*node.Config), opts ...node.Option) *cluster {
+	return startAppCluster(t, tweak, nil, opts...)
+}
+
+// startAppCluster is startCluster with another application (nil: counterApp).
+func startAppCluster(t *testing.T, tweak func(*node.Config), app func() fsm.Application, opts ...node.Option) *cluster {
 	t.Helper()
 	members, err := node.LocalMembers(3, 0, 0)
 	if err != nil {
@@ -123,11 +129,14 @@ func startCluster(t *testing.T, tweak func(*node.Config), opts ...node.Option) *
 	reg := &countRegistry{n: map[int]int{}}
 	next := 0
 	var mu sync.Mutex
-	newApp := func() fsm.Application {
-		mu.Lock()
-		defer mu.Unlock()
-		next++
-		return &counterApp{applied: reg, node: next}
+	newApp := app
+	if newApp == nil {
+		newApp = func() fsm.Application {
+			mu.Lock()
+			defer mu.Unlock()
+			next++
+			return &counterApp{applied: reg, node: next}
+		}
 	}
 	if os.Getenv("ZRAFT_TEST_LOG") == "" {
 		opts = append(opts, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
