@@ -59,7 +59,9 @@ func (r *rootActor) Receive(c actor.Context) {
 // handler adapts the transport's callbacks to the inbox.
 type handler struct{ inbox *actors.Inbox }
 
-func (h handler) Opened(id transport.ConnID, remote net.Addr) { h.inbox.Opened(actors.ConnID(id), remote) }
+func (h handler) Opened(id transport.ConnID, remote net.Addr) {
+	h.inbox.Opened(actors.ConnID(id), remote)
+}
 func (h handler) Received(id transport.ConnID, frame []byte) {
 	h.inbox.Received(actors.ConnID(id), frame)
 }
