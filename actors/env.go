@@ -15,6 +15,8 @@ package actors
 
 import (
 	"context"
+	"strings"
+	"unicode/utf8"
 	"log/slog"
 	"time"
 
@@ -98,6 +100,7 @@ type Env struct {
 // errors for server messages (every field is produced here), so they are
 // logged and counted rather than crashing the caller.
 func (e *Env) send(conn ConnID, m codec.Message) {
+	e.clipMessage(m)
 	frame, err := codec.Append(make([]byte, 0, 64), m, &e.Settings.Limits)
 	if err != nil {
 		e.Log.Error("encode reply", "kind", m.Kind(), "err", err)
@@ -107,6 +110,39 @@ func (e *Env) send(conn ConnID, m codec.Message) {
 	if err := e.Conns.Send(conn, frame); err == nil {
 		e.Metrics.MessagesOut.WithLabelValues(m.Kind().String()).Inc()
 	}
+}
+
+// clipMessage makes a reply's free-text Message field fit the protocol:
+// valid UTF-8, at most MaxString bytes. Application error texts and wrapped
+// errors are not under our control, and a reply that failed to encode would
+// leave its caller waiting for nothing.
+func (e *Env) clipMessage(m codec.Message) {
+	var p *string
+	switch r := m.(type) {
+	case *codec.RequestError:
+		p = &r.Message
+	case *codec.QueryError:
+		p = &r.Message
+	case *codec.SessionRejected:
+		p = &r.Message
+	case *codec.SessionClosed:
+		p = &r.Message
+	default:
+		return
+	}
+	*p = clip(*p, e.Settings.Limits.MaxString)
+}
+
+func clip(s string, max int) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // Props returns props for an actor of kind with the tree's supervision and

@@ -122,9 +122,6 @@ func (g *gateway) reject(in *frameIn, err error) {
 		return
 	}
 	msg := err.Error()
-	if len(msg) > g.env.Settings.Limits.MaxString {
-		msg = msg[:g.env.Settings.Limits.MaxString]
-	}
 	switch kind {
 	case codec.KindClientRequest:
 		if id, ok := codec.PeekID(in.frame); ok {

@@ -66,9 +66,15 @@ type sessionStarted struct{ id fsm.SessionID }
 type bind struct{ conn ConnID }
 
 type createTag struct {
-	conn  ConnID
-	nonce uint64
+	conn    ConnID
+	nonce   uint64
+	msg     *codec.CreateSession
+	attempt int
 }
+
+// maxIDAttempts bounds how often a creation is proposed again with a fresh
+// id after the state machine reports an id collision (2^-128 odds each).
+const maxIDAttempts = 3
 
 type continueTag struct {
 	conn  ConnID
@@ -288,25 +294,32 @@ func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession)
 		reject(codec.CodeRateLimited, "session creation rate limit reached")
 		return
 	}
+	d.busy[conn] = d.env.Now()
+	d.proposeOpen(c, createTag{conn: conn, nonce: m.Nonce, msg: m})
+}
+
+// proposeOpen proposes the creation with a fresh random session id.
+func (d *directory) proposeOpen(c actor.Context, t createTag) {
 	var id fsm.SessionID
 	if _, err := rand.Read(id[:]); err != nil {
-		reject(codec.CodeInternal, "no randomness for a session id")
+		delete(d.busy, t.conn)
+		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: codec.CodeInternal, Leader: d.hint(),
+			Message: "no randomness for a session id"})
 		return
 	}
-	caps := make([]fsm.Capability, len(m.Capabilities))
-	for i, cp := range m.Capabilities {
+	caps := make([]fsm.Capability, len(t.msg.Capabilities))
+	for i, cp := range t.msg.Capabilities {
 		caps[i] = fsm.Capability{Name: cp.Name, Value: cp.Value}
 	}
 	cmd := fsm.EncodeCommand(nil, fsm.OpenSession{
 		Time:         d.env.Now().UnixNano(),
 		ID:           id,
-		SecretHash:   fsm.SecretHash(sha256.Sum256(m.Secret[:])),
-		Nonce:        m.Nonce,
+		SecretHash:   fsm.SecretHash(sha256.Sum256(t.msg.Secret[:])),
+		Nonce:        t.nonce,
 		Capabilities: caps,
 		Timeout:      d.env.Settings.SessionTimeout,
 	})
-	d.busy[conn] = d.env.Now()
-	c.Send(d.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: createTag{conn: conn, nonce: m.Nonce}})
+	c.Send(d.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: t})
 }
 
 func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
@@ -334,6 +347,18 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 		return
 	case fsm.StatusTooManySessions:
 		reject(codec.CodeTooManySessions, "the cluster's session limit is reached")
+		return
+	case fsm.StatusSessionExists:
+		if t.attempt+1 < maxIDAttempts {
+			t.attempt++
+			d.busy[t.conn] = d.env.Now()
+			d.proposeOpen(c, t)
+			return
+		}
+		reject(codec.CodeInternal, "session id collided repeatedly")
+		return
+	case fsm.StatusInvalid:
+		reject(codec.CodeRejected, out.Message)
 		return
 	default:
 		reject(codec.CodeInternal, out.Status.String())
