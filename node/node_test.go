@@ -226,6 +226,14 @@ func TestHTTPStatusHealthAndMetrics(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.ID != 1 || st.LeaderID == 0 || len(st.Members) != 3 {
 		t.Fatalf("/status = %d %s", code, body)
 	}
+	code, body = get("/sessions")
+	var ss []SessionView
+	if code != 200 || json.Unmarshal([]byte(body), &ss) != nil {
+		t.Fatalf("/sessions = %d %s", code, body)
+	}
+	if code, _ := get("/sessions?after=zz"); code != 400 {
+		t.Fatalf("/sessions with a bad id = %d, want 400", code)
+	}
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "zraft_is_leader") || !strings.Contains(body, "zraft_leader_changes_total") {
 		t.Fatalf("/metrics = %d, missing zraft metrics", code)
 	}

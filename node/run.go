@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -243,6 +245,7 @@ func (n *Node) startHTTP() error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(n.Status())
 	})
+	mux.HandleFunc("/sessions", n.serveSessions)
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	n.httpWG.Add(1)
 	go func() {
@@ -250,6 +253,66 @@ func (n *Node) startHTTP() error {
 		_ = n.http.Serve(ln)
 	}()
 	return nil
+}
+
+// SessionView is one session as /sessions reports it.
+type SessionView struct {
+	ID                    string            `json:"id"`
+	Capabilities          map[string]string `json:"capabilities,omitempty"`
+	TimeoutMS             int64             `json:"timeout_ms"`
+	OpenedAtNS            int64             `json:"opened_at_ns"`
+	LivenessNS            int64             `json:"liveness_ns"`
+	Watermark             uint64            `json:"watermark"`
+	CachedResponses       int               `json:"cached_responses"`
+	PendingServerRequests int               `json:"pending_server_requests"`
+}
+
+// maxSessionsPage bounds one /sessions answer; page with ?after=<last id>.
+const maxSessionsPage = 10000
+
+// serveSessions lists live sessions in id order, read linearizably:
+// GET /sessions?after=<hex id>&limit=<n> (limit default and at most 10,000).
+func (n *Node) serveSessions(w http.ResponseWriter, r *http.Request) {
+	q := fsm.SessionsQuery{Limit: maxSessionsPage}
+	if a := r.URL.Query().Get("after"); a != "" {
+		b, err := hex.DecodeString(a)
+		if err != nil || len(b) != len(q.After) {
+			http.Error(w, "after: want a 32-digit hex session id", http.StatusBadRequest)
+			return
+		}
+		copy(q.After[:], b)
+	}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		v, err := strconv.Atoi(l)
+		if err != nil || v <= 0 || v > maxSessionsPage {
+			http.Error(w, "limit: want 1 to 10000", http.StatusBadRequest)
+			return
+		}
+		q.Limit = v
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.ProposalTimeout)
+	defer cancel()
+	res, err := n.Read(ctx, q)
+	if err != nil {
+		http.Error(w, "read sessions: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	infos := res.([]fsm.SessionInfo)
+	out := make([]SessionView, len(infos))
+	for i, s := range infos {
+		v := SessionView{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt,
+			LivenessNS: s.Liveness, Watermark: s.Watermark, CachedResponses: s.CachedResponses,
+			PendingServerRequests: s.PendingServerRequests}
+		if len(s.Capabilities) > 0 {
+			v.Capabilities = make(map[string]string, len(s.Capabilities))
+			for _, c := range s.Capabilities {
+				v.Capabilities[c.Name] = c.Value
+			}
+		}
+		out[i] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 // HTTPAddr returns the address of the metrics/status endpoint, or "".
