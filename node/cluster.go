@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lni/vfs"
+
 	"github.com/zraft/zraft/fsm"
 )
 
@@ -20,6 +22,9 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	nodes map[uint64]*Node // nil while a node is stopped
+	// fs keeps each in-memory member's filesystem across restarts, so that
+	// a restarted member keeps its log and votes as a real one would.
+	fs map[uint64]vfs.FS
 }
 
 // LocalMembers returns n members on 127.0.0.1. With raftBase and clientBase
@@ -60,7 +65,7 @@ func freePort() (int, error) {
 // is ignored), each with a fresh application from newApp, and waits until a
 // leader is elected or ctx ends.
 func StartCluster(ctx context.Context, base Config, newApp func() fsm.Application, opts ...Option) (*Cluster, error) {
-	c := &Cluster{base: base, newApp: newApp, opts: opts, nodes: make(map[uint64]*Node)}
+	c := &Cluster{base: base, newApp: newApp, opts: opts, nodes: make(map[uint64]*Node), fs: make(map[uint64]vfs.FS)}
 	for _, m := range base.Members {
 		if err := c.Start(ctx, m.ID); err != nil {
 			_ = c.Close()
@@ -88,7 +93,16 @@ func (c *Cluster) Start(ctx context.Context, id uint64) error {
 			cfg.HTTPAddr = net.JoinHostPort(host, fmt.Sprint(p+int(id)-1))
 		}
 	}
-	n, err := Start(ctx, cfg, c.newApp(), c.opts...)
+	opts := c.opts
+	if cfg.InMemory {
+		c.mu.Lock()
+		if c.fs[id] == nil {
+			c.fs[id] = vfs.NewMem()
+		}
+		opts = append(append([]Option(nil), opts...), WithFS(c.fs[id]))
+		c.mu.Unlock()
+	}
+	n, err := Start(ctx, cfg, c.newApp(), opts...)
 	if err != nil {
 		return err
 	}

@@ -198,3 +198,63 @@ func TestRestartingEachActorKindLosesAndDuplicatesNothing(t *testing.T) {
 	}
 	_ = ctx
 }
+
+func TestLeaderThatLosesQuorumStopsServing(t *testing.T) {
+	c := startCluster(t, nil)
+	l := c.leader(t)
+	w := dial(t, l.ClientAddr())
+	w.createSession()
+	if got := counterValue(t, w.request(1, 1, "incr")); got != 1 {
+		t.Fatalf("incr = %d", got)
+	}
+	for _, n := range c.Nodes() {
+		if n != l {
+			if err := c.Stop(n.ID()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// CheckQuorum steps the lonely leader down: its client is told, and
+	// nothing more is served until a quorum is back.
+	closed := w.next(kindIs(codec.KindSessionClosed)).(*codec.SessionClosed)
+	if closed.Reason != codec.CodeClusterUnavailable {
+		t.Fatalf("client of the lonely leader got %+v, want ClusterUnavailable", closed)
+	}
+	w2 := dial(t, l.ClientAddr())
+	w2.send(&codec.CreateSession{Nonce: 99})
+	rej, ok := w2.next(kindIs(codec.KindSessionRejected, codec.KindSessionCreated)).(*codec.SessionRejected)
+	if !ok || rej.Reason != codec.CodeClusterUnavailable {
+		t.Fatalf("CreateSession without a quorum: %+v", rej)
+	}
+}
+
+func TestSessionSurvivesRestartOfItsNode(t *testing.T) {
+	c := startCluster(t, nil)
+	l := c.leader(t)
+	p := newPersistent(t, c)
+	if got := counterValue(t, p.do(1, 1, "incr")); got != 1 {
+		t.Fatalf("incr = %d", got)
+	}
+	if err := c.Stop(l.ID()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.Start(ctx, l.ID()); err != nil {
+		t.Fatal(err)
+	}
+	// The client continues on whoever leads now; request 1 comes from the
+	// cache and request 2 runs once.
+	if got := counterValue(t, p.do(1, 1, "incr")); got != 1 {
+		t.Fatalf("retried request after restart = %d, want the cached 1", got)
+	}
+	if got := counterValue(t, p.do(2, 2, "incr")); got != 2 {
+		t.Fatalf("request after restart = %d, want 2", got)
+	}
+	// The restarted member kept its log: it catches up to the same count.
+	restarted := c.Node(l.ID())
+	waitFor(t, "restarted member to catch up", func() bool {
+		res, err := restarted.StaleRead([]byte("get"))
+		return err == nil && counterFromBytes(res.([]byte)) == 2
+	})
+}

@@ -382,7 +382,15 @@ func (p *persistent) do(id, lowest uint64, payload string) codec.Message {
 	p.t.Helper()
 	deadline := time.Now().Add(3 * waitTimeout)
 	for time.Now().Before(deadline) {
-		p.w.send(&codec.ClientRequest{RequestID: id, LowestPending: lowest, Payload: []byte(payload)})
+		f, err := codec.Encode(&codec.ClientRequest{RequestID: id, LowestPending: lowest, Payload: []byte(payload)})
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		if err := p.w.conn.Send(f); err != nil {
+			// The connection died (its node stopped): go to the leader.
+			p.reconnect()
+			continue
+		}
 		m, err := p.w.nextWithin(time.Second, func(m codec.Message) bool {
 			switch r := m.(type) {
 			case *codec.ClientResponse:
@@ -422,7 +430,10 @@ func (p *persistent) do(id, lowest uint64, payload string) codec.Message {
 // alive reports whether the connection still answers keep-alives.
 func (p *persistent) alive() bool {
 	ts := time.Now().UnixNano()
-	p.w.send(&codec.KeepAlive{Timestamp: ts})
+	f, _ := codec.Encode(&codec.KeepAlive{Timestamp: ts})
+	if p.w.conn.Send(f) != nil {
+		return false
+	}
 	_, err := p.w.nextWithin(500*time.Millisecond, func(m codec.Message) bool {
 		r, ok := m.(*codec.KeepAliveResponse)
 		return ok && r.Timestamp == ts
