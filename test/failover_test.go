@@ -14,28 +14,47 @@ import (
 
 func transferLeadership(t *testing.T, c *cluster) *node.Node {
 	t.Helper()
-	old := c.leader(t)
-	target := c.follower(t)
-	deadline := time.Now().Add(waitTimeout)
+	n, err := tryTransferLeadership(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// tryTransferLeadership moves leadership to a follower and returns the new
+// leader. It is safe to call from any goroutine.
+func tryTransferLeadership(c *cluster) (*node.Node, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	old, err := c.WaitLeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var target *node.Node
+	for _, n := range c.Nodes() {
+		if n != old {
+			target = n
+			break
+		}
+	}
 	var asked time.Time
-	for time.Now().Before(deadline) {
+	for ctx.Err() == nil {
 		// dragonboat's transfer is best effort (it is dropped when the
 		// target is not caught up within an election timeout): ask again.
 		if time.Since(asked) > 500*time.Millisecond {
 			if err := old.TransferLeadership(target.ID()); err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			asked = time.Now()
 		}
 		// The old leader may still believe it leads for a moment; what
-		// counts is that the target and the others agree on the target.
+		// counts is that the target knows it leads.
 		if id, _, ok := target.Leader(); ok && id == target.ID() {
-			return target
+			return target, nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("leadership did not move")
-	return nil
+	return nil, fmt.Errorf("leadership did not move from %d to %d", old.ID(), target.ID())
 }
 
 func TestSessionSurvivesLeaderTransferAndRetryIsAnsweredFromCache(t *testing.T) {
