@@ -15,10 +15,10 @@ package actors
 
 import (
 	"context"
-	"strings"
-	"unicode/utf8"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 

@@ -176,18 +176,14 @@ func (r *raftBridge) propose(c actor.Context, m *Propose) {
 		c.Send(m.ReplyTo, &Proposed{Tag: m.Tag, Err: ErrOverloaded})
 		return
 	}
-	system, env, work := c.ActorSystem(), r.env, r.work
-	go func() {
-		defer work.Wait.Done()
-		defer work.InFlight.Add(-1)
-		ctx, cancel := context.WithTimeout(work.Ctx, env.Settings.ProposalTimeout)
-		defer cancel()
+	env := r.env
+	r.work.run(c.ActorSystem(), env.Settings.ProposalTimeout, m.ReplyTo, func(ctx context.Context) any {
 		start := time.Now()
 		v, data, err := env.Raft.Propose(ctx, m.Cmd)
 		env.Metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
 		env.Metrics.Proposals.WithLabelValues(outcome(err)).Inc()
-		system.Root.Send(m.ReplyTo, &Proposed{Tag: m.Tag, Value: v, Data: data, Err: err})
-	}()
+		return &Proposed{Tag: m.Tag, Value: v, Data: data, Err: err}
+	})
 }
 
 func (r *raftBridge) read(c actor.Context, m *Read) {
@@ -202,15 +198,23 @@ func (r *raftBridge) read(c actor.Context, m *Read) {
 		c.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Err: ErrOverloaded})
 		return
 	}
-	system, env, work := c.ActorSystem(), r.env, r.work
-	go func() {
-		defer work.Wait.Done()
-		defer work.InFlight.Add(-1)
-		ctx, cancel := context.WithTimeout(work.Ctx, env.Settings.ProposalTimeout)
-		defer cancel()
+	env := r.env
+	r.work.run(c.ActorSystem(), env.Settings.ProposalTimeout, m.ReplyTo, func(ctx context.Context) any {
 		res, err := env.Raft.Read(ctx, m.Query)
 		env.Metrics.Reads.WithLabelValues(outcome(err)).Inc()
-		system.Root.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Result: res, Err: err})
+		return &ReadDone{Tag: m.Tag, Result: res, Err: err}
+	})
+}
+
+// run performs one admitted call on its own goroutine, bounded by timeout
+// and by the node's context, and sends its reply to replyTo.
+func (w *Work) run(system *actor.ActorSystem, timeout time.Duration, replyTo *actor.PID, call func(context.Context) any) {
+	go func() {
+		defer w.Wait.Done()
+		defer w.InFlight.Add(-1)
+		ctx, cancel := context.WithTimeout(w.Ctx, timeout)
+		defer cancel()
+		system.Root.Send(replyTo, call(ctx))
 	}()
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/zraft/zraft/actors"
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/node/httpapi"
 )
 
 func validConfig() Config {
@@ -222,12 +223,12 @@ func TestHTTPStatusHealthAndMetrics(t *testing.T) {
 		t.Fatalf("/healthz = %d %q", code, body)
 	}
 	code, body := get("/status")
-	var st Status
+	var st httpapi.Status
 	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.ID != 1 || st.LeaderID == 0 || len(st.Members) != 3 {
 		t.Fatalf("/status = %d %s", code, body)
 	}
 	code, body = get("/sessions")
-	var ss []SessionView
+	var ss []httpapi.Session
 	if code != 200 || json.Unmarshal([]byte(body), &ss) != nil {
 		t.Fatalf("/sessions = %d %s", code, body)
 	}

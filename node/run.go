@@ -22,6 +22,7 @@ import (
 
 	"github.com/zraft/zraft/actors"
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/node/httpapi"
 	"github.com/zraft/zraft/transport"
 )
 
@@ -196,22 +197,13 @@ func (n *Node) Restart(name string) {
 	n.system.Root.Send(n.system.NewLocalPID("node/"+name), &actor.Restart{})
 }
 
-// Status is what /status reports.
-type Status struct {
-	ID       uint64   `json:"id"`
-	Role     string   `json:"role"`
-	LeaderID uint64   `json:"leader_id"`
-	Term     uint64   `json:"term"`
-	Members  []Member `json:"members"`
-	Sessions int      `json:"sessions"`
-	Clock    int64    `json:"cluster_time_ns"`
-	Applied  uint64   `json:"applied"`
-}
-
 // Status returns the node's view of the cluster. Session counts come from
 // this replica's applied state.
-func (n *Node) Status() Status {
-	s := Status{ID: n.cfg.ID, Role: "follower", Members: n.cfg.Members}
+func (n *Node) Status() httpapi.Status {
+	s := httpapi.Status{ID: n.cfg.ID, Role: "follower"}
+	for _, m := range n.cfg.Members {
+		s.Members = append(s.Members, httpapi.Member{ID: m.ID, RaftAddr: m.RaftAddr, ClientAddr: m.ClientAddr})
+	}
 	if id, term, ok := n.leader(); ok {
 		s.LeaderID, s.Term = id, term
 		if id == n.cfg.ID {
@@ -255,25 +247,10 @@ func (n *Node) startHTTP() error {
 	return nil
 }
 
-// SessionView is one session as /sessions reports it.
-type SessionView struct {
-	ID                    string            `json:"id"`
-	Capabilities          map[string]string `json:"capabilities,omitempty"`
-	TimeoutMS             int64             `json:"timeout_ms"`
-	OpenedAtNS            int64             `json:"opened_at_ns"`
-	LivenessNS            int64             `json:"liveness_ns"`
-	Watermark             uint64            `json:"watermark"`
-	CachedResponses       int               `json:"cached_responses"`
-	PendingServerRequests int               `json:"pending_server_requests"`
-}
-
-// maxSessionsPage bounds one /sessions answer; page with ?after=<last id>.
-const maxSessionsPage = 10000
-
 // serveSessions lists live sessions in id order, read linearizably:
 // GET /sessions?after=<hex id>&limit=<n> (limit default and at most 10,000).
 func (n *Node) serveSessions(w http.ResponseWriter, r *http.Request) {
-	q := fsm.SessionsQuery{Limit: maxSessionsPage}
+	q := fsm.SessionsQuery{Limit: httpapi.MaxSessionsPage}
 	if a := r.URL.Query().Get("after"); a != "" {
 		b, err := hex.DecodeString(a)
 		if err != nil || len(b) != len(q.After) {
@@ -284,7 +261,7 @@ func (n *Node) serveSessions(w http.ResponseWriter, r *http.Request) {
 	}
 	if l := r.URL.Query().Get("limit"); l != "" {
 		v, err := strconv.Atoi(l)
-		if err != nil || v <= 0 || v > maxSessionsPage {
+		if err != nil || v <= 0 || v > httpapi.MaxSessionsPage {
 			http.Error(w, "limit: want 1 to 10000", http.StatusBadRequest)
 			return
 		}
@@ -298,9 +275,9 @@ func (n *Node) serveSessions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	infos := res.([]fsm.SessionInfo)
-	out := make([]SessionView, len(infos))
+	out := make([]httpapi.Session, len(infos))
 	for i, s := range infos {
-		v := SessionView{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt,
+		v := httpapi.Session{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt,
 			LivenessNS: s.Liveness, Watermark: s.Watermark, CachedResponses: s.CachedResponses,
 			PendingServerRequests: s.PendingServerRequests}
 		if len(s.Capabilities) > 0 {
