@@ -1,0 +1,105 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/kv"
+	"github.com/zraft/zraft/node"
+)
+
+var (
+	compareDuration  = flag.Duration("compare.duration", 5*time.Second, "BenchmarkCompare: measured time per run")
+	compareWarmup    = flag.Duration("compare.warmup", time.Second, "BenchmarkCompare: warm-up per run")
+	compareZraftOnly = flag.Bool("compare.zraft-only", false, "BenchmarkCompare: skip the baseline (to profile zraft alone)")
+)
+
+// BenchmarkCompare runs the comparison of docs/benchmarks.md: for each
+// workload, zraft end to end (client library → transport → actors → Raft,
+// a 3-node cluster in this process on real disk) and then raw dragonboat
+// with the same Raft settings (RunBaseline), and reports both with their
+// ratio. One iteration takes two full runs, so use -benchtime 1x:
+//
+//	go test -run '^$' -bench Compare -benchtime 1x ./bench/ -args -compare.duration=10s
+func BenchmarkCompare(b *testing.B) {
+	for _, sc := range []struct {
+		name               string
+		sessions, inFlight int
+		readRatio          float64
+	}{
+		{"writes-1x1", 1, 1, 0},
+		{"writes-64x8", 64, 8, 0},
+		{"reads-8x8", 8, 8, 1},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.Sessions, cfg.InFlight, cfg.ReadRatio = sc.sessions, sc.inFlight, sc.readRatio
+			cfg.Duration, cfg.Warmup = *compareDuration, *compareWarmup
+			cfg.BaselineDir = b.TempDir()
+			for range b.N {
+				z := runZraftOnDisk(b, cfg)
+				b.ReportMetric(z.Throughput, "zraft-ops/s")
+				b.ReportMetric(float64(z.P50.Microseconds()), "zraft-p50-µs")
+				if *compareZraftOnly {
+					b.Logf("zraft: %.0f ops/s, p50 %v, p99 %v", z.Throughput, z.P50, z.P99)
+					continue
+				}
+				base, err := RunBaseline(context.Background(), cfg, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var out bytes.Buffer
+				if err := WriteTable(&out, base, z); err != nil {
+					b.Fatal(err)
+				}
+				b.Log("\n" + out.String())
+				c := Compare(z, base)
+				b.ReportMetric(base.Throughput, "raw-ops/s")
+				b.ReportMetric(c.ThroughputRatio, "ratio")
+				b.ReportMetric(float64(base.P50.Microseconds()), "raw-p50-µs")
+			}
+		})
+	}
+}
+
+// runZraftOnDisk starts a 3-node kv cluster with its data on disk, runs
+// RunZraft against it and stops it.
+func runZraftOnDisk(b *testing.B, cfg Config) Result {
+	ms, err := node.LocalMembers(3, 0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ncfg := node.DefaultConfig()
+	ncfg.Members = ms
+	ncfg.DataDir = b.TempDir()
+	newApp := func() fsm.Application {
+		s, err := kv.New(kv.DefaultConfig())
+		if err != nil {
+			panic(err) // the default config is valid
+		}
+		return s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := node.StartCluster(ctx, ncfg, newApp, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			b.Errorf("close cluster: %v", err)
+		}
+	}()
+	cfg.Endpoints = c.Endpoints()
+	res, err := RunZraft(context.Background(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res
+}

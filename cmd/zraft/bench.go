@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/zraft/zraft/bench"
+)
+
+const benchSynopsis = `zraft bench [flags]
+
+Runs N sessions x M in-flight operations against the cluster for a duration
+(kv sets of --payload bytes, with --read-ratio of them linearizable kv gets),
+prints a progress line while it runs, then a table (or JSON with --json):
+throughput, latency p50/p90/p99/p99.9/max, errors by type. With --baseline it
+also measures raw dragonboat (SyncPropose/SyncRead on a 3-replica shard in this
+process, with zraft's Raft settings, on disk) in the same run and prints
+zraft's figures as ratios to it.`
+
+func benchCommand(ctx context.Context, args []string, e env) error {
+	fs := newFlags("bench", benchSynopsis, e)
+	var c common
+	c.register(fs, e)
+	d := bench.DefaultConfig()
+	cfg := d
+	fs.IntVar(&cfg.Sessions, "sessions", d.Sessions, "client sessions (N)")
+	fs.IntVar(&cfg.InFlight, "inflight", d.InFlight, "operations in flight per session (M)")
+	fs.DurationVar(&cfg.Duration, "duration", d.Duration, "how long to measure")
+	fs.DurationVar(&cfg.Warmup, "warmup", d.Warmup, "how long to run before measuring")
+	fs.IntVar(&cfg.PayloadSize, "payload", d.PayloadSize, "bytes per written value")
+	fs.Float64Var(&cfg.ReadRatio, "read-ratio", d.ReadRatio, "share of operations that are linearizable reads (0 to 1)")
+	fs.IntVar(&cfg.Keys, "keys", d.Keys, "size of the key space")
+	fs.DurationVar(&cfg.Timeout, "op-timeout", d.Timeout, "bound on each operation")
+	fs.BoolVar(&cfg.Baseline, "baseline", false, "also measure raw dragonboat in this process")
+	fs.StringVar(&cfg.BaselineDir, "baseline-dir", "", "where the baseline keeps its (temporary) data; default the temp dir")
+	asJSON := fs.Bool("json", false, "print the results as JSON")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: bench takes no arguments", errUsage)
+	}
+	cfg.Endpoints = c.endpointList()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	progress := func(p bench.Progress) {
+		if !*quiet {
+			fmt.Fprintf(e.stderr, "\r%-100s", p.ProgressLine())
+		}
+	}
+	endLine := func() {
+		if !*quiet {
+			fmt.Fprintln(e.stderr)
+		}
+	}
+	var results []bench.Result
+	res, err := bench.RunZraft(ctx, cfg, progress)
+	endLine()
+	if err != nil {
+		return fmt.Errorf("zraft run: %w", err)
+	}
+	results = append(results, res)
+	if cfg.Baseline {
+		res, err := bench.RunBaseline(ctx, cfg, progress)
+		endLine()
+		if err != nil {
+			return fmt.Errorf("baseline run: %w", err)
+		}
+		results = append(results, res)
+	}
+	if *asJSON {
+		return bench.WriteJSON(e.stdout, results...)
+	}
+	return bench.WriteTable(e.stdout, results...)
+}

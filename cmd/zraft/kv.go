@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/zraft/zraft/client"
+	"github.com/zraft/zraft/kv"
+)
+
+func kvCommand(ctx context.Context, args []string, e env) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: kv needs a subcommand: set, get, del, cas, incr or watch", errUsage)
+	}
+	sub, args := args[0], args[1:]
+	want := map[string][]string{
+		"set":   {"KEY", "VALUE"},
+		"get":   {"KEY"},
+		"del":   {"KEY"},
+		"cas":   {"KEY", "OLD", "NEW"},
+		"incr":  {"KEY", "[N]"},
+		"watch": {"KEY"},
+	}
+	names, ok := want[sub]
+	if !ok {
+		return fmt.Errorf("%w: unknown kv subcommand %q (set, get, del, cas, incr, watch)", errUsage, sub)
+	}
+	synopsis := fmt.Sprintf("zraft kv %s %s [flags]", sub, joinNames(names))
+	fs := newFlags("kv "+sub, synopsis, e)
+	var c common
+	c.register(fs, e)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	pos := fs.Args()
+	min, max := len(names), len(names)
+	if sub == "incr" {
+		min = 1
+	}
+	if len(pos) < min || len(pos) > max {
+		fs.Usage()
+		return fmt.Errorf("%w: kv %s takes %s", errUsage, sub, joinNames(names))
+	}
+	if sub == "watch" {
+		return watch(ctx, c, pos[0], e)
+	}
+	// Arguments are checked before anything is sent.
+	n := int64(1)
+	if sub == "incr" && len(pos) == 2 {
+		var err error
+		if n, err = strconv.ParseInt(pos[1], 10, 64); err != nil {
+			return fmt.Errorf("%w: N must be an integer: %v", errUsage, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	conn, err := dial(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	switch sub {
+	case "set":
+		_, err = conn.Submit(ctx, kv.EncodeSet(pos[0], []byte(pos[1])))
+		return okOr(e, err)
+	case "del":
+		_, err = conn.Submit(ctx, kv.EncodeDelete(pos[0]))
+		return okOr(e, err)
+	case "cas":
+		_, err = conn.Submit(ctx, kv.EncodeCompareAndSet(pos[0], []byte(pos[1]), []byte(pos[2])))
+		return okOr(e, err)
+	case "incr":
+		res, err := conn.Submit(ctx, kv.EncodeIncr(pos[0], n))
+		if err != nil {
+			return explain(err)
+		}
+		v, err := kv.DecodeIncrResult(res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, v)
+		return nil
+	default: // get
+		res, err := conn.Query(ctx, kv.EncodeGet(pos[0]))
+		if err != nil {
+			return explain(err)
+		}
+		v, _, err := kv.DecodeGetResult(res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, string(v))
+		return nil
+	}
+}
+
+func joinNames(names []string) string {
+	s := ""
+	for i, n := range names {
+		if i > 0 {
+			s += " "
+		}
+		s += n
+	}
+	return s
+}
+
+func dial(ctx context.Context, c common, opts ...client.Option) (*client.Conn, error) {
+	eps := c.endpointList()
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("%w: no endpoints", errUsage)
+	}
+	conn, err := client.Dial(ctx, eps, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the cluster at %s: %w", c.endpoints, err)
+	}
+	return conn, nil
+}
+
+func okOr(e env, err error) error {
+	if err != nil {
+		return explain(err)
+	}
+	fmt.Fprintln(e.stdout, "OK")
+	return nil
+}
+
+// explain turns an error into the message a user acts on: kv's own errors
+// by name ("not found", "mismatch"), the client's by what happened.
+func explain(err error) error {
+	var app *client.AppError
+	if errors.As(err, &app) {
+		kerr := kv.ErrorFromCode(app.Code, app.Message)
+		switch {
+		case errors.Is(kerr, kv.ErrNotFound):
+			return errors.New("not found")
+		case errors.Is(kerr, kv.ErrMismatch):
+			return errors.New("mismatch")
+		}
+		return kerr
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, client.ErrTimeout):
+		return fmt.Errorf("timed out (the outcome of a write may be unknown): %w", err)
+	case errors.Is(err, client.ErrClusterUnavailable):
+		return fmt.Errorf("the cluster has no leader: %w", err)
+	}
+	return err
+}
+
+func watch(ctx context.Context, c common, key string, e env) error {
+	out := bufio.NewWriter(e.stdout)
+	lines := make(chan string, 64)
+	handler := func(r client.ServerRequest) {
+		n, err := kv.DecodeNotification(r.Payload)
+		if err != nil || n.Key != key {
+			return
+		}
+		line := n.Key + "=" + string(n.Value)
+		if n.Deleted {
+			line = n.Key + " deleted"
+		}
+		select {
+		case lines <- line:
+		case <-ctx.Done():
+		}
+	}
+	// The session's end (expiry after a long partition) ends the watch with
+	// an error instead of leaving it silently deaf.
+	events := make(chan client.Event, 16)
+	dctx, cancel := context.WithTimeout(ctx, c.timeout)
+	conn, err := dial(dctx, c, client.WithServerRequestHandler(handler), client.WithEvents(events))
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithTimeout(ctx, c.timeout)
+	_, err = conn.Submit(sctx, kv.EncodeWatch(key))
+	cancel()
+	if err != nil {
+		return explain(err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-events:
+			if ev.Type == client.EventSessionLost {
+				return fmt.Errorf("watch ended: %w", ev.Err)
+			}
+		case l := <-lines:
+			fmt.Fprintln(out, l)
+			if err := out.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}

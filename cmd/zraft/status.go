@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/zraft/zraft/node/httpapi"
+)
+
+// memberStatus is one member's /status answer, or why there is none.
+type memberStatus struct {
+	httpapi.Status
+	HTTP  string `json:"http"`
+	Error string `json:"error,omitempty"`
+}
+
+// maxBody bounds what the CLI reads from one HTTP answer.
+const maxBody = 64 << 20
+
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return json.Unmarshal(body, v)
+}
+
+// statuses asks every HTTP endpoint for its status, concurrently, each
+// bounded by the command's timeout.
+func statuses(ctx context.Context, c common) []memberStatus {
+	eps := c.httpList()
+	out := make([]memberStatus, len(eps))
+	done := make(chan struct{}, len(eps))
+	for i, ep := range eps {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			var s memberStatus
+			if err := getJSON(ctx, "http://"+ep+"/status", &s); err != nil {
+				s = memberStatus{Status: httpapi.Status{Role: "unreachable"}, Error: err.Error()}
+			}
+			s.HTTP = ep
+			out[i] = s
+		}()
+	}
+	for range eps {
+		<-done
+	}
+	return out
+}
+
+// listingFlags parses the flags of a command that takes no arguments and
+// prints a table or, with --json, JSON.
+func listingFlags(name string, args []string, e env) (c common, asJSON bool, err error) {
+	fs := newFlags(name, "zraft "+name+" [--json] [flags]", e)
+	c.register(fs, e)
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return c, false, err
+	}
+	if fs.NArg() > 0 {
+		return c, false, fmt.Errorf("%w: %s takes no arguments", errUsage, name)
+	}
+	return c, asJSON, nil
+}
+
+func statusCommand(ctx context.Context, args []string, e env) error {
+	c, asJSON, err := listingFlags("status", args, e)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	sts := statuses(ctx, c)
+	reachable := 0
+	for _, s := range sts {
+		if s.Error == "" {
+			reachable++
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(sts); err != nil {
+			return err
+		}
+	} else {
+		addr := map[uint64]string{}
+		for _, s := range sts {
+			for _, m := range s.Members {
+				addr[m.ID] = m.ClientAddr
+			}
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCLIENT\tHTTP\tROLE\tLEADER\tTERM\tSESSIONS\tAPPLIED")
+		for _, s := range sts {
+			if s.Error != "" {
+				fmt.Fprintf(tw, "-\t-\t%s\tunreachable\t-\t-\t-\t-\n", s.HTTP)
+				continue
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.ID, addr[s.ID], s.HTTP, s.Role, s.LeaderID, s.Term, s.Sessions, s.Applied)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if reachable == 0 {
+		return errors.New("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP)")
+	}
+	return nil
+}
+
+// maxListed bounds how many sessions the command lists.
+const maxListed = 1_000_000
+
+func sessionsCommand(ctx context.Context, args []string, e env) error {
+	c, asJSON, err := listingFlags("sessions", args, e)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	// Any member answers linearizably; prefer the leader (no forwarding).
+	sts := statuses(ctx, c)
+	sort.SliceStable(sts, func(i, j int) bool { return sts[i].Role == "leader" && sts[j].Role != "leader" })
+	var all []httpapi.Session
+	var lastErr error
+	for _, s := range sts {
+		if s.Error != "" {
+			continue
+		}
+		all, lastErr = listSessions(ctx, s.HTTP)
+		if lastErr == nil {
+			break
+		}
+	}
+	if all == nil && lastErr == nil {
+		return errors.New("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP)")
+	}
+	if lastErr != nil {
+		return lastErr
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(all)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tTIMEOUT\tOPENED\tLAST SEEN\tPENDING\tCACHED\tCAPABILITIES")
+	for _, s := range all {
+		caps := make([]string, 0, len(s.Capabilities))
+		for k, v := range s.Capabilities {
+			caps = append(caps, k+"="+v)
+		}
+		sort.Strings(caps)
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%d\t%d\t%s\n", s.ID, time.Duration(s.TimeoutMS)*time.Millisecond,
+			stamp(s.OpenedAtNS), stamp(s.LivenessNS), s.PendingServerRequests, s.CachedResponses, strings.Join(caps, ","))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%d sessions\n", len(all))
+	return nil
+}
+
+func stamp(ns int64) string {
+	if ns == 0 {
+		return "-"
+	}
+	return time.Unix(0, ns).UTC().Format("15:04:05.000")
+}
+
+func listSessions(ctx context.Context, httpAddr string) ([]httpapi.Session, error) {
+	all := []httpapi.Session{}
+	after := ""
+	for len(all) < maxListed {
+		url := fmt.Sprintf("http://%s/sessions?limit=%d", httpAddr, httpapi.MaxSessionsPage)
+		if after != "" {
+			url += "&after=" + after
+		}
+		var page []httpapi.Session
+		if err := getJSON(ctx, url, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < httpapi.MaxSessionsPage {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	return all, nil
+}
