@@ -44,6 +44,11 @@ type Raft interface {
 	Propose(ctx context.Context, cmd []byte) (value uint64, data []byte, err error)
 	// Read performs a linearizable (ReadIndex) lookup of query.
 	Read(ctx context.Context, query any) (any, error)
+	// ReadBatch performs one ReadIndex round and then looks every query up;
+	// each query that arrived before the call is read linearizably. err
+	// reports a failed round (then no query was looked up); errs[i] is the
+	// lookup error of queries[i].
+	ReadBatch(ctx context.Context, queries []any) (results []any, errs []error, err error)
 	// StaleRead looks query up in this replica's applied state.
 	StaleRead(query any) (any, error)
 	// TransferLeadership asks the leader to hand over to target.
@@ -89,6 +94,8 @@ type Env struct {
 	Refs     Refs
 	Conns    Conns
 	Raft     Raft
+	Work     *Work
+	Inbox    *Inbox
 	Metrics  *Metrics
 	Log      *slog.Logger
 	Faults   *supervision.Faults // nil outside tests

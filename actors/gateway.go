@@ -1,18 +1,19 @@
 // gateway: the protocol boundary of a node.
 //
-// Owns: decoding. Frames arrive from the transport's connection goroutines
-// through Inbox (which never blocks them: past MaxInbox frames waiting, a
-// frame is dropped and counted, and the client's retry covers it). The gateway
-// decodes each frame; a frame that does not decode is counted, answered when
-// the header says whom to answer (RequestError / QueryError / SessionRejected
-// with Malformed or TooLarge), and dropped; the connection and the actor carry
-// on. Decoded messages go to the sessions directory. Replies do not come back
-// through the gateway: actors encode and send them through Env.Conns, which is
-// safe from any goroutine, saving a hop on every reply.
+// Owns: the Inbox that the transport's connection goroutines call, and the
+// handling of frames that do not decode. The Inbox decodes each frame on the
+// connection's own goroutine (decoding is pure and cheap, and connections
+// then decode in parallel) and posts the message to the session directory;
+// it never blocks the transport: past MaxInbox messages waiting, a frame is
+// dropped and counted, and the client's retry covers it. A frame that does
+// not decode goes to the gateway actor, which counts it, answers it when the
+// header says whom to answer (RequestError / QueryError / SessionRejected
+// with Malformed or TooLarge), and drops it; the connection carries on.
+// Replies do not come back through the gateway: actors encode and send them
+// through Env.Conns, which is safe from any goroutine.
 //
 // Spawned by the node root, supervised by it (restart: nothing to rebuild;
-// the frame being decoded is lost and the client retries), stopped when the
-// node closes.
+// the bad frame being answered is lost), stopped when the node closes.
 package actors
 
 import (
@@ -39,40 +40,56 @@ type frameIn struct {
 	frame []byte
 }
 
-type connClosed struct{ conn ConnID }
-
 // Inbox feeds the gateway from transport goroutines. Its methods never block.
 type Inbox struct {
 	root    *actor.RootContext
 	gateway *actor.PID
+	env     *Env
 	max     int64
 	pending atomic.Int64
 	metrics *Metrics
 }
 
-// NewInbox returns an inbox that admits at most max frames waiting for the
-// gateway.
-func NewInbox(system *actor.ActorSystem, gateway *actor.PID, max int, m *Metrics) *Inbox {
-	return &Inbox{root: system.Root, gateway: gateway, max: int64(max), metrics: m}
+// NewInbox returns an inbox that admits at most max frames waiting to be
+// handled.
+func NewInbox(system *actor.ActorSystem, env *Env, max int) *Inbox {
+	return &Inbox{root: system.Root, gateway: env.Refs.Gateway, env: env, max: int64(max), metrics: env.Metrics}
 }
 
 // Opened is called when a connection completes its handshake.
 func (in *Inbox) Opened(ConnID, net.Addr) {}
 
-// Received hands a frame to the gateway, or drops it when the inbox is full.
+// Received decodes a frame on the connection's own goroutine (decoding is
+// pure, and connections decode in parallel) and hands the message to the
+// session directory; a frame that does not decode goes to the gateway actor,
+// which counts and answers it. Past MaxInbox messages waiting, a frame is
+// dropped and counted, and the client's retry covers it.
 func (in *Inbox) Received(conn ConnID, frame []byte) {
 	if in.pending.Add(1) > in.max {
 		in.pending.Add(-1)
 		in.metrics.InboxDropped.Inc()
 		return
 	}
-	in.root.Send(in.gateway, &frameIn{conn: conn, frame: frame})
+	msg, err := codec.Decode(frame, &in.env.Settings.Limits)
+	if err == nil && !msg.Kind().FromClient() {
+		err = codec.ErrUnknownKind
+	}
+	if err != nil {
+		in.root.Send(in.gateway, &frameIn{conn: conn, frame: frame})
+		return
+	}
+	in.metrics.MessagesIn.WithLabelValues(msg.Kind().String()).Inc()
+	in.root.Send(in.env.Refs.Sessions, &Inbound{Conn: conn, Msg: msg})
 }
 
-// Closed tells the directory (through the gateway, so it is ordered after
-// the connection's last frame) that the connection is gone.
+// handled releases one admitted frame; whoever handles it calls this once.
+func (in *Inbox) handled() { in.pending.Add(-1) }
+
+// Closed tells the directory that the connection is gone. It is sent from
+// the connection's reader goroutine after its last Received, so the
+// directory sees it after the connection's last message.
 func (in *Inbox) Closed(conn ConnID, _ error) {
-	in.root.Send(in.gateway, &connClosed{conn: conn})
+	in.root.Send(in.env.Refs.Sessions, &ConnGone{Conn: conn})
 }
 
 type gateway struct {
@@ -88,28 +105,25 @@ func NewGateway(env *Env, inbox *Inbox) actor.Producer {
 func (g *gateway) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *frameIn:
-		g.inbox.pending.Add(-1)
-		g.frame(c, m)
-	case *connClosed:
-		c.Send(g.env.Refs.Sessions, &ConnGone{Conn: m.conn})
+		g.inbox.handled()
+		g.reject(m, g.decodeErr(m.frame))
 	}
 }
 
-func (g *gateway) frame(c actor.Context, in *frameIn) {
-	msg, err := codec.Decode(in.frame, &g.env.Settings.Limits)
+func (g *gateway) decodeErr(frame []byte) error {
+	msg, err := codec.Decode(frame, &g.env.Settings.Limits)
 	if err == nil && !msg.Kind().FromClient() {
 		err = codec.ErrUnknownKind
 	}
-	if err != nil {
-		g.reject(in, err)
-		return
-	}
-	g.env.Metrics.MessagesIn.WithLabelValues(msg.Kind().String()).Inc()
-	c.Send(g.env.Refs.Sessions, &Inbound{Conn: in.conn, Msg: msg})
+	return err
 }
 
 // reject counts a frame that did not decode and answers it when possible.
 func (g *gateway) reject(in *frameIn, err error) {
+	if err == nil {
+		// Not reached: the inbox sends only frames that failed to decode.
+		return
+	}
 	code, reason := codec.CodeMalformed, "malformed"
 	if errors.Is(err, codec.ErrTooLarge) {
 		code, reason = codec.CodeTooLarge, "too_large"

@@ -1,21 +1,18 @@
 // raft: the bridge between the actor tree and dragonboat.
 //
-// Owns: nothing durable. It starts one goroutine per proposal or read (each
-// bounded by ProposalTimeout and counted against MaxProposals, shared with the
-// node through Env.Work so a restart cannot lose count) and relays leader
+// Owns: nothing durable. It hands proposals and reads to the node's worker
+// pool (Env.Work: bounded by MaxProposals, each call by ProposalTimeout,
+// outside any actor so a restart cannot lose count) and relays leader
 // changes from dragonboat's event listener to the actors that gate on
-// leadership. Spawned by the node root at start, supervised by it, stopped
+// leadership. Session actors use the pool directly for client traffic,
+// saving a hop; the bridge serves everyone else (user actors included). Spawned by the node root at start, supervised by it, stopped
 // when the node closes. A restart loses nothing: proposals in flight finish on
 // their goroutines and reply to whoever asked, and the current leader is read
 // back from dragonboat in Started.
 package actors
 
 import (
-	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -29,13 +26,6 @@ var (
 	// ErrUnavailable: no leader, shard closed, or this node is shutting down.
 	ErrUnavailable = errors.New("actors: cluster unavailable")
 )
-
-// Work is the shared, restart-proof bookkeeping of the bridge's goroutines.
-type Work struct {
-	Ctx      context.Context // cancelled when the node closes
-	Wait     sync.WaitGroup  // node.Close waits on it
-	InFlight atomic.Int64
-}
 
 // Propose asks the bridge to replicate Cmd; the reply is *Proposed with Tag.
 type Propose struct {
@@ -90,13 +80,12 @@ type TransferLeadership struct{ Target uint64 }
 
 type raftBridge struct {
 	env  *Env
-	work *Work
 	last LeaderChanged
 }
 
 // NewRaft returns the producer of the raft bridge actor.
-func NewRaft(env *Env, work *Work) actor.Producer {
-	return func() actor.Actor { return &raftBridge{env: env, work: work} }
+func NewRaft(env *Env) actor.Producer {
+	return func() actor.Actor { return &raftBridge{env: env} }
 }
 
 // Leaderer is implemented by Raft implementations that know the current leader.
@@ -156,66 +145,12 @@ func (r *raftBridge) leader(c actor.Context, id, term uint64, force bool) {
 	}
 }
 
-// admit counts one more call in flight, or says the node is overloaded.
-func (r *raftBridge) admit() bool {
-	if r.work.InFlight.Add(1) > int64(r.env.Settings.MaxProposals) {
-		r.work.InFlight.Add(-1)
-		return false
-	}
-	if r.work.Ctx.Err() != nil {
-		r.work.InFlight.Add(-1)
-		return false
-	}
-	r.work.Wait.Add(1)
-	return true
-}
-
 func (r *raftBridge) propose(c actor.Context, m *Propose) {
-	if !r.admit() {
-		r.env.Metrics.Proposals.WithLabelValues("overloaded").Inc()
-		c.Send(m.ReplyTo, &Proposed{Tag: m.Tag, Err: ErrOverloaded})
-		return
-	}
-	env := r.env
-	r.work.run(c.ActorSystem(), env.Settings.ProposalTimeout, m.ReplyTo, func(ctx context.Context) any {
-		start := time.Now()
-		v, data, err := env.Raft.Propose(ctx, m.Cmd)
-		env.Metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
-		env.Metrics.Proposals.WithLabelValues(outcome(err)).Inc()
-		return &Proposed{Tag: m.Tag, Value: v, Data: data, Err: err}
-	})
+	r.env.Work.Propose(c.ActorSystem(), m.Cmd, m.ReplyTo, m.Tag)
 }
 
 func (r *raftBridge) read(c actor.Context, m *Read) {
-	if m.Stale {
-		res, err := r.env.Raft.StaleRead(m.Query)
-		r.env.Metrics.Reads.WithLabelValues("stale_" + outcome(err)).Inc()
-		c.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Result: res, Err: err})
-		return
-	}
-	if !r.admit() {
-		r.env.Metrics.Reads.WithLabelValues("overloaded").Inc()
-		c.Send(m.ReplyTo, &ReadDone{Tag: m.Tag, Err: ErrOverloaded})
-		return
-	}
-	env := r.env
-	r.work.run(c.ActorSystem(), env.Settings.ProposalTimeout, m.ReplyTo, func(ctx context.Context) any {
-		res, err := env.Raft.Read(ctx, m.Query)
-		env.Metrics.Reads.WithLabelValues(outcome(err)).Inc()
-		return &ReadDone{Tag: m.Tag, Result: res, Err: err}
-	})
-}
-
-// run performs one admitted call on its own goroutine, bounded by timeout
-// and by the node's context, and sends its reply to replyTo.
-func (w *Work) run(system *actor.ActorSystem, timeout time.Duration, replyTo *actor.PID, call func(context.Context) any) {
-	go func() {
-		defer w.Wait.Done()
-		defer w.InFlight.Add(-1)
-		ctx, cancel := context.WithTimeout(w.Ctx, timeout)
-		defer cancel()
-		system.Root.Send(replyTo, call(ctx))
-	}()
+	r.env.Work.Read(c.ActorSystem(), m.Query, m.Stale, m.ReplyTo, m.Tag)
 }
 
 func outcome(err error) string {

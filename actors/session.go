@@ -135,11 +135,10 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 			Time: s.env.Now().UnixNano(), Session: s.id,
 			RequestID: m.RequestID, LowestPending: m.LowestPending, Payload: m.Payload,
 		})
-		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: requestTag{id: m.RequestID}})
+		s.env.Work.Propose(c.ActorSystem(), cmd, c.Self(), requestTag{id: m.RequestID})
 	case *codec.Query:
 		s.seen(c, false)
-		c.Send(s.env.Refs.Raft, &Read{Query: m.Payload, Stale: m.Consistency == codec.Stale,
-			ReplyTo: c.Self(), Tag: queryTag{id: m.CorrelationID}})
+		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID})
 	case *codec.ServerRequestAck:
 		s.seen(c, false)
 		s.ack(c, m.RequestID)

@@ -136,6 +136,7 @@ func (d *directory) Receive(c actor.Context) {
 	case *LeaderChanged:
 		d.leaderChanged(c, m)
 	case *Inbound:
+		d.env.Inbox.handled()
 		d.inbound(c, m)
 	case *ConnGone:
 		d.connGone(c, m.Conn)

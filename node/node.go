@@ -141,7 +141,6 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		Raft: pid("raft"), Dispatcher: pid("dispatcher")}
 	workCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.work = &actors.Work{Ctx: workCtx}
 
 	// The state machine, with the observer that relays to the dispatcher.
 	observer := actors.NewObserver(n.system, n.refs.Dispatcher, cfg.MaxInbox)
@@ -171,13 +170,14 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		return nil, err
 	}
 
+	raft := &raftAdapter{nh: n.nh, shard: cfg.ShardID}
+	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics)
 	limits := codec.DefaultLimits()
 	limits.MaxFrame, limits.MaxPayload = cfg.MaxFrame, cfg.MaxPayload
 	members := make([]actors.Member, len(cfg.Members))
 	for i, m := range cfg.Members {
 		members[i] = actors.Member{ID: m.ID, ClientAddr: m.ClientAddr}
 	}
-	inbox := actors.NewInbox(n.system, n.refs.Gateway, cfg.MaxInbox, n.metrics)
 	env := &actors.Env{
 		Settings: actors.Settings{
 			NodeID: cfg.ID, Members: members,
@@ -188,7 +188,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 			Limits: limits, Supervision: supervision.DefaultLimits(),
 		},
 		Refs:    n.refs,
-		Raft:    &raftAdapter{nh: n.nh, shard: cfg.ShardID},
+		Raft:    raft,
+		Work:    n.work,
 		Metrics: n.metrics,
 		Log:     n.log,
 		Faults:  o.faults,
@@ -196,10 +197,12 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	}
 	conns := &connsAdapter{}
 	env.Conns = conns
+	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox)
+	env.Inbox = inbox
 
 	handle := &Handle{Raft: n.refs.Raft, node: n}
 	rootProps := actor.PropsFromProducer(func() actor.Actor {
-		return &rootActor{env: env, work: n.work, inbox: inbox, observer: observer, user: o.userActors, handle: handle}
+		return &rootActor{env: env, inbox: inbox, observer: observer, user: o.userActors, handle: handle}
 	}, actor.WithSupervisor(supervision.Strategy(env.Settings.Supervision)))
 	n.root, err = n.system.Root.SpawnNamed(rootProps, rootName)
 	if err != nil {

@@ -31,7 +31,6 @@ import (
 // within supervision limits).
 type rootActor struct {
 	env      *actors.Env
-	work     *actors.Work
 	inbox    *actors.Inbox
 	observer *actors.Observer
 	user     []UserActor
@@ -48,7 +47,7 @@ func (r *rootActor) Receive(c actor.Context) {
 		}
 	}
 	// The bridge first: the others ask it for the leader when they start.
-	spawn("raft", actors.NewRaft(r.env, r.work))
+	spawn("raft", actors.NewRaft(r.env))
 	spawn("dispatcher", actors.NewDispatcher(r.env, r.observer))
 	spawn("keepalive", actors.NewKeepAlive(r.env))
 	spawn("sessions", actors.NewSessions(r.env))
@@ -109,6 +108,52 @@ func (a *raftAdapter) Read(ctx context.Context, q any) (any, error) {
 		return nil, mapRaftErr(err)
 	}
 	return res, err
+}
+
+func (a *raftAdapter) ReadBatch(ctx context.Context, qs []any) ([]any, []error, error) {
+	timeout := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	rs, err := a.nh.ReadIndex(a.shard, timeout)
+	if err != nil {
+		return nil, nil, mapRaftErr(err)
+	}
+	// Released only after a completed round, as dragonboat's own SyncRead
+	// does: an unfinished request may still be referenced by the engine.
+	select {
+	case r := <-rs.ResultC():
+		if !r.Completed() {
+			return nil, nil, mapRaftErr(readIndexErr(r))
+		}
+	case <-ctx.Done():
+		return nil, nil, mapRaftErr(ctx.Err())
+	}
+	results, errs := make([]any, len(qs)), make([]error, len(qs))
+	for i, q := range qs {
+		results[i], errs[i] = a.nh.ReadLocalNode(rs, q)
+		if errs[i] != nil && isRaftErr(errs[i]) {
+			errs[i] = mapRaftErr(errs[i])
+		}
+	}
+	rs.Release()
+	return results, errs, nil
+}
+
+// readIndexErr names why a ReadIndex round did not complete.
+func readIndexErr(r dragonboat.RequestResult) error {
+	switch {
+	case r.Timeout():
+		return dragonboat.ErrTimeout
+	case r.Terminated():
+		return dragonboat.ErrShardClosed
+	case r.Dropped():
+		return dragonboat.ErrShardNotReady
+	case r.Aborted():
+		return dragonboat.ErrAborted
+	default:
+		return dragonboat.ErrRejected
+	}
 }
 
 func (a *raftAdapter) StaleRead(q any) (any, error) {
@@ -370,7 +415,9 @@ func (n *Node) stopActors() {
 
 func (n *Node) closeRaft() {
 	n.cancel()
-	n.work.Wait.Wait()
+	if n.work != nil {
+		n.work.Wait()
+	}
 	if n.nh != nil {
 		n.nh.Close()
 		n.nh = nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,7 +154,15 @@ func (l *link) writeLoop() {
 			return
 		}
 		if err == nil && len(l.queue) == 0 && len(l.pong) == 0 {
-			err = l.bw.Flush()
+			// Yield once before the syscall: frames produced together
+			// (replies to proposals that dragonboat completed in one
+			// batch) then join this write instead of each paying a
+			// syscall of its own. If any arrived, the loop drains them
+			// and comes back here.
+			runtime.Gosched()
+			if len(l.queue) == 0 && len(l.pong) == 0 {
+				err = l.bw.Flush()
+			}
 		}
 		if err != nil {
 			l.shutdown(err, false)

@@ -1,0 +1,146 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeRaft answers reads with the query itself; a round blocks until
+// release is closed (when set), so tests can hold rounds open.
+type fakeRaft struct {
+	mu      sync.Mutex
+	rounds  [][]any
+	release chan struct{}
+}
+
+func (f *fakeRaft) Propose(ctx context.Context, cmd []byte) (uint64, []byte, error) {
+	return 0, cmd, nil
+}
+func (f *fakeRaft) Read(ctx context.Context, q any) (any, error) { return q, nil }
+func (f *fakeRaft) ReadBatch(ctx context.Context, qs []any) ([]any, []error, error) {
+	f.mu.Lock()
+	f.rounds = append(f.rounds, append([]any(nil), qs...))
+	rel := f.release
+	f.mu.Unlock()
+	if rel != nil {
+		select {
+		case <-rel:
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		}
+	}
+	return qs, make([]error, len(qs)), nil
+}
+func (f *fakeRaft) StaleRead(q any) (any, error)           { return q, nil }
+func (f *fakeRaft) TransferLeadership(target uint64) error { return nil }
+
+// collector is an actor that forwards every ReadDone/Proposed to a channel.
+func collector(t *testing.T, sys *actor.ActorSystem, out chan<- any) *actor.PID {
+	t.Helper()
+	return sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		switch m := c.Message().(type) {
+		case *ReadDone, *Proposed:
+			out <- m
+		}
+	}))
+}
+
+func quietSystem() *actor.ActorSystem {
+	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}), actor.WithDeadLetterThrottleInterval(10*time.Millisecond))
+}
+
+func TestWorkBatchesReadsAndAnswersEach(t *testing.T) {
+	sys := quietSystem()
+	raft := &fakeRaft{}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := NewWork(ctx, raft, 100, time.Second, NewMetrics(nil))
+	out := make(chan any, 100)
+	pid := collector(t, sys, out)
+	for i := 0; i < 50; i++ {
+		w.Read(sys, i, false, pid, i)
+	}
+	got := map[int]bool{}
+	for i := 0; i < 50; i++ {
+		select {
+		case m := <-out:
+			d := m.(*ReadDone)
+			if d.Err != nil || d.Result != d.Tag {
+				t.Fatalf("read %v answered %v, %v", d.Tag, d.Result, d.Err)
+			}
+			got[d.Tag.(int)] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of 50 reads answered", len(got))
+		}
+	}
+	raft.mu.Lock()
+	rounds := len(raft.rounds)
+	raft.mu.Unlock()
+	if rounds == 0 || rounds > 50 {
+		t.Fatalf("%d rounds for 50 reads", rounds)
+	}
+	if w.InFlight() != 0 {
+		t.Fatalf("in flight after all answers: %d", w.InFlight())
+	}
+	cancel()
+	w.Wait()
+	sys.Root.Stop(pid)
+}
+
+func TestWorkRefusesPastItsBoundAndFailsQueuedReadsOnClose(t *testing.T) {
+	sys := quietSystem()
+	raft := &fakeRaft{release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := NewWork(ctx, raft, 3, time.Minute, NewMetrics(nil))
+	out := make(chan any, 100)
+	pid := collector(t, sys, out)
+	// Fill the bound with reads that stay in flight (their rounds block).
+	for i := 0; i < 3; i++ {
+		w.Read(sys, i, false, pid, i)
+	}
+	w.Read(sys, 99, false, pid, 99)
+	w.Propose(sys, []byte("x"), pid, "p")
+	for i := 0; i < 2; i++ {
+		select {
+		case m := <-out:
+			switch d := m.(type) {
+			case *ReadDone:
+				if d.Tag != 99 || !errors.Is(d.Err, ErrOverloaded) {
+					t.Fatalf("read past the bound: %+v", d)
+				}
+			case *Proposed:
+				if !errors.Is(d.Err, ErrOverloaded) {
+					t.Fatalf("proposal past the bound: %+v", d)
+				}
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("calls past the bound were not refused")
+		}
+	}
+	// Closing answers everything still waiting, and Wait returns.
+	cancel()
+	w.Wait()
+	for i := 0; i < 3; i++ {
+		select {
+		case m := <-out:
+			if d := m.(*ReadDone); !errors.Is(d.Err, ErrUnavailable) {
+				t.Fatalf("read during close: %+v", d)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("reads in flight at close were not answered")
+		}
+	}
+	sys.Root.Stop(pid)
+}
