@@ -131,11 +131,9 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 				Message: "too many requests in flight for this session"})
 			return
 		}
-		cmd := fsm.EncodeCommand(nil, fsm.ClientRequest{
-			Time: s.env.Now().UnixNano(), Session: s.id,
-			RequestID: m.RequestID, LowestPending: m.LowestPending, Payload: m.Payload,
-		})
-		s.env.Work.Propose(c.ActorSystem(), cmd, c.Self(), requestTag{id: m.RequestID})
+		s.env.Work.ProposeRequest(c.ActorSystem(), fsm.ClientRequest{
+			Session: s.id, RequestID: m.RequestID, LowestPending: m.LowestPending, Payload: m.Payload,
+		}, c.Self(), requestTag{id: m.RequestID})
 	case *codec.Query:
 		s.seen(c, false)
 		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID})

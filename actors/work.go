@@ -2,11 +2,14 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/fsm"
 )
 
 // workerIdle is how long a pool worker waits for a call before it exits.
@@ -32,13 +35,23 @@ type Work struct {
 	wg       sync.WaitGroup
 	inFlight atomic.Int64
 
-	// Linearizable reads are batched: readers (readRounds goroutines) each
-	// take every read queued so far and serve them with one ReadIndex round.
-	// A read queued while a round is in flight joins the next round, so
-	// each read is served at an index at least as new as when it arrived.
-	readMu    sync.Mutex
-	readQueue []pendingRead
-	readReady chan struct{} // signalled (non-blocking, capacity 1) when reads are queued
+	// Linearizable reads are batched: each of readRounds readers takes every
+	// read queued so far and serves them with one ReadIndex round. A read
+	// queued while a round is in flight joins the next round, so each read
+	// is served at an index at least as new as when it arrived.
+	reads *batcher[pendingRead]
+	// Client requests are batched the same way: each of proposeRounds
+	// proposers takes what is queued (at most maxRequestBatch requests or
+	// maxBatchBytes of payload) and proposes it as one fsm.Batch entry.
+	requests *batcher[pendingRequest]
+	now      func() time.Time
+}
+
+type pendingRequest struct {
+	system  *actor.ActorSystem
+	req     fsm.ClientRequest
+	replyTo *actor.PID
+	tag     any
 }
 
 type pendingRead struct {
@@ -48,11 +61,91 @@ type pendingRead struct {
 	tag     any
 }
 
-// readRounds is how many ReadIndex rounds may be in flight at once.
-const readRounds = 4
+const (
+	// readRounds is how many ReadIndex rounds may be in flight at once.
+	readRounds = 4
+	// maxReadBatch bounds the reads one round serves.
+	maxReadBatch = 4096
+	// proposeRounds is how many batches of client requests may be in
+	// Raft at once.
+	proposeRounds = 8
+	// maxRequestBatch bounds the requests in one batch (the state machine's
+	// MaxBatch must be at least this).
+	maxRequestBatch = 1024
+	// maxBatchBytes bounds the payload bytes of one batch (a single larger
+	// request still goes alone).
+	maxBatchBytes = 1 << 20
+)
 
-// maxReadBatch bounds the reads one round serves.
-const maxReadBatch = 4096
+// batcher queues items and has servers goroutines each take what is
+// queued and serve it as one batch. Its queue is bounded by Work's
+// admission (calls in flight).
+type batcher[T any] struct {
+	mu    sync.Mutex
+	queue []T
+	ready chan struct{} // capacity 1: "something is queued"
+	take  func(q []T) int
+	serve func(batch []T)
+	fail  func(batch []T)
+}
+
+func newBatcher[T any](w *Work, servers int, take func([]T) int, serve, fail func([]T)) *batcher[T] {
+	b := &batcher[T]{ready: make(chan struct{}, 1), take: take, serve: serve, fail: fail}
+	for i := 0; i < servers; i++ {
+		w.wg.Add(1)
+		go b.run(w.ctx, &w.wg)
+	}
+	return b
+}
+
+func (b *batcher[T]) add(item T) {
+	b.mu.Lock()
+	b.queue = append(b.queue, item)
+	b.mu.Unlock()
+	b.signal()
+}
+
+func (b *batcher[T]) signal() {
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+}
+
+// run serves batches until ctx ends; what is still queued then is failed.
+func (b *batcher[T]) run(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		select {
+		case <-b.ready:
+		case <-ctx.Done():
+			b.mu.Lock()
+			q := b.queue
+			b.queue = nil
+			b.mu.Unlock()
+			b.fail(q)
+			return
+		}
+		if batch := b.next(); len(batch) > 0 {
+			b.serve(batch)
+		}
+	}
+}
+
+// next removes the next batch, and wakes another server if more remain.
+func (b *batcher[T]) next() []T {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.take(b.queue)
+	batch := b.queue[:n:n]
+	b.queue = b.queue[n:]
+	if len(b.queue) > 0 {
+		b.signal()
+	} else {
+		b.queue = nil
+	}
+	return batch
+}
 
 type job struct {
 	system  *actor.ActorSystem
@@ -64,54 +157,11 @@ type job struct {
 // and ends the ones in flight; then Wait returns once every worker is gone.
 func NewWork(ctx context.Context, raft Raft, maxInFlight int, timeout time.Duration, m *Metrics) *Work {
 	w := &Work{ctx: ctx, raft: raft, max: int64(maxInFlight), timeout: timeout, metrics: m,
-		jobs: make(chan job), readReady: make(chan struct{}, 1)}
-	for i := 0; i < readRounds; i++ {
-		w.wg.Add(1)
-		go w.reader()
-	}
+		jobs: make(chan job), now: time.Now}
+	w.reads = newBatcher(w, readRounds, func(q []pendingRead) int { return min(len(q), maxReadBatch) },
+		w.serveReads, w.failReads)
+	w.requests = newBatcher(w, proposeRounds, takeRequests, w.serveRequests, w.failRequests)
 	return w
-}
-
-// reader serves batches of linearizable reads until the context ends; reads
-// still queued then are answered ErrUnavailable.
-func (w *Work) reader() {
-	defer w.wg.Done()
-	for {
-		select {
-		case <-w.readReady:
-		case <-w.ctx.Done():
-			w.failQueued()
-			return
-		}
-		batch := w.takeReads()
-		if len(batch) == 0 {
-			continue
-		}
-		w.serveReads(batch)
-	}
-}
-
-// takeReads removes up to maxReadBatch queued reads, and wakes another
-// reader if more remain.
-func (w *Work) takeReads() []pendingRead {
-	w.readMu.Lock()
-	defer w.readMu.Unlock()
-	n := min(len(w.readQueue), maxReadBatch)
-	batch := w.readQueue[:n:n]
-	w.readQueue = w.readQueue[n:]
-	if len(w.readQueue) > 0 {
-		w.signalReads()
-	} else {
-		w.readQueue = nil
-	}
-	return batch
-}
-
-func (w *Work) signalReads() {
-	select {
-	case w.readReady <- struct{}{}:
-	default:
-	}
 }
 
 func (w *Work) serveReads(batch []pendingRead) {
@@ -133,15 +183,90 @@ func (w *Work) serveReads(batch []pendingRead) {
 	}
 }
 
-func (w *Work) failQueued() {
-	w.readMu.Lock()
-	q := w.readQueue
-	w.readQueue = nil
-	w.readMu.Unlock()
+func (w *Work) failReads(q []pendingRead) {
 	for _, r := range q {
 		w.inFlight.Add(-1)
 		r.system.Root.Send(r.replyTo, &ReadDone{Tag: r.tag, Err: ErrUnavailable})
 	}
+}
+
+// takeRequests decides how many queued requests go into the next batch.
+func takeRequests(q []pendingRequest) int {
+	n, size := 0, 0
+	for n < len(q) && n < maxRequestBatch {
+		size += len(q[n].req.Payload)
+		if n > 0 && size > maxBatchBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// serveRequests proposes a batch of client requests as one log entry (a
+// single request as a plain ClientRequest) and answers each.
+func (w *Work) serveRequests(batch []pendingRequest) {
+	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+	defer cancel()
+	now := w.now().UnixNano()
+	var cmd []byte
+	if len(batch) == 1 {
+		q := batch[0].req
+		q.Time = now
+		cmd = fsm.EncodeCommand(nil, q)
+	} else {
+		b := fsm.Batch{Time: now, Requests: make([]fsm.ClientRequest, len(batch))}
+		for i, p := range batch {
+			b.Requests[i] = p.req
+		}
+		cmd = fsm.EncodeCommand(nil, b)
+	}
+	start := time.Now()
+	v, data, err := w.raft.Propose(ctx, cmd)
+	w.metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
+	w.metrics.Proposals.WithLabelValues(outcome(err)).Inc()
+	results := []fsm.Result{{Value: v, Data: data}}
+	if err == nil && len(batch) > 1 {
+		switch fsm.Status(v) {
+		case fsm.StatusBatch:
+			results, err = fsm.DecodeBatchResult(fsm.Result{Value: v, Data: data})
+			if err == nil && len(results) != len(batch) {
+				err = fmt.Errorf("%w: batch of %d answered with %d results", fsm.ErrMalformed, len(batch), len(results))
+			}
+		default:
+			// The whole batch was refused (StatusInvalid: a broken
+			// invariant, since Work never builds one the machine
+			// rejects); no request ran.
+			err = fmt.Errorf("%w: batch refused: %v %s", fsm.ErrInvalid, fsm.Status(v), data)
+		}
+	}
+	for i, p := range batch {
+		reply := &Proposed{Tag: p.tag, Err: err}
+		if err == nil {
+			reply.Value, reply.Data = results[i].Value, results[i].Data
+		}
+		w.inFlight.Add(-1)
+		p.system.Root.Send(p.replyTo, reply)
+	}
+}
+
+func (w *Work) failRequests(q []pendingRequest) {
+	for _, p := range q {
+		w.inFlight.Add(-1)
+		p.system.Root.Send(p.replyTo, &Proposed{Tag: p.tag, Err: ErrUnavailable})
+	}
+}
+
+// ProposeRequest queues a client request for the next batch and sends a
+// *Proposed with tag (carrying that request's own result) to replyTo. The
+// request's Time is set when its batch is formed. It never blocks.
+func (w *Work) ProposeRequest(system *actor.ActorSystem, req fsm.ClientRequest, replyTo *actor.PID, tag any) {
+	if !w.admit() {
+		w.metrics.Proposals.WithLabelValues("overloaded").Inc()
+		system.Root.Send(replyTo, &Proposed{Tag: tag, Err: ErrOverloaded})
+		return
+	}
+	w.requests.add(pendingRequest{system: system, req: req, replyTo: replyTo, tag: tag})
 }
 
 // Wait blocks until every worker has exited (after ctx is cancelled).
@@ -224,8 +349,5 @@ func (w *Work) Read(system *actor.ActorSystem, query any, stale bool, replyTo *a
 		system.Root.Send(replyTo, &ReadDone{Tag: tag, Err: ErrOverloaded})
 		return
 	}
-	w.readMu.Lock()
-	w.readQueue = append(w.readQueue, pendingRead{system: system, query: query, replyTo: replyTo, tag: tag})
-	w.readMu.Unlock()
-	w.signalReads()
+	w.reads.add(pendingRead{system: system, query: query, replyTo: replyTo, tag: tag})
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/goleak"
+
+	"github.com/zraft/zraft/fsm"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -19,12 +22,34 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeRaft answers reads with the query itself; a round blocks until
 // release is closed (when set), so tests can hold rounds open.
 type fakeRaft struct {
-	mu      sync.Mutex
-	rounds  [][]any
-	release chan struct{}
+	mu        sync.Mutex
+	proposals int
+	rounds    [][]any
+	release   chan struct{}
 }
 
+// Propose answers a ClientRequest with its payload, and a Batch with each
+// request's payload in order, as the state machine would lay them out.
 func (f *fakeRaft) Propose(ctx context.Context, cmd []byte) (uint64, []byte, error) {
+	f.mu.Lock()
+	f.proposals++
+	f.mu.Unlock()
+	c, err := fsm.DecodeCommand(cmd)
+	if err != nil {
+		return 0, nil, err
+	}
+	switch c := c.(type) {
+	case fsm.ClientRequest:
+		return uint64(fsm.StatusOK), c.Payload, nil
+	case fsm.Batch:
+		var data []byte
+		for _, q := range c.Requests {
+			data = binary.AppendUvarint(data, uint64(fsm.StatusOK))
+			data = binary.AppendUvarint(data, uint64(len(q.Payload)))
+			data = append(data, q.Payload...)
+		}
+		return uint64(fsm.StatusBatch), data, nil
+	}
 	return 0, cmd, nil
 }
 func (f *fakeRaft) Read(ctx context.Context, q any) (any, error) { return q, nil }
@@ -142,5 +167,39 @@ func TestWorkRefusesPastItsBoundAndFailsQueuedReadsOnClose(t *testing.T) {
 			t.Fatal("reads in flight at close were not answered")
 		}
 	}
+	sys.Root.Stop(pid)
+}
+
+func TestWorkBatchesClientRequestsAndAnswersEachWithItsOwnResult(t *testing.T) {
+	sys := quietSystem()
+	raft := &fakeRaft{}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := NewWork(ctx, raft, 1000, time.Second, NewMetrics(nil))
+	out := make(chan any, 200)
+	pid := collector(t, sys, out)
+	const n = 200
+	for i := 0; i < n; i++ {
+		w.ProposeRequest(sys, fsm.ClientRequest{Session: fsm.SessionID{1}, RequestID: uint64(i + 1), LowestPending: 1,
+			Payload: []byte(fmt.Sprint(i))}, pid, i)
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-out:
+			p := m.(*Proposed)
+			if p.Err != nil || fsm.Status(p.Value) != fsm.StatusOK || string(p.Data) != fmt.Sprint(p.Tag) {
+				t.Fatalf("request %v answered %v %q %v", p.Tag, fsm.Status(p.Value), p.Data, p.Err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of %d requests answered", i, n)
+		}
+	}
+	raft.mu.Lock()
+	proposals := raft.proposals
+	raft.mu.Unlock()
+	if proposals == 0 || proposals >= n {
+		t.Fatalf("%d proposals for %d queued requests: not batched", proposals, n)
+	}
+	cancel()
+	w.Wait()
 	sys.Root.Stop(pid)
 }

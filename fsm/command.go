@@ -22,6 +22,7 @@ const (
 	TypeExpireSession     CommandType = 5
 	TypeAckServerRequests CommandType = 6
 	TypeAppCommand        CommandType = 7
+	TypeBatch             CommandType = 8
 )
 
 // String returns the command type's name.
@@ -41,6 +42,8 @@ func (t CommandType) String() string {
 		return "AckServerRequests"
 	case TypeAppCommand:
 		return "AppCommand"
+	case TypeBatch:
+		return "Batch"
 	default:
 		return fmt.Sprintf("CommandType(%d)", uint8(t))
 	}
@@ -121,6 +124,34 @@ type AckServerRequests struct {
 type AppCommand struct {
 	Time    int64
 	Payload []byte
+}
+
+// Batch carries several client requests in one log entry, all stamped with
+// the batch's Time (their own Time fields are ignored). They are applied in
+// order, each exactly as a ClientRequest entry of its own would be
+// (deduplicated, cached per session, watermarks raised), so a retry of one
+// of them outside a batch gets the same cached answer. The result is
+// StatusBatch with the requests' results in order (DecodeBatchResult). A
+// proposer gains one log entry, one round through Raft and one wake-up for
+// many requests. At most Config.MaxBatch requests; an empty or larger batch
+// is StatusInvalid and nothing runs.
+type Batch struct {
+	Time     int64
+	Requests []ClientRequest
+}
+
+// Type implements Command.
+func (Batch) Type() CommandType { return TypeBatch }
+
+// Timestamp implements Command.
+func (c Batch) Timestamp() int64 { return c.Time }
+
+func (c Batch) appendFields(b []byte) []byte {
+	b = appendUvarint(b, uint64(len(c.Requests)))
+	for _, r := range c.Requests {
+		b = r.appendFields(b)
+	}
+	return b
 }
 
 // Type implements Command.
@@ -296,6 +327,23 @@ func DecodeCommand(b []byte) (Command, error) {
 	case TypeAppCommand:
 		c := AppCommand{Time: ts}
 		c.Payload = r.bytes(len(r.b))
+		cmd = c
+	case TypeBatch:
+		c := Batch{Time: ts}
+		// Every request takes at least 19 bytes (session id, two varints,
+		// a payload length), which bounds the count before allocating.
+		n := r.count(len(r.b) / 19)
+		if n > 0 {
+			c.Requests = make([]ClientRequest, n)
+			for i := range c.Requests {
+				q := &c.Requests[i]
+				q.Time = ts
+				r.fixed(q.Session[:])
+				q.RequestID = r.uvarint()
+				q.LowestPending = r.uvarint()
+				q.Payload = r.bytes(len(r.b))
+			}
+		}
 		cmd = c
 	default:
 		// A type this binary does not know was written by a newer binary;

@@ -155,11 +155,29 @@ func (m *Machine) Apply(cmd []byte) (Result, error) {
 		r = m.ackServerRequests(c)
 	case AppCommand:
 		r = m.appCommand(c)
+	case Batch:
+		r = m.batch(c)
 	default:
 		panic(fmt.Sprintf("fsm: decoded command of unhandled type %T", c))
 	}
 	m.flushEvents()
 	return r, nil
+}
+
+// batch applies each request as its own ClientRequest would be applied and
+// returns their results in order.
+func (m *Machine) batch(c Batch) Result {
+	if len(c.Requests) == 0 || len(c.Requests) > m.cfg.MaxBatch {
+		return m.invalid(fmt.Sprintf("fsm: batch of %d requests (1 to %d allowed)", len(c.Requests), m.cfg.MaxBatch))
+	}
+	var data []byte
+	for _, q := range c.Requests {
+		q.Time = c.Time
+		r := m.clientRequest(q)
+		data = appendUvarint(data, r.Value)
+		data = appendBytes(data, r.Data)
+	}
+	return Result{Value: uint64(StatusBatch), Data: data}
 }
 
 func (m *Machine) invalid(msg string) Result {

@@ -64,6 +64,9 @@ const (
 	StatusResultTooLarge Status = 14
 	// StatusSessionExists: a new session's id collides with a live session.
 	StatusSessionExists Status = 15
+	// StatusBatch: a Batch was applied. Data lists each request's result in
+	// order; see DecodeBatchResult.
+	StatusBatch Status = 16
 )
 
 // String returns the status name.
@@ -101,6 +104,8 @@ func (s Status) String() string {
 		return "ResultTooLarge"
 	case StatusSessionExists:
 		return "SessionExists"
+	case StatusBatch:
+		return "Batch"
 	default:
 		return fmt.Sprintf("Status(%d)", uint64(s))
 	}
@@ -127,7 +132,7 @@ type Outcome struct {
 func DecodeResult(r Result) (Outcome, error) {
 	o := Outcome{Status: Status(r.Value)}
 	switch o.Status {
-	case StatusOK:
+	case StatusOK, StatusBatch:
 		o.Payload = r.Data
 	case StatusSessionOpened, StatusSessionExisting:
 		if len(r.Data) != len(o.Session) {
@@ -159,7 +164,7 @@ func DecodeResult(r Result) (Outcome, error) {
 // StatusAppError, and the matching sentinel error otherwise.
 func (o Outcome) Err() error {
 	switch o.Status {
-	case StatusOK, StatusSessionOpened, StatusSessionExisting:
+	case StatusOK, StatusSessionOpened, StatusSessionExisting, StatusBatch:
 		return nil
 	case StatusAppError:
 		return &AppError{Code: o.AppCode, Message: o.Message}
@@ -190,6 +195,26 @@ func (o Outcome) Err() error {
 	default:
 		return fmt.Errorf("%w: unknown result status %d", ErrMalformed, uint64(o.Status))
 	}
+}
+
+// DecodeBatchResult splits the result of a Batch into its requests'
+// results, in order: each a uvarint status and a length-prefixed data. It
+// returns ErrMalformed when r is not a well-formed StatusBatch result.
+func DecodeBatchResult(r Result) ([]Result, error) {
+	if Status(r.Value) != StatusBatch {
+		return nil, fmt.Errorf("%w: %v is not a batch result", ErrMalformed, Status(r.Value))
+	}
+	rd := reader{b: r.Data}
+	var out []Result
+	for len(rd.b) > 0 && rd.err == nil {
+		v := rd.uvarint()
+		d := rd.bytes(len(rd.b))
+		out = append(out, Result{Value: v, Data: d})
+	}
+	if rd.err != nil {
+		return nil, fmt.Errorf("%w: batch result: %v", ErrMalformed, rd.err)
+	}
+	return out, nil
 }
 
 func statusResult(s Status) Result { return Result{Value: uint64(s)} }
