@@ -2,7 +2,10 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +34,7 @@ type Work struct {
 	max      int64
 	timeout  time.Duration
 	metrics  *Metrics
+	log      *slog.Logger
 	jobs     chan job
 	wg       sync.WaitGroup
 	inFlight atomic.Int64
@@ -151,12 +155,13 @@ type job struct {
 	system  *actor.ActorSystem
 	replyTo *actor.PID
 	call    func(context.Context) any
+	fail    func(error) any // the reply when call panicked
 }
 
 // NewWork returns a pool for raft's calls. Cancelling ctx refuses new calls
 // and ends the ones in flight; then Wait returns once every worker is gone.
-func NewWork(ctx context.Context, raft Raft, maxInFlight int, timeout time.Duration, m *Metrics) *Work {
-	w := &Work{ctx: ctx, raft: raft, max: int64(maxInFlight), timeout: timeout, metrics: m,
+func NewWork(ctx context.Context, raft Raft, maxInFlight int, timeout time.Duration, m *Metrics, log *slog.Logger) *Work {
+	w := &Work{ctx: ctx, raft: raft, max: int64(maxInFlight), timeout: timeout, metrics: m, log: log,
 		jobs: make(chan job), now: time.Now}
 	w.reads = newBatcher(w, readRounds, func(q []pendingRead) int { return min(len(q), maxReadBatch) },
 		w.serveReads, w.failReads)
@@ -171,7 +176,13 @@ func (w *Work) serveReads(batch []pendingRead) {
 	for i, r := range batch {
 		queries[i] = r.query
 	}
-	results, errs, err := w.raft.ReadBatch(ctx, queries)
+	var results []any
+	var errs []error
+	var err error
+	func() {
+		defer w.recovered(func(e error) { err = e })
+		results, errs, err = w.raft.ReadBatch(ctx, queries)
+	}()
 	for i, r := range batch {
 		done := &ReadDone{Tag: r.tag, Err: err}
 		if err == nil {
@@ -209,6 +220,12 @@ func (w *Work) serveRequests(batch []pendingRequest) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
 	now := w.now().UnixNano()
+	defer w.recovered(func(err error) {
+		for _, p := range batch {
+			w.inFlight.Add(-1)
+			p.system.Root.Send(p.replyTo, &Proposed{Tag: p.tag, Err: err})
+		}
+	})
 	var cmd []byte
 	if len(batch) == 1 {
 		q := batch[0].req
@@ -314,7 +331,29 @@ func (w *Work) do(j job) {
 	defer w.inFlight.Add(-1)
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
-	j.system.Root.Send(j.replyTo, j.call(ctx))
+	var reply any
+	func() {
+		defer w.recovered(func(err error) { reply = j.fail(err) })
+		reply = j.call(ctx)
+	}()
+	j.system.Root.Send(j.replyTo, reply)
+}
+
+// ErrInternal reports a broken invariant below the actors (a panic in a
+// call to dragonboat); the caller's request failed and may be retried.
+var ErrInternal = errors.New("actors: internal error")
+
+// recovered turns a panic in a Work goroutine into an error for the callers
+// waiting on it (fail), logs it and counts it as a supervisor event of kind
+// "work": a goroutine outside the actor tree must not take the node down.
+func (w *Work) recovered(fail func(error)) {
+	if p := recover(); p != nil {
+		w.metrics.Restarts.WithLabelValues("work", "RecoveredPanic").Inc()
+		if w.log != nil {
+			w.log.Error("panic in a raft call", "panic", p, "stack", string(debug.Stack()))
+		}
+		fail(fmt.Errorf("%w: %v", ErrInternal, p))
+	}
 }
 
 // Propose replicates cmd and sends a *Proposed with tag to replyTo. It never
@@ -331,7 +370,7 @@ func (w *Work) Propose(system *actor.ActorSystem, cmd []byte, replyTo *actor.PID
 		w.metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
 		w.metrics.Proposals.WithLabelValues(outcome(err)).Inc()
 		return &Proposed{Tag: tag, Value: v, Data: data, Err: err}
-	}})
+	}, fail: func(err error) any { return &Proposed{Tag: tag, Err: err} }})
 }
 
 // Read looks query up and sends a *ReadDone with tag to replyTo: in the next

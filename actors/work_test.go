@@ -91,7 +91,7 @@ func TestWorkBatchesReadsAndAnswersEach(t *testing.T) {
 	sys := quietSystem()
 	raft := &fakeRaft{}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := NewWork(ctx, raft, 100, time.Second, NewMetrics(nil))
+	w := NewWork(ctx, raft, 100, time.Second, NewMetrics(nil), nil)
 	out := make(chan any, 100)
 	pid := collector(t, sys, out)
 	for i := 0; i < 50; i++ {
@@ -128,7 +128,7 @@ func TestWorkRefusesPastItsBoundAndFailsQueuedReadsOnClose(t *testing.T) {
 	sys := quietSystem()
 	raft := &fakeRaft{release: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := NewWork(ctx, raft, 3, time.Minute, NewMetrics(nil))
+	w := NewWork(ctx, raft, 3, time.Minute, NewMetrics(nil), nil)
 	out := make(chan any, 100)
 	pid := collector(t, sys, out)
 	// Fill the bound with reads that stay in flight (their rounds block).
@@ -174,7 +174,7 @@ func TestWorkBatchesClientRequestsAndAnswersEachWithItsOwnResult(t *testing.T) {
 	sys := quietSystem()
 	raft := &fakeRaft{}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := NewWork(ctx, raft, 1000, time.Second, NewMetrics(nil))
+	w := NewWork(ctx, raft, 1000, time.Second, NewMetrics(nil), nil)
 	out := make(chan any, 200)
 	pid := collector(t, sys, out)
 	const n = 200
@@ -198,6 +198,48 @@ func TestWorkBatchesClientRequestsAndAnswersEachWithItsOwnResult(t *testing.T) {
 	raft.mu.Unlock()
 	if proposals == 0 || proposals >= n {
 		t.Fatalf("%d proposals for %d queued requests: not batched", proposals, n)
+	}
+	cancel()
+	w.Wait()
+	sys.Root.Stop(pid)
+}
+
+// panicRaft panics in every call, as a broken dependency would.
+type panicRaft struct{ fakeRaft }
+
+func (p *panicRaft) Propose(context.Context, []byte) (uint64, []byte, error)  { panic("boom") }
+func (p *panicRaft) ReadBatch(context.Context, []any) ([]any, []error, error) { panic("boom") }
+
+func TestWorkRecoversPanicsAndAnswersCallers(t *testing.T) {
+	sys := quietSystem()
+	ctx, cancel := context.WithCancel(context.Background())
+	m := NewMetrics(nil)
+	w := NewWork(ctx, &panicRaft{}, 10, time.Second, m, nil)
+	out := make(chan any, 10)
+	pid := collector(t, sys, out)
+	w.ProposeRequest(sys, fsm.ClientRequest{Session: fsm.SessionID{1}, RequestID: 1, LowestPending: 1}, pid, "req")
+	w.Read(sys, "q", false, pid, "read")
+	w.Propose(sys, []byte("x"), pid, "prop")
+	for i := 0; i < 3; i++ {
+		select {
+		case msg := <-out:
+			var err error
+			var tag any
+			switch d := msg.(type) {
+			case *ReadDone:
+				err, tag = d.Err, d.Tag
+			case *Proposed:
+				err, tag = d.Err, d.Tag
+			}
+			if !errors.Is(err, ErrInternal) || tag == nil {
+				t.Fatalf("caller (tag %v) got %v, want ErrInternal with its tag", tag, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a caller was not answered after a panic")
+		}
+	}
+	if w.InFlight() != 0 {
+		t.Fatalf("%d calls still counted in flight", w.InFlight())
 	}
 	cancel()
 	w.Wait()

@@ -171,7 +171,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	}
 
 	raft := &raftAdapter{nh: n.nh, shard: cfg.ShardID}
-	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics)
+	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
 	limits := codec.DefaultLimits()
 	limits.MaxFrame, limits.MaxPayload = cfg.MaxFrame, cfg.MaxPayload
 	members := make([]actors.Member, len(cfg.Members))
