@@ -121,7 +121,27 @@ func baselineRaftConfig(replicaID uint64) dbconfig.Config {
 
 // startBaseline starts the three NodeHosts and their replicas. On failure
 // it closes what it started.
+// startBaseline starts the baseline's NodeHosts on free ports. A port can
+// be taken between being chosen and being bound; the start is then retried
+// (at most 5 times), each attempt in its own directory because dragonboat
+// records a host's Raft address in it.
 func startBaseline(dir string) ([]*dragonboat.NodeHost, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var sub string
+		if sub, err = os.MkdirTemp(dir, "attempt"); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBaseline, err)
+		}
+		var nhs []*dragonboat.NodeHost
+		nhs, err = startBaselineOnce(sub)
+		if err == nil || !node.IsAddrInUse(err) {
+			return nhs, err
+		}
+	}
+	return nil, err
+}
+
+func startBaselineOnce(dir string) ([]*dragonboat.NodeHost, error) {
 	members, err := node.LocalMembers(baselineReplicas, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBaseline, err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -71,13 +72,8 @@ func BenchmarkCompare(b *testing.B) {
 // runZraftOnDisk starts a 3-node kv cluster with its data on disk, runs
 // RunZraft against it and stops it.
 func runZraftOnDisk(b *testing.B, cfg Config) Result {
-	ms, err := node.LocalMembers(3, 0, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ncfg := node.DefaultConfig()
-	ncfg.Members = ms
-	ncfg.DataDir = b.TempDir()
+	dir := b.TempDir()
 	newApp := func() fsm.Application {
 		s, err := kv.New(kv.DefaultConfig())
 		if err != nil {
@@ -87,7 +83,12 @@ func runZraftOnDisk(b *testing.B, cfg Config) Result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := node.StartCluster(ctx, ncfg, newApp, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	// Each attempt gets its own data directory: dragonboat records a
+	// member's Raft address there, and a retry uses new ports.
+	c, err := node.StartLocalCluster(ctx, 3, ncfg, func(cfg *node.Config) (err error) {
+		cfg.DataDir, err = os.MkdirTemp(dir, "cluster")
+		return err
+	}, newApp, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		b.Fatal(err)
 	}

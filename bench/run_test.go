@@ -34,12 +34,7 @@ func smallConfig() Config {
 // startCluster starts a 3-node in-memory zraft cluster running kv.
 func startCluster(t *testing.T) *node.Cluster {
 	t.Helper()
-	ms, err := node.LocalMembers(3, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := node.DefaultConfig()
-	cfg.Members = ms
 	cfg.InMemory = true
 	newApp := func() fsm.Application {
 		s, err := kv.New(kv.DefaultConfig())
@@ -50,7 +45,7 @@ func startCluster(t *testing.T) *node.Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := node.StartCluster(ctx, cfg, newApp, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	c, err := node.StartLocalCluster(ctx, 3, cfg, nil, newApp, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lni/vfs"
@@ -192,4 +194,41 @@ func (c *Cluster) Close() error {
 		errs = append(errs, c.Stop(m.ID))
 	}
 	return errors.Join(errs...)
+}
+
+// localAttempts bounds how often StartLocalCluster retries with new ports.
+const localAttempts = 5
+
+// StartLocalCluster starts an n-member cluster on 127.0.0.1 with ports the OS
+// chooses (tests, benchmarks). A chosen port can be taken by another socket
+// before a member binds it; the start is then retried with new ports, at
+// most five times. base.Members is replaced; setup, when not nil, adjusts
+// each attempt's config (for example to choose HTTP ports) and may fail.
+func StartLocalCluster(ctx context.Context, n int, base Config, setup func(*Config) error,
+	newApp func() fsm.Application, opts ...Option) (*Cluster, error) {
+	var err error
+	for attempt := 0; attempt < localAttempts; attempt++ {
+		cfg := base
+		if cfg.Members, err = LocalMembers(n, 0, 0); err != nil {
+			return nil, err
+		}
+		if setup != nil {
+			if err = setup(&cfg); err != nil {
+				return nil, err
+			}
+		}
+		var c *Cluster
+		c, err = StartCluster(ctx, cfg, newApp, opts...)
+		if err == nil || !IsAddrInUse(err) {
+			return c, err
+		}
+	}
+	return nil, err
+}
+
+// IsAddrInUse reports whether err is a failure to bind a port that is taken.
+// dragonboat does not always wrap the system error, so its text is checked
+// too.
+func IsAddrInUse(err error) bool {
+	return err != nil && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use"))
 }

@@ -158,19 +158,15 @@ func (p *producer) arm(c actor.Context) {
 
 func startTestCluster(t *testing.T, tweak func(*Config), opts ...Option) *Cluster {
 	t.Helper()
-	ms, err := LocalMembers(3, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := DefaultConfig()
-	cfg.Members, cfg.InMemory = ms, true
+	cfg.InMemory = true
 	if tweak != nil {
 		tweak(&cfg)
 	}
 	opts = append(opts, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := StartCluster(ctx, cfg, func() fsm.Application { return &tally{} }, opts...)
+	c, err := StartLocalCluster(ctx, 3, cfg, nil, func() fsm.Application { return &tally{} }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

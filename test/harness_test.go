@@ -112,12 +112,7 @@ func startCluster(t *testing.T, tweak func(*node.Config), opts ...node.Option) *
 // startAppCluster is startCluster with another application (nil: counterApp).
 func startAppCluster(t *testing.T, tweak func(*node.Config), app func() fsm.Application, opts ...node.Option) *cluster {
 	t.Helper()
-	members, err := node.LocalMembers(3, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := node.DefaultConfig()
-	cfg.Members = members
 	cfg.InMemory = true
 	cfg.KeepAliveInterval = 200 * time.Millisecond
 	cfg.SessionTimeout = 2 * time.Second
@@ -143,7 +138,7 @@ func startAppCluster(t *testing.T, tweak func(*node.Config), app func() fsm.Appl
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := node.StartCluster(ctx, cfg, newApp, opts...)
+	c, err := node.StartLocalCluster(ctx, 3, cfg, nil, newApp, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +300,12 @@ func (w *wire) createSession(caps ...codec.Capability) (*codec.SessionCreated, c
 func (w *wire) request(id, lowest uint64, payload string) codec.Message {
 	w.t.Helper()
 	w.send(&codec.ClientRequest{RequestID: id, LowestPending: lowest, Payload: []byte(payload)})
-	return w.next(func(m codec.Message) bool {
+	return w.next(answers(id))
+}
+
+// answers matches the answer to request id, or the connection's refusal.
+func answers(id uint64) func(codec.Message) bool {
+	return func(m codec.Message) bool {
 		switch r := m.(type) {
 		case *codec.ClientResponse:
 			return r.RequestID == id
@@ -315,7 +315,7 @@ func (w *wire) request(id, lowest uint64, payload string) codec.Message {
 			return true
 		}
 		return false
-	})
+	}
 }
 
 func counterValue(t *testing.T, m codec.Message) uint64 {
@@ -391,17 +391,7 @@ func (p *persistent) do(id, lowest uint64, payload string) codec.Message {
 			p.reconnect()
 			continue
 		}
-		m, err := p.w.nextWithin(time.Second, func(m codec.Message) bool {
-			switch r := m.(type) {
-			case *codec.ClientResponse:
-				return r.RequestID == id
-			case *codec.RequestError:
-				return r.RequestID == id
-			case *codec.SessionClosed:
-				return true
-			}
-			return false
-		})
+		m, err := p.w.nextWithin(time.Second, answers(id))
 		switch r := m.(type) {
 		case *codec.ClientResponse:
 			return r

@@ -54,17 +54,16 @@ type cli struct {
 
 func startCLICluster(t *testing.T) *cli {
 	t.Helper()
-	ms, err := node.LocalMembers(3, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := node.DefaultConfig()
-	cfg.Members, cfg.InMemory = ms, true
-	httpBase := consecutivePorts(t, 3)
-	cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", httpBase)
+	cfg.InMemory = true
+	var httpBase int
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := node.StartCluster(ctx, cfg, func() fsm.Application {
+	c, err := node.StartLocalCluster(ctx, 3, cfg, func(cfg *node.Config) error {
+		httpBase = consecutivePorts(t, 3)
+		cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", httpBase)
+		return nil
+	}, func() fsm.Application {
 		s, err := kv.New(kv.DefaultConfig())
 		if err != nil {
 			panic(err)
@@ -76,7 +75,7 @@ func startCLICluster(t *testing.T) *cli {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	var https []string
-	for i := range ms {
+	for i := 0; i < 3; i++ {
 		https = append(https, fmt.Sprintf("127.0.0.1:%d", httpBase+i))
 	}
 	return &cli{t: t, envs: map[string]string{
