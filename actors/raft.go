@@ -96,9 +96,11 @@ type Leaderer interface {
 func (r *raftBridge) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
+		// Record the current leader without broadcasting: siblings may
+		// still be spawning, and each asks (LeaderQuery) when it starts.
 		if l, ok := r.env.Raft.(Leaderer); ok {
 			id, term, _ := l.Leader()
-			r.leader(c, id, term, true)
+			r.last = r.changed(id, term)
 		}
 	case *Propose:
 		r.propose(c, m)
@@ -110,7 +112,7 @@ func (r *raftBridge) Receive(c actor.Context) {
 			c.Respond(&ev)
 		}
 	case *LeaderUpdated:
-		r.leader(c, m.LeaderID, m.Term, false)
+		r.leader(c, m.LeaderID, m.Term)
 	case *TransferLeadership:
 		if err := r.env.Raft.TransferLeadership(m.Target); err != nil {
 			r.env.Log.Warn("leadership transfer", "target", m.Target, "err", err)
@@ -118,16 +120,22 @@ func (r *raftBridge) Receive(c actor.Context) {
 	}
 }
 
-func (r *raftBridge) leader(c actor.Context, id, term uint64, force bool) {
-	if !force && id == r.last.LeaderID && term == r.last.Term {
-		return
-	}
+// changed builds the LeaderChanged event for a leader and term.
+func (r *raftBridge) changed(id, term uint64) LeaderChanged {
 	ev := LeaderChanged{LeaderID: id, Term: term, IsLeader: id != 0 && id == r.env.Settings.NodeID}
 	for _, m := range r.env.Settings.Members {
 		if m.ID == id {
 			ev.Hint = m
 		}
 	}
+	return ev
+}
+
+func (r *raftBridge) leader(c actor.Context, id, term uint64) {
+	if id == r.last.LeaderID && term == r.last.Term {
+		return
+	}
+	ev := r.changed(id, term)
 	if id != r.last.LeaderID {
 		r.env.Metrics.LeaderChanges.Inc()
 	}

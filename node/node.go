@@ -40,13 +40,13 @@ type Node struct {
 	nh       *dragonboat.NodeHost
 	router   *transport.Router
 	work     *actors.Work
+	raft     *raftAdapter
 	cancel   context.CancelFunc
 	metrics  *actors.Metrics
 	registry *prometheus.Registry
 	http     *http.Server
 	httpWG   sync.WaitGroup
 	unwatch  func()
-	machine  *fsm.Machine
 
 	closeOnce sync.Once
 	closeErr  error
@@ -156,21 +156,18 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 			// fcfg is validated below before dragonboat can call this.
 			panic(err)
 		}
-		n.machine = m
 		return m
 	})
 	if err := fcfg.Validate(); err != nil {
 		cancel()
+		n.system.Shutdown()
 		return nil, fmt.Errorf("node: state machine limits: %w", err)
 	}
 
-	if err := n.startRaft(o, factory); err != nil {
-		cancel()
-		n.system.Shutdown()
-		return nil, err
-	}
-
-	raft := &raftAdapter{nh: n.nh, shard: cfg.ShardID}
+	// The NodeHost is published to the adapter once it runs; until then
+	// every call answers ErrUnavailable.
+	raft := &raftAdapter{shard: cfg.ShardID}
+	n.raft = raft
 	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
 	limits := codec.DefaultLimits()
 	limits.MaxFrame, limits.MaxPayload = cfg.MaxFrame, cfg.MaxPayload
@@ -204,11 +201,26 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	rootProps := actor.PropsFromProducer(func() actor.Actor {
 		return &rootActor{env: env, inbox: inbox, observer: observer, user: o.userActors, handle: handle}
 	}, actor.WithSupervisor(supervision.Strategy(env.Settings.Supervision)))
+	// The whole tree is spawned before anything outside it (dragonboat's
+	// listener and the state machine's observer, then clients) can post
+	// to it: protoactor races when a message reaches a mailbox that is
+	// still being set up. The root answers only after spawning every child.
 	n.root, err = n.system.Root.SpawnNamed(rootProps, rootName)
+	if err == nil {
+		_, err = n.system.Root.RequestFuture(n.root, &treeReady{}, 10*time.Second).Result()
+	}
 	if err != nil {
+		n.stopActors()
 		n.closeRaft()
 		return nil, fmt.Errorf("node: spawn actors: %w", err)
 	}
+
+	if err := n.startRaft(o, factory); err != nil {
+		n.stopActors()
+		n.closeRaft()
+		return nil, err
+	}
+	raft.nh.Store(n.nh)
 
 	rcfg := transport.DefaultRouterConfig()
 	rcfg.Addr = cfg.self().ClientAddr
@@ -221,7 +233,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		n.closeRaft()
 		return nil, fmt.Errorf("node: listen for clients on %s: %w", rcfg.Addr, err)
 	}
-	conns.r = n.router
+	conns.r.Store(n.router)
 
 	if cfg.HTTPAddr != "" {
 		if err := n.startHTTP(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -37,7 +38,14 @@ type rootActor struct {
 	handle   *Handle
 }
 
+// treeReady is answered by the root once every child is spawned.
+type treeReady struct{}
+
 func (r *rootActor) Receive(c actor.Context) {
+	if _, ok := c.Message().(*treeReady); ok {
+		c.Respond(true)
+		return
+	}
 	if _, ok := c.Message().(*actor.Started); !ok {
 		return
 	}
@@ -71,31 +79,42 @@ func (h handler) Closed(id transport.ConnID, err error) { h.inbox.Closed(actors.
 
 // connsAdapter lets actors send through the router, which is created after
 // the actors (so that the first frame finds the gateway running).
-type connsAdapter struct{ r *transport.Router }
+type connsAdapter struct {
+	r atomic.Pointer[transport.Router]
+}
 
 func (a *connsAdapter) Send(conn actors.ConnID, frame []byte) error {
-	if a.r == nil {
+	r := a.r.Load()
+	if r == nil {
 		return transport.ErrUnknownConn
 	}
-	return a.r.Send(transport.ConnID(conn), frame)
+	return r.Send(transport.ConnID(conn), frame)
 }
 
 func (a *connsAdapter) CloseConn(conn actors.ConnID) error {
-	if a.r == nil {
+	r := a.r.Load()
+	if r == nil {
 		return transport.ErrUnknownConn
 	}
-	return a.r.CloseConn(transport.ConnID(conn))
+	return r.CloseConn(transport.ConnID(conn))
 }
 
 // raftAdapter implements actors.Raft on a NodeHost, mapping dragonboat's
 // errors to the three classes the actors act on.
 type raftAdapter struct {
-	nh    *dragonboat.NodeHost
+	nh    atomic.Pointer[dragonboat.NodeHost] // nil until the NodeHost runs
 	shard uint64
 }
 
+// errNotStarted answers calls made before the NodeHost runs.
+var errNotStarted = fmt.Errorf("%w: raft not started", actors.ErrUnavailable)
+
 func (a *raftAdapter) Propose(ctx context.Context, cmd []byte) (uint64, []byte, error) {
-	r, err := a.nh.SyncPropose(ctx, a.nh.GetNoOPSession(a.shard), cmd)
+	nh := a.nh.Load()
+	if nh == nil {
+		return 0, nil, errNotStarted
+	}
+	r, err := nh.SyncPropose(ctx, nh.GetNoOPSession(a.shard), cmd)
 	if err != nil {
 		return 0, nil, mapRaftErr(err)
 	}
@@ -103,7 +122,11 @@ func (a *raftAdapter) Propose(ctx context.Context, cmd []byte) (uint64, []byte, 
 }
 
 func (a *raftAdapter) Read(ctx context.Context, q any) (any, error) {
-	res, err := a.nh.SyncRead(ctx, a.shard, q)
+	nh := a.nh.Load()
+	if nh == nil {
+		return nil, errNotStarted
+	}
+	res, err := nh.SyncRead(ctx, a.shard, q)
 	if err != nil && isRaftErr(err) {
 		return nil, mapRaftErr(err)
 	}
@@ -111,11 +134,15 @@ func (a *raftAdapter) Read(ctx context.Context, q any) (any, error) {
 }
 
 func (a *raftAdapter) ReadBatch(ctx context.Context, qs []any) ([]any, []error, error) {
+	nh := a.nh.Load()
+	if nh == nil {
+		return nil, nil, errNotStarted
+	}
 	timeout := time.Second
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	rs, err := a.nh.ReadIndex(a.shard, timeout)
+	rs, err := nh.ReadIndex(a.shard, timeout)
 	if err != nil {
 		return nil, nil, mapRaftErr(err)
 	}
@@ -131,7 +158,7 @@ func (a *raftAdapter) ReadBatch(ctx context.Context, qs []any) ([]any, []error, 
 	}
 	results, errs := make([]any, len(qs)), make([]error, len(qs))
 	for i, q := range qs {
-		results[i], errs[i] = a.nh.ReadLocalNode(rs, q)
+		results[i], errs[i] = nh.ReadLocalNode(rs, q)
 		if errs[i] != nil && isRaftErr(errs[i]) {
 			errs[i] = mapRaftErr(errs[i])
 		}
@@ -157,7 +184,11 @@ func readIndexErr(r dragonboat.RequestResult) error {
 }
 
 func (a *raftAdapter) StaleRead(q any) (any, error) {
-	res, err := a.nh.StaleRead(a.shard, q)
+	nh := a.nh.Load()
+	if nh == nil {
+		return nil, errNotStarted
+	}
+	res, err := nh.StaleRead(a.shard, q)
 	if err != nil && isRaftErr(err) {
 		return nil, mapRaftErr(err)
 	}
@@ -165,11 +196,19 @@ func (a *raftAdapter) StaleRead(q any) (any, error) {
 }
 
 func (a *raftAdapter) TransferLeadership(target uint64) error {
-	return a.nh.RequestLeaderTransfer(a.shard, target)
+	nh := a.nh.Load()
+	if nh == nil {
+		return errNotStarted
+	}
+	return nh.RequestLeaderTransfer(a.shard, target)
 }
 
 func (a *raftAdapter) Leader() (uint64, uint64, bool) {
-	id, term, ok, err := a.nh.GetLeaderID(a.shard)
+	nh := a.nh.Load()
+	if nh == nil {
+		return 0, 0, false
+	}
+	id, term, ok, err := nh.GetLeaderID(a.shard)
 	return id, term, ok && err == nil
 }
 
@@ -201,10 +240,8 @@ func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	l.system.Root.Send(l.raft, &actors.LeaderUpdated{LeaderID: info.LeaderID, Term: info.Term})
 }
 
-func (n *Node) leader() (uint64, uint64, bool) {
-	id, term, ok, err := n.nh.GetLeaderID(n.cfg.ShardID)
-	return id, term, ok && err == nil
-}
+// leader is safe from any goroutine, also while the node starts or stops.
+func (n *Node) leader() (uint64, uint64, bool) { return n.raft.Leader() }
 
 // ClientAddr returns the address clients connect to.
 func (n *Node) ClientAddr() string { return n.router.Addr().String() }
