@@ -2,52 +2,15 @@ package transport
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
-	"net"
 	"testing"
-	"time"
+
+	"github.com/zraft/zraft/internal/testcert"
 )
 
-// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
-func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
 func TestTLSRoundTrip(t *testing.T) {
-	cert, pool := selfSigned(t, "server")
+	cert, pool := testcert.SelfSigned(t, "server")
 	cfg := smallRouterConfig()
 	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	h := newRecorder(true)
@@ -71,7 +34,7 @@ func TestTLSRoundTrip(t *testing.T) {
 	waitFor(t, "server counts the failure", func() bool { return r.Stats().HandshakeFailures == 1 })
 
 	// A client that does not trust the server's certificate fails too.
-	_, other := selfSigned(t, "other")
+	_, other := testcert.SelfSigned(t, "other")
 	dcfg.TLS = &tls.Config{RootCAs: other}
 	if _, err := Dial(context.Background(), r.Addr().String(), dcfg); !errors.Is(err, ErrHandshake) {
 		t.Fatalf("Dial with wrong roots = %v, want ErrHandshake", err)
@@ -80,8 +43,8 @@ func TestTLSRoundTrip(t *testing.T) {
 }
 
 func TestTLSClientCertificates(t *testing.T) {
-	serverCert, serverPool := selfSigned(t, "server")
-	clientCert, clientPool := selfSigned(t, "client")
+	serverCert, serverPool := testcert.SelfSigned(t, "server")
+	clientCert, clientPool := testcert.SelfSigned(t, "client")
 	cfg := smallRouterConfig()
 	cfg.TLS = &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
@@ -115,7 +78,7 @@ func TestTLSConfigWithoutCertificateInvalid(t *testing.T) {
 
 // A graceful CloseConn over TLS still writes what was queued.
 func TestTLSCloseConnFlushes(t *testing.T) {
-	cert, pool := selfSigned(t, "server")
+	cert, pool := testcert.SelfSigned(t, "server")
 	cfg := smallRouterConfig()
 	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	h := newRecorder(false)
