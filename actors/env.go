@@ -17,6 +17,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -99,6 +100,9 @@ type Env struct {
 	Metrics  *Metrics
 	Log      *slog.Logger
 	Faults   *supervision.Faults // nil outside tests
+	// TreeUp is set by the node once every actor of the tree is spawned;
+	// before that, actors must not post to siblings spawned after them.
+	TreeUp atomic.Bool
 	// Now is the clock; tests may replace it. Default time.Now.
 	Now func() time.Time
 }

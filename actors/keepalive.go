@@ -1,22 +1,25 @@
 // keepalive: leader-local liveness tracking.
 //
-// Owns: a table session → (last seen, liveness recorded in the log, timeout),
-// bounded by the number of live sessions (the state machine's MaxSessions).
-// Keep-alives cost no Raft write: they only update this table. Every half
-// keep-alive interval, on the leader, it
+// Owns: a table session → (last seen, liveness recorded in the log, timeout,
+// heard since the last record), bounded by the number of live sessions (the
+// state machine's MaxSessions). Keep-alives cost no Raft write: they only
+// update this table. Every half keep-alive interval, on the leader, it
 //   - proposes one RecordLiveness batch (at most maxBatch sessions) naming
-//     the sessions seen since their recorded liveness grew older than a third
-//     of their timeout, so that a new leader inherits recent liveness;
+//     the sessions heard from since their last record, once that record is
+//     older than a third of their timeout, so that a new leader inherits
+//     recent liveness (a failed batch is undone and retried);
 //   - proposes ExpireSession for each session not seen for its timeout,
 //     naming the recorded liveness the decision was based on, so that the
-//     state machine ignores the expiry if a newer record raced it.
+//     state machine ignores the expiry if a newer record raced it (the
+//     actor then reads that record and times the session from it).
 //
 // When this node becomes leader it reads the live sessions from the
 // replicated state and starts each one's clock at its recorded liveness plus
-// one keep-alive interval of grace: a leader change never expires a live
-// session (its client keeps sending keep-alives to whoever leads), and a
-// flapping leader cannot keep a dead session alive forever (the grace is not
-// a fresh timeout).
+// a grace of one keep-alive interval and a third of the timeout (the most a
+// record can lag). A leader change therefore never expires a live session
+// (its client keeps sending keep-alives to whoever leads), and leader changes
+// cannot keep a dead session alive: only a real sign of life is ever
+// recorded, and the grace is well short of a fresh timeout.
 //
 // Spawned by the node root, supervised by it. On restart the table is rebuilt
 // the same way as on a leader change.
@@ -38,7 +41,11 @@ const maxBatch = 4096
 type live struct {
 	seen     int64 // local wall clock, ns
 	recorded int64 // cluster time of the last liveness record known
-	timeout  time.Duration
+	// heard is set by a real sign of life (Seen) since the last record; only
+	// such sessions are recorded, so a new leader's loaded table or a
+	// refused expiry never extends a dead session.
+	heard   bool
+	timeout time.Duration
 	// expiring is when an expiry was proposed (zero: none in flight). A
 	// proposal whose reply was lost stops counting after twice the proposal
 	// timeout, so the session is considered again.
@@ -49,9 +56,15 @@ type tick struct{}
 
 type sessionsTag struct{ term uint64 }
 
-type recordTag struct{}
+// recordTag remembers, per session in a liveness batch, the recorded value
+// before the batch, so that a failed batch can be undone and retried.
+type recordTag struct{ prev map[fsm.SessionID]int64 }
 
 type expireTag struct{ id fsm.SessionID }
+
+// livenessTag asks for a session's replicated liveness after an expiry lost
+// to a newer record.
+type livenessTag struct{ id fsm.SessionID }
 
 type keepalive struct {
 	env    *Env
@@ -74,6 +87,10 @@ func (k *keepalive) Receive(c actor.Context) {
 	case *LeaderChanged:
 		k.leaderChanged(c, m)
 	case *ReadDone:
+		if t, ok := m.Tag.(livenessTag); ok {
+			k.liveness(t.id, m)
+			return
+		}
 		k.loaded(c, m)
 	case *Seen:
 		k.seen(m)
@@ -86,7 +103,7 @@ func (k *keepalive) Receive(c actor.Context) {
 			k.arm(c)
 		}
 	case *Proposed:
-		k.proposed(m)
+		k.proposed(c, m)
 	}
 }
 
@@ -132,7 +149,6 @@ func (k *keepalive) loaded(c actor.Context, r *ReadDone) {
 		return
 	}
 	infos, _ := r.Result.([]fsm.SessionInfo)
-	grace := k.env.Settings.KeepAliveInterval.Nanoseconds()
 	for _, s := range infos {
 		l := k.table[s.ID]
 		if l == nil {
@@ -141,7 +157,35 @@ func (k *keepalive) loaded(c actor.Context, r *ReadDone) {
 		}
 		l.timeout, l.recorded = s.Timeout, s.Liveness
 		// Sessions seen since this node became leader keep their newer time.
-		l.seen = max(l.seen, s.Liveness+grace)
+		l.seen = max(l.seen, s.Liveness+k.grace(s.Timeout))
+	}
+}
+
+// grace is how long past its replicated liveness a new leader gives a
+// session before its timeout starts: one keep-alive interval plus the most
+// the recorded liveness can lag behind the truth (a third of the timeout,
+// when records are written), so that no live client is expired by a leader
+// change, while it stays well short of a fresh timeout, so that leader
+// changes cannot keep a dead session alive.
+func (k *keepalive) grace(timeout time.Duration) int64 {
+	return (timeout/3 + k.env.Settings.KeepAliveInterval).Nanoseconds()
+}
+
+// liveness applies a session's replicated liveness read after its expiry
+// lost to a newer record (a request or acknowledgement the log recorded):
+// that record, not this moment, is the latest sign of life.
+func (k *keepalive) liveness(id fsm.SessionID, r *ReadDone) {
+	l := k.table[id]
+	if l == nil {
+		return
+	}
+	if _, gone := sessionGone(r.Err); gone {
+		delete(k.table, id)
+		return
+	}
+	if info, ok := r.Result.(fsm.SessionInfo); ok {
+		l.recorded = max(l.recorded, info.Liveness)
+		l.seen = max(l.seen, info.Liveness)
 	}
 }
 
@@ -161,11 +205,13 @@ func (k *keepalive) seen(m *Seen) {
 		k.table[m.Session] = l
 	}
 	l.seen = max(l.seen, now)
+	l.heard = true
 }
 
 func (k *keepalive) tick(c actor.Context) {
 	now := k.env.Now().UnixNano()
 	var batch []fsm.SessionID
+	prev := map[fsm.SessionID]int64{}
 	for id, l := range k.table {
 		switch {
 		case now-l.seen > l.timeout.Nanoseconds() && k.env.Now().Sub(l.expiring) > 2*k.env.Settings.ProposalTimeout:
@@ -173,24 +219,34 @@ func (k *keepalive) tick(c actor.Context) {
 			k.env.Metrics.Expiries.Inc()
 			cmd := fsm.EncodeCommand(nil, fsm.ExpireSession{Time: now, Session: id, LivenessStamp: l.recorded})
 			c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{id: id}})
-		case l.seen > l.recorded && now-l.recorded > l.timeout.Nanoseconds()/3 && len(batch) < maxBatch:
+		case l.heard && now-l.recorded > l.timeout.Nanoseconds()/3 && len(batch) < maxBatch:
 			batch = append(batch, id)
-			l.recorded = now
+			prev[id] = l.recorded
+			l.recorded, l.heard = now, false
 		}
 	}
 	if len(batch) > 0 {
 		// Sorted so that the proposal's bytes do not depend on map order.
 		slices.SortFunc(batch, fsm.SessionID.Compare)
 		cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: now, Sessions: batch})
-		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{}})
+		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{prev: prev}})
 	}
 }
 
-func (k *keepalive) proposed(p *Proposed) {
+func (k *keepalive) proposed(c actor.Context, p *Proposed) {
+	if rt, ok := p.Tag.(recordTag); ok {
+		if p.Err != nil {
+			// Undo the batch so the next tick records these sessions again.
+			for id, before := range rt.prev {
+				if l := k.table[id]; l != nil {
+					l.recorded, l.heard = min(l.recorded, before), true
+				}
+			}
+		}
+		return
+	}
 	t, ok := p.Tag.(expireTag)
 	if !ok {
-		// A failed liveness batch is harmless: the sessions stay in the
-		// table and the next tick records them again.
 		return
 	}
 	l := k.table[t.id]
@@ -205,7 +261,8 @@ func (k *keepalive) proposed(p *Proposed) {
 	case fsm.StatusOK, fsm.StatusSessionNotFound, fsm.StatusSessionExpired, fsm.StatusSessionClosed:
 		delete(k.table, t.id)
 	case fsm.StatusStale:
-		// A newer liveness record won the race: the session lives on.
-		l.seen = max(l.seen, k.env.Now().UnixNano())
+		// A newer liveness record won the race: learn it (the session
+		// lives on until its timeout runs from that record).
+		c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionQuery{ID: t.id}, ReplyTo: c.Self(), Tag: livenessTag{id: t.id}})
 	}
 }

@@ -96,12 +96,22 @@ type Leaderer interface {
 func (r *raftBridge) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		// Record the current leader without broadcasting: siblings may
-		// still be spawning, and each asks (LeaderQuery) when it starts.
-		if l, ok := r.env.Raft.(Leaderer); ok {
-			id, term, _ := l.Leader()
-			r.last = r.changed(id, term)
+		l, ok := r.env.Raft.(Leaderer)
+		if !ok {
+			return
 		}
+		id, term, _ := l.Leader()
+		if !r.env.TreeUp.Load() {
+			// First start: siblings may still be spawning, and each asks
+			// (LeaderQuery) when it starts. Record without broadcasting.
+			r.last = r.changed(id, term)
+			return
+		}
+		// A restart: a change may have happened while the bridge was
+		// down (its LeaderUpdated lost with the failed message), so tell
+		// everyone what holds now.
+		r.last = LeaderChanged{Term: ^uint64(0)}
+		r.leader(c, id, term)
 	case *Propose:
 		r.propose(c, m)
 	case *Read:

@@ -78,3 +78,24 @@ func TestClipMakesMessagesEncodable(t *testing.T) {
 		t.Fatalf("clipped to %q", m.Message)
 	}
 }
+
+func TestMergePendingKeepsOrderAndSkipsKnownAndAcked(t *testing.T) {
+	req := func(id uint64) fsm.ServerRequest { return fsm.ServerRequest{ID: id} }
+	ids := func(p []outgoing) []uint64 {
+		var out []uint64
+		for _, o := range p {
+			out = append(out, o.req.ID)
+		}
+		return out
+	}
+	// A notice of 5 overtook the read of 3, 4, 5: 3 and 4 must not be lost.
+	p, added := mergePending(nil, 2, []fsm.ServerRequest{req(5)})
+	p[0].attempts = 1
+	p, added = mergePending(p, 2, []fsm.ServerRequest{req(3), req(4), req(5), req(1)})
+	if got := ids(p); fmt.Sprint(got) != "[3 4 5]" {
+		t.Fatalf("pending = %v, want [3 4 5]", got)
+	}
+	if fmt.Sprint(added) != "[0 1]" || p[2].attempts != 1 {
+		t.Fatalf("added at %v (want [0 1]); 5 kept its attempts: %d", added, p[2].attempts)
+	}
+}

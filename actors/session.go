@@ -20,7 +20,10 @@
 package actors
 
 import (
+	"cmp"
 	"errors"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -65,12 +68,14 @@ type session struct {
 	acked    uint64
 	reported time.Time
 	timer    *time.Timer
+	backlog  *atomic.Int64
 }
 
-// NewSession returns the producer of a session actor.
-func NewSession(env *Env, info fsm.SessionInfo) actor.Producer {
+// NewSession returns the producer of a session actor. backlog is shared
+// with the directory, which counts the messages it forwards.
+func NewSession(env *Env, info fsm.SessionInfo, backlog *atomic.Int64) actor.Producer {
 	return func() actor.Actor {
-		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]time.Time)}
+		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]time.Time), backlog: backlog}
 	}
 }
 
@@ -92,6 +97,7 @@ func (s *session) Receive(c actor.Context) {
 			}
 		}
 	case *SessionMsg:
+		s.backlog.Add(-1)
 		s.message(c, m)
 	case *Proposed:
 		s.proposed(m)
@@ -232,6 +238,14 @@ func (s *session) readDone(c actor.Context, r *ReadDone) {
 		res, _ := r.Result.([]byte)
 		s.env.send(s.conn, &codec.QueryResponse{CorrelationID: t.id, Result: res})
 	case pendingTag:
+		if reason, gone := sessionGone(r.Err); gone {
+			// The session ended in the replicated state (for example an
+			// expiry that raced this session's continuation, or a removal
+			// notice the relay had to drop): the directory removes it and
+			// tells the client.
+			c.Send(c.Parent(), &SessionRemoved{Session: s.id, Reason: reason})
+			return
+		}
 		if r.Err != nil {
 			// Delivery resumes when the dispatcher hands over new work or
 			// the session is continued; a failed read loses nothing.
@@ -244,16 +258,51 @@ func (s *session) readDone(c actor.Context, r *ReadDone) {
 	}
 }
 
+// sessionGone reports whether err says the session no longer exists in the
+// replicated state, and why.
+func sessionGone(err error) (fsm.RemoveReason, bool) {
+	switch {
+	case errors.Is(err, fsm.ErrSessionExpired):
+		return fsm.RemovedExpired, true
+	case errors.Is(err, fsm.ErrSessionClosed), errors.Is(err, fsm.ErrSessionNotFound):
+		return fsm.RemovedClosed, true
+	}
+	return 0, false
+}
+
 // add queues server requests the session does not have yet and sends them.
+// Requests may arrive out of order (a notice of new work can overtake the
+// read of older pending work), so they are merged by id.
 func (s *session) add(c actor.Context, reqs []fsm.ServerRequest) {
-	for _, r := range reqs {
-		if r.ID <= s.acked || (len(s.pending) > 0 && r.ID <= s.pending[len(s.pending)-1].req.ID) {
-			continue
-		}
-		s.pending = append(s.pending, outgoing{req: r})
-		s.deliver(&s.pending[len(s.pending)-1])
+	var added []int
+	s.pending, added = mergePending(s.pending, s.acked, reqs)
+	for _, i := range added {
+		s.deliver(&s.pending[i])
 	}
 	s.arm(c)
+}
+
+// mergePending inserts the requests above acked that pending lacks, keeping
+// pending sorted by id, and returns where the new ones ended up.
+func mergePending(pending []outgoing, acked uint64, reqs []fsm.ServerRequest) ([]outgoing, []int) {
+	var fresh []fsm.ServerRequest
+	for _, r := range reqs {
+		if r.ID <= acked {
+			continue
+		}
+		i, found := slices.BinarySearchFunc(pending, r.ID, func(o outgoing, id uint64) int { return cmp.Compare(o.req.ID, id) })
+		if found {
+			continue
+		}
+		pending = slices.Insert(pending, i, outgoing{req: r})
+		fresh = append(fresh, r)
+	}
+	added := make([]int, 0, len(fresh))
+	for _, r := range fresh {
+		i, _ := slices.BinarySearchFunc(pending, r.ID, func(o outgoing, id uint64) int { return cmp.Compare(o.req.ID, id) })
+		added = append(added, i)
+	}
+	return pending, added
 }
 
 func (s *session) deliver(o *outgoing) {
@@ -295,8 +344,8 @@ func (s *session) redeliver(c actor.Context) {
 	now := s.env.Now()
 	for i := range s.pending {
 		o := &s.pending[i]
-		backoff := s.env.Settings.RedeliverInterval << min(o.attempts-1, 4)
-		if o.attempts == 0 || now.Sub(o.sentAt) >= backoff {
+		// attempts is 0 for work queued while no connection was bound.
+		if o.attempts == 0 || now.Sub(o.sentAt) >= s.env.Settings.RedeliverInterval<<min(o.attempts-1, 4) {
 			s.deliver(o)
 		}
 	}

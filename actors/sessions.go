@@ -21,6 +21,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -88,10 +89,19 @@ const (
 	maxOrphans = 65536
 )
 
+// backlogSlack is how many messages beyond MaxInFlight may wait in one
+// session actor's mailbox (keep-alives, acks, queries) before the directory
+// refuses more with Overloaded.
+const backlogSlack = 64
+
 type entry struct {
 	pid  *actor.PID
 	conn ConnID
 	info fsm.SessionInfo
+	// backlog counts messages forwarded to the session actor and not yet
+	// handled; the actor decrements it. It lives and dies with the entry,
+	// so a stopped actor cannot leak it.
+	backlog *atomic.Int64
 }
 
 type directory struct {
@@ -138,6 +148,8 @@ func (d *directory) Receive(c actor.Context) {
 	case *Inbound:
 		d.env.Inbox.handled()
 		d.inbound(c, m)
+	case *actor.Terminated:
+		d.childStopped(m.Who)
 	case *ConnGone:
 		d.connGone(c, m.Conn)
 	case *Proposed:
@@ -213,6 +225,7 @@ func (d *directory) notLeaderCode() codec.Code {
 	return codec.CodeNotLeader
 }
 
+// inbound handles a client message or routes it to its session's actor.
 func (d *directory) inbound(c actor.Context, in *Inbound) {
 	if !d.leader.IsLeader {
 		d.refuse(in, d.notLeaderCode(), "")
@@ -231,7 +244,34 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 		d.refuse(in, codec.CodeSessionNotFound, "connection is not bound to a session")
 		return
 	}
-	c.Send(d.bySession[id].pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg})
+	e := d.bySession[id]
+	// A client that sends faster than its session actor handles is
+	// refused rather than queued without bound.
+	if e.backlog.Load() >= int64(d.env.Settings.MaxInFlight+backlogSlack) {
+		d.refuse(in, codec.CodeOverloaded, "session backlog full")
+		return
+	}
+	e.backlog.Add(1)
+	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg})
+}
+
+// childStopped forgets a session whose actor stopped for good (its
+// supervisor gave up on it): its client is told, continues its session, and
+// gets a fresh actor rebuilt from the replicated state.
+func (d *directory) childStopped(pid *actor.PID) {
+	for id, e := range d.bySession {
+		if !e.pid.Equal(pid) {
+			continue
+		}
+		if e.conn != 0 {
+			d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
+				Message: "session actor stopped; continue the session"})
+			delete(d.byConn, e.conn)
+		}
+		delete(d.bySession, id)
+		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+		return
+	}
 }
 
 // refuse answers a message this node will not serve, in the form the client
@@ -255,6 +295,12 @@ func (d *directory) refuse(in *Inbound, code codec.Code, msg string) {
 			return
 		}
 		d.env.send(in.Conn, &codec.QueryError{CorrelationID: m.CorrelationID, Reason: code, Leader: h, Message: msg})
+	case *codec.KeepAlive, *codec.ServerRequestAck:
+		if code == codec.CodeOverloaded {
+			// Dropped: the next keep-alive or cumulative ack covers it.
+			return
+		}
+		d.env.send(in.Conn, &codec.SessionClosed{Reason: code, Leader: h, Message: msg})
 	default:
 		d.env.send(in.Conn, &codec.SessionClosed{Reason: code, Leader: h, Message: msg})
 	}
@@ -367,7 +413,9 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 	}
 	// The session's details (secret hash, timeout) are read back by the
 	// session actor when it needs them; the directory binds it now.
-	d.bindSession(c, t.conn, fsm.SessionInfo{ID: out.Session, Timeout: d.env.Settings.SessionTimeout})
+	if !d.bindSession(c, t.conn, t.nonce, fsm.SessionInfo{ID: out.Session, Timeout: d.env.Settings.SessionTimeout}) {
+		return
+	}
 	d.env.send(t.conn, &codec.SessionCreated{
 		SessionID:         codec.SessionID(out.Session),
 		Nonce:             t.nonce,
@@ -424,13 +472,15 @@ func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
 		reject(codec.CodeBadSecret, "secret does not match")
 		return
 	}
-	d.bindSession(c, t.conn, info)
-	d.env.send(t.conn, &codec.SessionContinued{Nonce: t.nonce})
+	if d.bindSession(c, t.conn, t.nonce, info) {
+		d.env.send(t.conn, &codec.SessionContinued{Nonce: t.nonce})
+	}
 }
 
 // bindSession binds conn to the session, spawning its actor if needed and
-// cutting the connection it was bound to before.
-func (d *directory) bindSession(c actor.Context, conn ConnID, info fsm.SessionInfo) {
+// cutting the connection it was bound to before. It reports false (and has
+// rejected the request carrying nonce) when the actor could not be spawned.
+func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info fsm.SessionInfo) bool {
 	if old, ok := d.byConn[conn]; ok && old != info.ID {
 		// The connection moves to another session: unbind it from the old.
 		if e := d.bySession[old]; e != nil {
@@ -440,14 +490,14 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, info fsm.SessionIn
 	}
 	e := d.bySession[info.ID]
 	if e == nil {
-		e = &entry{info: info}
-		props := d.env.Props("session", NewSession(d.env, info))
+		e = &entry{info: info, backlog: new(atomic.Int64)}
+		props := d.env.Props("session", NewSession(d.env, info, e.backlog))
 		pid, err := c.SpawnNamed(props, "session-"+info.ID.String())
 		if err != nil {
 			// A stopping actor of the same name may still be registered;
 			// the client retries and will find it gone.
-			d.env.send(conn, &codec.SessionRejected{Reason: codec.CodeOverloaded, Leader: d.hint(), Message: err.Error()})
-			return
+			d.env.send(conn, &codec.SessionRejected{Nonce: nonce, Reason: codec.CodeOverloaded, Leader: d.hint(), Message: err.Error()})
+			return false
 		}
 		e.pid = pid
 		d.bySession[info.ID] = e
@@ -462,6 +512,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, info fsm.SessionIn
 	e.conn = conn
 	d.byConn[conn] = info.ID
 	c.Send(e.pid, &bind{conn: conn})
+	return true
 }
 
 func (d *directory) connGone(c actor.Context, conn ConnID) {

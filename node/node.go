@@ -214,6 +214,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		n.closeRaft()
 		return nil, fmt.Errorf("node: spawn actors: %w", err)
 	}
+	env.TreeUp.Store(true)
 
 	if err := n.startRaft(o, factory); err != nil {
 		n.stopActors()
@@ -273,7 +274,6 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
-	n.nh = nh
 	initial := make(map[uint64]string, len(cfg.Members))
 	for _, m := range cfg.Members {
 		initial[m.ID] = m.RaftAddr
@@ -292,5 +292,8 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		nh.Close()
 		return fmt.Errorf("node: start replica: %w", err)
 	}
+	// Assigned only now: a NodeHost that failed to start is closed above
+	// and must not be closed again by closeRaft (dragonboat panics).
+	n.nh = nh
 	return nil
 }

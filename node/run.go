@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,20 +37,33 @@ type rootActor struct {
 	observer *actors.Observer
 	user     []UserActor
 	handle   *Handle
+	// producers are the children by name, so that a child its supervisor
+	// stopped (past its restart limit) can be started afresh.
+	producers map[string]actor.Producer
+	stopping  bool
 }
 
 // treeReady is answered by the root once every child is spawned.
 type treeReady struct{}
 
 func (r *rootActor) Receive(c actor.Context) {
-	if _, ok := c.Message().(*treeReady); ok {
+	switch m := c.Message().(type) {
+	case *treeReady:
 		c.Respond(true)
 		return
-	}
-	if _, ok := c.Message().(*actor.Started); !ok {
+	case *actor.Stopping:
+		r.stopping = true
+		return
+	case *actor.Terminated:
+		r.childStopped(c, m.Who)
+		return
+	case *actor.Started:
+	default:
 		return
 	}
+	r.producers = map[string]actor.Producer{}
 	spawn := func(name string, p actor.Producer) {
+		r.producers[name] = p
 		if _, err := c.SpawnNamed(r.env.Props(name, p), name); err != nil {
 			panic(fmt.Sprintf("node: spawn %s: %v", name, err))
 		}
@@ -63,6 +77,25 @@ func (r *rootActor) Receive(c actor.Context) {
 	for _, u := range r.user {
 		u := u
 		spawn(u.Name, func() actor.Actor { return u.Producer(r.handle) })
+	}
+}
+
+// childStopped starts afresh a top-level actor that its supervisor stopped
+// because it failed too often: the node keeps serving (the actor's state is
+// rebuilt as after any restart) and the event is logged and counted.
+func (r *rootActor) childStopped(c actor.Context, pid *actor.PID) {
+	if r.stopping {
+		return
+	}
+	name := pid.Id[strings.LastIndexByte(pid.Id, '/')+1:]
+	p, ok := r.producers[name]
+	if !ok {
+		return
+	}
+	r.env.Log.Error("actor stopped after too many restarts; starting it afresh", "actor", name)
+	r.env.Metrics.Restarts.WithLabelValues(name, "Respawned").Inc()
+	if _, err := c.SpawnNamed(r.env.Props(name, p), name); err != nil {
+		r.env.Log.Error("respawn failed", "actor", name, "err", err)
 	}
 }
 
@@ -259,18 +292,15 @@ func (n *Node) IsLeader() bool {
 }
 
 // TransferLeadership asks dragonboat to hand leadership to target.
-func (n *Node) TransferLeadership(target uint64) error {
-	return n.nh.RequestLeaderTransfer(n.cfg.ShardID, target)
-}
+func (n *Node) TransferLeadership(target uint64) error { return n.raft.TransferLeadership(target) }
 
 // Read performs a linearizable read of an fsm query value (fsm.StatsQuery,
-// fsm.SessionsQuery, fsm.HashQuery, or []byte for the application).
-func (n *Node) Read(ctx context.Context, q any) (any, error) {
-	return n.nh.SyncRead(ctx, n.cfg.ShardID, q)
-}
+// fsm.SessionsQuery, fsm.HashQuery, or []byte for the application). After
+// Close it returns an error matching actors.ErrUnavailable.
+func (n *Node) Read(ctx context.Context, q any) (any, error) { return n.raft.Read(ctx, q) }
 
 // StaleRead reads this replica's applied state without a ReadIndex round.
-func (n *Node) StaleRead(q any) (any, error) { return n.nh.StaleRead(n.cfg.ShardID, q) }
+func (n *Node) StaleRead(q any) (any, error) { return n.raft.StaleRead(q) }
 
 // Restart asks the supervisor to restart the actor with the given name
 // ("gateway", "sessions", "keepalive", "raft", "dispatcher" or a user
@@ -429,17 +459,17 @@ func (n *Node) close() error {
 		_, _ = n.system.Root.RequestFuture(n.refs.Sessions, &actors.Shutdown{Hint: hint}, time.Until(deadline)+time.Second).Result()
 	}
 	var errs []error
-	if n.router != nil {
-		errs = append(errs, n.router.Close())
-	}
-	n.stopActors()
-	n.closeRaft()
 	if n.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		errs = append(errs, n.http.Shutdown(ctx))
 		cancel()
 		n.httpWG.Wait()
 	}
+	if n.router != nil {
+		errs = append(errs, n.router.Close())
+	}
+	n.stopActors()
+	n.closeRaft()
 	return errors.Join(errs...)
 }
 
@@ -454,6 +484,9 @@ func (n *Node) closeRaft() {
 	n.cancel()
 	if n.work != nil {
 		n.work.Wait()
+	}
+	if n.raft != nil {
+		n.raft.nh.Store(nil) // later calls answer ErrUnavailable
 	}
 	if n.nh != nil {
 		n.nh.Close()

@@ -15,8 +15,10 @@
 //
 // Every actor is spawned with Strategy: a panic restarts the actor that
 // panicked (one-for-one), at most Limits.MaxRestarts times per Limits.Within;
-// past that the actor is stopped and its supervisor is told (the node treats a
-// stopped top-level actor as fatal and shuts down rather than limp along).
+// past that the actor is stopped and its supervisor is told. The node's root
+// then starts a stopped top-level actor afresh (logged, and counted with
+// directive "Respawned"); the directory forgets a stopped session actor and
+// tells its client, which continues its session on a fresh one.
 // Restarting is always safe because nothing an actor keeps locally is the only
 // copy of anything acknowledged: that state lives in the replicated state
 // machine, and the rest is rebuilt from it, from the directory, or from the

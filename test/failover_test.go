@@ -3,11 +3,13 @@ package test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/fsm"
 	"github.com/zraft/zraft/node"
 	"github.com/zraft/zraft/supervision"
 )
@@ -284,4 +286,30 @@ func TestSessionSurvivesRestartOfItsNode(t *testing.T) {
 		res, err := restarted.StaleRead([]byte("get"))
 		return err == nil && counterFromBytes(res.([]byte)) == 2
 	})
+}
+
+// A flapping leader must not keep a dead session alive: a new leader starts
+// from the replicated liveness (plus a grace short of a full timeout) and
+// records only sessions it actually heard from.
+func TestFlappingLeaderDoesNotKeepDeadSessionAlive(t *testing.T) {
+	c := startCluster(t, nil) // session timeout 2 s, keep-alive 200 ms
+	w := dial(t, c.leader(t).ClientAddr())
+	created, _ := w.createSession()
+	w.close() // the client dies: no more keep-alives
+	id := fsm.SessionID(created.SessionID)
+	deadline := time.Now().Add(4 * waitTimeout)
+	for time.Now().Before(deadline) {
+		// Move leadership more often than the session timeout.
+		if _, err := tryTransferLeadership(c); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		_, err := c.leader(t).Read(ctx, fsm.SessionQuery{ID: id})
+		cancel()
+		if errors.Is(err, fsm.ErrSessionExpired) {
+			return
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
+	t.Fatal("a dead session stayed alive while leadership kept moving")
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
 	"github.com/zraft/zraft/kv"
+	"github.com/zraft/zraft/node"
 )
 
 func kvApp() fsm.Application {
@@ -86,4 +87,40 @@ func TestKVWatchDeliveredRedeliveredAndAcknowledged(t *testing.T) {
 		_, err := w3.nextWithin(800*time.Millisecond, isSR)
 		return err != nil
 	})
+}
+
+// Work queued while the session has no connection waits for the client and
+// is delivered when it continues the session.
+func TestServerRequestQueuedWhileDisconnectedIsDeliveredOnContinue(t *testing.T) {
+	// The session must outlive the client's absence.
+	c := startAppCluster(t, func(cfg *node.Config) { cfg.SessionTimeout = 30 * time.Second }, kvApp)
+	l := c.leader(t)
+	watcher := dial(t, l.ClientAddr())
+	created, secret := watcher.createSession()
+	if r, ok := watcher.request(1, 1, string(kv.EncodeWatch("k"))).(*codec.ClientResponse); !ok {
+		t.Fatalf("watch: %+v", r)
+	}
+	watcher.close()
+	writer := dial(t, l.ClientAddr())
+	writer.createSession()
+	if r, ok := writer.request(1, 1, string(kv.EncodeSet("k", []byte("while-away")))).(*codec.ClientResponse); !ok {
+		t.Fatalf("set: %+v", r)
+	}
+	// Many redelivery intervals pass with no connection bound: more than
+	// the supervisor's restart budget (10 in 10 s), so an actor that
+	// crashed on each redelivery tick would be stopped for good.
+	time.Sleep(15 * 300 * time.Millisecond)
+	w2 := dial(t, l.ClientAddr())
+	if m := w2.continueSession(created.SessionID, secret); m.Kind() != codec.KindSessionContinued {
+		t.Fatalf("continue: %+v", m)
+	}
+	sr := w2.next(kindIs(codec.KindServerRequest)).(*codec.ServerRequest)
+	n, err := kv.DecodeNotification(sr.Payload)
+	if err != nil || n.Key != "k" || string(n.Value) != "while-away" {
+		t.Fatalf("notification %+v, %v", n, err)
+	}
+	// The session still serves requests.
+	if r, ok := w2.request(2, 2, string(kv.EncodeSet("other", []byte("x")))).(*codec.ClientResponse); !ok {
+		t.Fatalf("request after continue: %+v", r)
+	}
 }
