@@ -35,6 +35,9 @@ type Inbound struct {
 // ConnGone tells the directory a connection closed.
 type ConnGone struct{ Conn ConnID }
 
+// ConnOpened tells the directory a connection completed its handshake.
+type ConnOpened struct{ Conn ConnID }
+
 type frameIn struct {
 	conn  ConnID
 	frame []byte
@@ -56,8 +59,12 @@ func NewInbox(system *actor.ActorSystem, env *Env, max int) *Inbox {
 	return &Inbox{root: system.Root, gateway: env.Refs.Gateway, env: env, max: int64(max), metrics: env.Metrics}
 }
 
-// Opened is called when a connection completes its handshake.
-func (in *Inbox) Opened(ConnID, net.Addr) {}
+// Opened tells the directory about a connection that completed its
+// handshake, so that it can close it if it never binds a session. It is
+// called on the connection's goroutine before any of its frames.
+func (in *Inbox) Opened(conn ConnID, _ net.Addr) {
+	in.root.Send(in.env.Refs.Sessions, &ConnOpened{Conn: conn})
+}
 
 // Received decodes a frame on the connection's own goroutine (decoding is
 // pure, and connections decode in parallel) and hands the message to the

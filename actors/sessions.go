@@ -118,6 +118,12 @@ type directory struct {
 	// are sent its hint, so their clients need not search. Bounded by
 	// maxOrphans (the oldest beyond it are not told).
 	orphans map[ConnID]time.Time
+	// unbound are open connections bound to no session, and since when; a
+	// connection unbound for longer than the session timeout is closed, so
+	// an idle or abandoned connection cannot hold a MaxConns slot forever.
+	// Bounded by the transport's MaxConns.
+	unbound map[ConnID]time.Time
+	reaper  *time.Timer
 	tokens  float64
 	refill  time.Time
 }
@@ -131,6 +137,7 @@ func NewSessions(env *Env) actor.Producer {
 			bySession: make(map[fsm.SessionID]*entry),
 			busy:      make(map[ConnID]time.Time),
 			orphans:   make(map[ConnID]time.Time),
+			unbound:   make(map[ConnID]time.Time),
 		}
 	}
 }
@@ -141,8 +148,19 @@ func (d *directory) Receive(c actor.Context) {
 		d.tokens, d.refill = float64(d.env.Settings.SessionCreateRate), d.env.Now()
 		// Learn the current leader: the bridge broadcasts only on changes.
 		c.Request(d.env.Refs.Raft, &LeaderQuery{})
-	case *actor.Stopping:
+		d.armReaper(c)
+	case *actor.Stopping, *actor.Restarting:
 		d.env.Metrics.Sessions.Set(0)
+		if d.reaper != nil {
+			d.reaper.Stop()
+		}
+	case *ConnOpened:
+		if _, bound := d.byConn[m.Conn]; !bound {
+			d.unbound[m.Conn] = d.env.Now()
+		}
+	case *reapTick:
+		d.reap()
+		d.armReaper(c)
 	case *LeaderChanged:
 		d.leaderChanged(c, m)
 	case *Inbound:
@@ -197,6 +215,9 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 			}
 			c.Stop(e.pid)
 			delete(d.bySession, id)
+		}
+		for conn := range d.byConn {
+			d.unbound[conn] = now
 		}
 		clear(d.byConn)
 		clear(d.busy)
@@ -266,7 +287,7 @@ func (d *directory) childStopped(pid *actor.PID) {
 		if e.conn != 0 {
 			d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
 				Message: "session actor stopped; continue the session"})
-			delete(d.byConn, e.conn)
+			d.unbind(e.conn)
 		}
 		delete(d.bySession, id)
 		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
@@ -477,6 +498,30 @@ func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
 	}
 }
 
+type reapTick struct{}
+
+func (d *directory) armReaper(c actor.Context) {
+	system, self := c.ActorSystem(), c.Self()
+	d.reaper = time.AfterFunc(d.env.Settings.KeepAliveInterval, func() { system.Root.Send(self, &reapTick{}) })
+}
+
+// reap closes connections that stayed unbound for a session timeout.
+func (d *directory) reap() {
+	now := d.env.Now()
+	for conn, since := range d.unbound {
+		if now.Sub(since) > d.env.Settings.SessionTimeout {
+			delete(d.unbound, conn)
+			_ = d.env.Conns.CloseConn(conn)
+		}
+	}
+}
+
+// unbind marks conn as bound to no session from now on.
+func (d *directory) unbind(conn ConnID) {
+	delete(d.byConn, conn)
+	d.unbound[conn] = d.env.Now()
+}
+
 // bindSession binds conn to the session, spawning its actor if needed and
 // cutting the connection it was bound to before. It reports false (and has
 // rejected the request carrying nonce) when the actor could not be spawned.
@@ -507,10 +552,11 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	if e.conn != 0 && e.conn != conn {
 		d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionMoved, Leader: d.hint(),
 			Message: "session continued on another connection"})
-		delete(d.byConn, e.conn)
+		d.unbind(e.conn)
 	}
 	e.conn = conn
 	d.byConn[conn] = info.ID
+	delete(d.unbound, conn)
 	c.Send(e.pid, &bind{conn: conn})
 	return true
 }
@@ -518,6 +564,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 func (d *directory) connGone(c actor.Context, conn ConnID) {
 	delete(d.busy, conn)
 	delete(d.orphans, conn)
+	delete(d.unbound, conn)
 	id, ok := d.byConn[conn]
 	if !ok {
 		return
@@ -540,7 +587,7 @@ func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 			code = codec.CodeClientClosed
 		}
 		d.env.send(e.conn, &codec.SessionClosed{Reason: code, Message: "session " + m.Reason.String()})
-		delete(d.byConn, e.conn)
+		d.unbind(e.conn)
 	}
 	c.Stop(e.pid)
 	delete(d.bySession, m.Session)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -154,5 +155,34 @@ func TestSessionExpiresWithoutKeepAlivesAndCannotBeContinued(t *testing.T) {
 	w3 := dial(t, l.ClientAddr())
 	if m, ok := w3.continueSession(aliveCreated.SessionID, aliveSecret).(*codec.SessionContinued); !ok {
 		t.Fatalf("live session could not be continued: %+v", m)
+	}
+}
+
+// A connection that never binds a session is closed after a session
+// timeout, so idle connections cannot hold the node's connection slots; a
+// bound one with keep-alives stays.
+func TestUnboundConnectionIsClosedAfterSessionTimeout(t *testing.T) {
+	c := startCluster(t, nil) // session timeout 2 s
+	l := c.leader(t)
+	idle := dial(t, l.ClientAddr())
+	bound := dial(t, l.ClientAddr())
+	bound.createSession()
+	deadline := time.Now().Add(3 * waitTimeout)
+	for {
+		_, err := idle.nextWithin(100*time.Millisecond, nil)
+		if err != nil && strings.Contains(err.Error(), "connection closed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an idle unbound connection was never closed")
+		}
+		bound.send(&codec.KeepAlive{Timestamp: 7})
+	}
+	bound.send(&codec.KeepAlive{Timestamp: 8})
+	if r := bound.next(func(m codec.Message) bool {
+		k, ok := m.(*codec.KeepAliveResponse)
+		return ok && k.Timestamp == 8
+	}); r == nil {
+		t.Fatal("the bound connection stopped answering")
 	}
 }
