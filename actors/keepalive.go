@@ -8,10 +8,11 @@
 //     the sessions heard from since their last record, once that record is
 //     older than a third of their timeout, so that a new leader inherits
 //     recent liveness (a failed batch is undone and retried);
-//   - proposes ExpireSession for each session not seen for its timeout,
-//     naming the recorded liveness the decision was based on, so that the
-//     state machine ignores the expiry if a newer record raced it (the
-//     actor then reads that record and times the session from it).
+//   - proposes one ExpireSessions batch (at most maxBatch) naming each
+//     session not seen for its timeout and the recorded liveness the
+//     decision was based on, so that the state machine ignores an expiry
+//     that a newer record raced (the actor then reads that record and
+//     times the session from it).
 //
 // When this node becomes leader it reads the live sessions from the
 // replicated state and starts each one's clock at its recorded liveness plus
@@ -60,7 +61,8 @@ type sessionsTag struct{ term uint64 }
 // before the batch, so that a failed batch can be undone and retried.
 type recordTag struct{ prev map[fsm.SessionID]int64 }
 
-type expireTag struct{ id fsm.SessionID }
+// expireTag lists, in proposal order, the sessions of one expiry batch.
+type expireTag struct{ ids []fsm.SessionID }
 
 // livenessTag asks for a session's replicated liveness after an expiry lost
 // to a newer record.
@@ -211,19 +213,31 @@ func (k *keepalive) seen(m *Seen) {
 func (k *keepalive) tick(c actor.Context) {
 	now := k.env.Now().UnixNano()
 	var batch []fsm.SessionID
+	var expiries []fsm.Expiry
 	prev := map[fsm.SessionID]int64{}
 	for id, l := range k.table {
 		switch {
-		case now-l.seen > l.timeout.Nanoseconds() && k.env.Now().Sub(l.expiring) > 2*k.env.Settings.ProposalTimeout:
+		case now-l.seen > l.timeout.Nanoseconds() && k.env.Now().Sub(l.expiring) > 2*k.env.Settings.ProposalTimeout &&
+			len(expiries) < maxBatch:
 			l.expiring = k.env.Now()
 			k.env.Metrics.Expiries.Inc()
-			cmd := fsm.EncodeCommand(nil, fsm.ExpireSession{Time: now, Session: id, LivenessStamp: l.recorded})
-			c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{id: id}})
+			expiries = append(expiries, fsm.Expiry{Session: id, LivenessStamp: l.recorded})
 		case l.heard && now-l.recorded > l.timeout.Nanoseconds()/3 && len(batch) < maxBatch:
 			batch = append(batch, id)
 			prev[id] = l.recorded
 			l.recorded, l.heard = now, false
 		}
+	}
+	if len(expiries) > 0 {
+		// One proposal for every expiry due this tick, sorted so that its
+		// bytes do not depend on map order.
+		slices.SortFunc(expiries, func(a, b fsm.Expiry) int { return a.Session.Compare(b.Session) })
+		ids := make([]fsm.SessionID, len(expiries))
+		for i, e := range expiries {
+			ids[i] = e.Session
+		}
+		cmd := fsm.EncodeCommand(nil, fsm.ExpireSessions{Time: now, Expiries: expiries})
+		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{ids: ids}})
 	}
 	if len(batch) > 0 {
 		// Sorted so that the proposal's bytes do not depend on map order.
@@ -249,20 +263,30 @@ func (k *keepalive) proposed(c actor.Context, p *Proposed) {
 	if !ok {
 		return
 	}
-	l := k.table[t.id]
-	if l == nil {
-		return
+	var results []fsm.Result
+	if p.Err == nil {
+		var err error
+		results, err = fsm.DecodeBatchResult(fsm.Result{Value: p.Value, Data: p.Data})
+		if err != nil || len(results) != len(t.ids) {
+			results = nil // treated as a failed proposal: decided again next tick
+		}
 	}
-	l.expiring = time.Time{}
-	if p.Err != nil {
-		return
-	}
-	switch fsm.Status(p.Value) {
-	case fsm.StatusOK, fsm.StatusSessionNotFound, fsm.StatusSessionExpired, fsm.StatusSessionClosed:
-		delete(k.table, t.id)
-	case fsm.StatusStale:
-		// A newer liveness record won the race: learn it (the session
-		// lives on until its timeout runs from that record).
-		c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionQuery{ID: t.id}, ReplyTo: c.Self(), Tag: livenessTag{id: t.id}})
+	for i, id := range t.ids {
+		l := k.table[id]
+		if l == nil {
+			continue
+		}
+		l.expiring = time.Time{}
+		if results == nil {
+			continue
+		}
+		switch fsm.Status(results[i].Value) {
+		case fsm.StatusOK, fsm.StatusSessionNotFound, fsm.StatusSessionExpired, fsm.StatusSessionClosed:
+			delete(k.table, id)
+		case fsm.StatusStale:
+			// A newer liveness record won the race: learn it (the session
+			// lives on until its timeout runs from that record).
+			c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionQuery{ID: id}, ReplyTo: c.Self(), Tag: livenessTag{id: id}})
+		}
 	}
 }

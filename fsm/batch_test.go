@@ -114,3 +114,55 @@ func TestBatchLimits(t *testing.T) {
 		t.Fatalf("non-batch result: %v", err)
 	}
 }
+
+func TestExpireSessionsAppliesLikeSeparateExpiries(t *testing.T) {
+	cfg := fsm.DefaultConfig()
+	one, many := newHarness(t, cfg), newHarness(t, cfg)
+	for _, h := range []*harness{one, many} {
+		h.open(sid(1))
+		h.open(sid(2))
+		h.open(sid(3))
+		// Session 2 shows life later: its expiry below is stale.
+		h.request(sid(2), 1, 1, "x")
+	}
+	stamp := func(h *harness, id byte) int64 {
+		info, err := h.m.Session(sid(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Liveness
+	}
+	exp := []fsm.Expiry{
+		{Session: sid(1), LivenessStamp: stamp(one, 1)},
+		{Session: sid(2), LivenessStamp: stamp(one, 2) - 1}, // older than the record: Stale
+		{Session: sid(9), LivenessStamp: 0},                 // unknown
+	}
+	at := one.stamp(time.Minute)
+	many.stamp(time.Minute)
+	var want []fsm.Result
+	for _, e := range exp {
+		want = append(want, one.raw(fsm.ExpireSession{Time: at, Session: e.Session, LivenessStamp: e.LivenessStamp}))
+	}
+	enc := fsm.EncodeCommand(nil, fsm.ExpireSessions{Time: at, Expiries: exp})
+	if dec, err := fsm.DecodeCommand(enc); err != nil || !reflect.DeepEqual(dec, fsm.ExpireSessions{Time: at, Expiries: exp}) {
+		t.Fatalf("round trip: %+v, %v", dec, err)
+	}
+	got, err := fsm.DecodeBatchResult(many.raw(fsm.ExpireSessions{Time: at, Expiries: exp}))
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("results %v, %v", got, err)
+	}
+	for i := range want {
+		if got[i].Value != want[i].Value {
+			t.Errorf("expiry %d: %v in the batch, %v separately", i, fsm.Status(got[i].Value), fsm.Status(want[i].Value))
+		}
+	}
+	if fsm.Status(want[0].Value) != fsm.StatusOK || fsm.Status(want[1].Value) != fsm.StatusStale {
+		t.Fatalf("scenario not exercised: %v %v", fsm.Status(want[0].Value), fsm.Status(want[1].Value))
+	}
+	if !reflect.DeepEqual(one.m.Sessions(fsm.SessionID{}, 0), many.m.Sessions(fsm.SessionID{}, 0)) {
+		t.Fatal("an expiry batch left different sessions than its expiries one by one")
+	}
+	if o := many.apply(fsm.ExpireSessions{Time: at}); o.Status != fsm.StatusInvalid {
+		t.Fatalf("empty expiry batch: %+v", o)
+	}
+}

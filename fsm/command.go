@@ -23,6 +23,7 @@ const (
 	TypeAckServerRequests CommandType = 6
 	TypeAppCommand        CommandType = 7
 	TypeBatch             CommandType = 8
+	TypeExpireSessions    CommandType = 9
 )
 
 // String returns the command type's name.
@@ -44,6 +45,8 @@ func (t CommandType) String() string {
 		return "AppCommand"
 	case TypeBatch:
 		return "Batch"
+	case TypeExpireSessions:
+		return "ExpireSessions"
 	default:
 		return fmt.Sprintf("CommandType(%d)", uint8(t))
 	}
@@ -150,6 +153,38 @@ func (c Batch) appendFields(b []byte) []byte {
 	b = appendUvarint(b, uint64(len(c.Requests)))
 	for _, r := range c.Requests {
 		b = r.appendFields(b)
+	}
+	return b
+}
+
+// Expiry names one session to expire and the liveness stamp the leader's
+// decision was based on (see ExpireSession).
+type Expiry struct {
+	Session       SessionID
+	LivenessStamp int64
+}
+
+// ExpireSessions carries several expiries in one log entry, all stamped with
+// its Time; each is applied exactly as its own ExpireSession would be. The
+// result is StatusBatch with each expiry's result in order
+// (DecodeBatchResult). At most Config.MaxBatch; an empty or larger one is
+// StatusInvalid and expires nothing.
+type ExpireSessions struct {
+	Time     int64
+	Expiries []Expiry
+}
+
+// Type implements Command.
+func (ExpireSessions) Type() CommandType { return TypeExpireSessions }
+
+// Timestamp implements Command.
+func (c ExpireSessions) Timestamp() int64 { return c.Time }
+
+func (c ExpireSessions) appendFields(b []byte) []byte {
+	b = appendUvarint(b, uint64(len(c.Expiries)))
+	for _, e := range c.Expiries {
+		b = append(b, e.Session[:]...)
+		b = appendU64(b, uint64(e.LivenessStamp))
 	}
 	return b
 }
@@ -327,6 +362,17 @@ func DecodeCommand(b []byte) (Command, error) {
 	case TypeAppCommand:
 		c := AppCommand{Time: ts}
 		c.Payload = r.bytes(len(r.b))
+		cmd = c
+	case TypeExpireSessions:
+		c := ExpireSessions{Time: ts}
+		n := r.count(len(r.b) / 24)
+		if n > 0 {
+			c.Expiries = make([]Expiry, n)
+			for i := range c.Expiries {
+				r.fixed(c.Expiries[i].Session[:])
+				c.Expiries[i].LivenessStamp = int64(r.u64())
+			}
+		}
 		cmd = c
 	case TypeBatch:
 		c := Batch{Time: ts}

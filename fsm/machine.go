@@ -157,6 +157,8 @@ func (m *Machine) Apply(cmd []byte) (Result, error) {
 		r = m.appCommand(c)
 	case Batch:
 		r = m.batch(c)
+	case ExpireSessions:
+		r = m.expireSessions(c)
 	default:
 		panic(fmt.Sprintf("fsm: decoded command of unhandled type %T", c))
 	}
@@ -391,6 +393,21 @@ func (m *Machine) expireSession(c ExpireSession) Result {
 	}
 	m.removeSession(s, RemovedExpired)
 	return statusResult(StatusOK)
+}
+
+// expireSessions applies each expiry as its own ExpireSession would be and
+// returns their results in order.
+func (m *Machine) expireSessions(c ExpireSessions) Result {
+	if len(c.Expiries) == 0 || len(c.Expiries) > m.cfg.MaxBatch {
+		return m.invalid(fmt.Sprintf("fsm: expiry batch of %d (1 to %d allowed)", len(c.Expiries), m.cfg.MaxBatch))
+	}
+	var data []byte
+	for _, e := range c.Expiries {
+		r := m.expireSession(ExpireSession{Time: c.Time, Session: e.Session, LivenessStamp: e.LivenessStamp})
+		data = appendUvarint(data, r.Value)
+		data = appendBytes(data, r.Data)
+	}
+	return Result{Value: uint64(StatusBatch), Data: data}
 }
 
 func (m *Machine) ackServerRequests(c AckServerRequests) Result {
