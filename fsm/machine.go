@@ -172,10 +172,19 @@ func (m *Machine) batch(c Batch) Result {
 	if len(c.Requests) == 0 || len(c.Requests) > m.cfg.MaxBatch {
 		return m.invalid(fmt.Sprintf("fsm: batch of %d requests (1 to %d allowed)", len(c.Requests), m.cfg.MaxBatch))
 	}
-	var data []byte
-	for _, q := range c.Requests {
+	return batchResult(len(c.Requests), func(i int) Result {
+		q := c.Requests[i]
 		q.Time = c.Time
-		r := m.clientRequest(q)
+		return m.clientRequest(q)
+	})
+}
+
+// batchResult applies n items in order and lays out their results as a
+// StatusBatch result (see DecodeBatchResult).
+func batchResult(n int, apply func(i int) Result) Result {
+	var data []byte
+	for i := 0; i < n; i++ {
+		r := apply(i)
 		data = appendUvarint(data, r.Value)
 		data = appendBytes(data, r.Data)
 	}
@@ -401,13 +410,10 @@ func (m *Machine) expireSessions(c ExpireSessions) Result {
 	if len(c.Expiries) == 0 || len(c.Expiries) > m.cfg.MaxBatch {
 		return m.invalid(fmt.Sprintf("fsm: expiry batch of %d (1 to %d allowed)", len(c.Expiries), m.cfg.MaxBatch))
 	}
-	var data []byte
-	for _, e := range c.Expiries {
-		r := m.expireSession(ExpireSession{Time: c.Time, Session: e.Session, LivenessStamp: e.LivenessStamp})
-		data = appendUvarint(data, r.Value)
-		data = appendBytes(data, r.Data)
-	}
-	return Result{Value: uint64(StatusBatch), Data: data}
+	return batchResult(len(c.Expiries), func(i int) Result {
+		e := c.Expiries[i]
+		return m.expireSession(ExpireSession{Time: c.Time, Session: e.Session, LivenessStamp: e.LivenessStamp})
+	})
 }
 
 func (m *Machine) ackServerRequests(c AckServerRequests) Result {
