@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,6 +68,18 @@ func freePort() (int, error) {
 // is ignored), each with a fresh application from newApp, and waits until a
 // leader is elected or ctx ends.
 func StartCluster(ctx context.Context, base Config, newApp func() fsm.Application, opts ...Option) (*Cluster, error) {
+	if base.ClusterID == "" {
+		// All members are here: they share one id, the one a member's
+		// data dir holds from an earlier run, else a new one.
+		id, err := storedClusterID(base)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			id = NewClusterID()
+		}
+		base.ClusterID = id
+	}
 	c := &Cluster{base: base, newApp: newApp, opts: opts, nodes: make(map[uint64]*Node), fs: make(map[uint64]vfs.FS)}
 	for _, m := range base.Members {
 		if err := c.Start(ctx, m.ID); err != nil {
@@ -113,6 +126,24 @@ func (c *Cluster) Start(ctx context.Context, id uint64) error {
 	c.mu.Unlock()
 	return nil
 }
+
+// storedClusterID returns the cluster id a member's on-disk data dir holds,
+// or "".
+func storedClusterID(base Config) (string, error) {
+	if base.InMemory || base.DataDir == "" {
+		return "", nil
+	}
+	for _, m := range base.Members {
+		id, err := readClusterID(vfs.Default, filepath.Join(base.DataDir, fmt.Sprintf("node-%d", m.ID)))
+		if err != nil || id != "" {
+			return id, err
+		}
+	}
+	return "", nil
+}
+
+// ClusterID returns the id the members share.
+func (c *Cluster) ClusterID() string { return c.base.ClusterID }
 
 // Stop closes member id (gracefully) and keeps its slot for Start.
 func (c *Cluster) Stop(id uint64) error {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
 	"github.com/zraft/zraft/fsm/raftsm"
+	"github.com/zraft/zraft/node/raftnet"
 	"github.com/zraft/zraft/supervision"
 	"github.com/zraft/zraft/transport"
 )
@@ -242,7 +242,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 			return nil, err
 		}
 	}
-	n.log.Info("node started", "client_addr", n.router.Addr().String(), "raft_addr", cfg.self().RaftAddr)
+	n.log.Info("node started", "client_addr", n.router.Addr().String(), "raft_addr", cfg.self().RaftAddr,
+		"cluster_id", n.cfg.ClusterID, "peer_tls", cfg.PeerTLS())
 	return n, nil
 }
 
@@ -256,19 +257,41 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		RaftEventListener: &leaderListener{system: n.system, raft: n.refs.Raft},
 		Expert:            dbconfig.ExpertConfig{LogDB: dbconfig.GetSmallMemLogDBConfig()},
 	}
+	fs := vfs.Default
 	switch {
 	case o.fs != nil:
+		fs = o.fs
 		nhc.Expert.FS = o.fs
 	case cfg.InMemory:
-		nhc.Expert.FS = vfs.NewMem()
+		fs = vfs.NewMem()
+		nhc.Expert.FS = fs
 	}
 	if cfg.InMemory {
 		nhc.Expert.LogDB = dbconfig.GetTinyMemLogDBConfig()
 		if cfg.DataDir == "" {
 			nhc.NodeHostDir = fmt.Sprintf("/zraft/node-%d", cfg.ID)
 		}
-	} else if err := os.MkdirAll(nhc.NodeHostDir, 0o750); err != nil {
+	}
+	if err := fs.MkdirAll(nhc.NodeHostDir, 0o750); err != nil {
 		return fmt.Errorf("node: data dir: %w", err)
+	}
+	// The cluster id is dragonboat's deployment id: its transport and ours
+	// drop messages carrying another, and it refuses to open a node
+	// directory written under another.
+	did, err := resolveClusterID(fs, nhc.NodeHostDir, &n.cfg)
+	if err != nil {
+		return err
+	}
+	nhc.DeploymentID = did
+	rnc, err := n.cfg.raftnetConfig()
+	if err != nil {
+		return err
+	}
+	rnc.Log = n.log.With("component", "raftnet")
+	rnc.Metrics = raftnet.NewMetrics(n.registry)
+	nhc.Expert.TransportFactory = raftnet.NewFactory(rnc)
+	if w := n.cfg.insecurePeerWarning(); w != "" {
+		n.log.Warn(w, "raft_addr", self.RaftAddr)
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
