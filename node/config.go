@@ -248,7 +248,7 @@ func (c *Config) Validate() error {
 func (c *Config) validatePeer() error {
 	if c.ClusterID != "" {
 		if _, err := ParseClusterID(c.ClusterID); err != nil {
-			return configErr("cluster_id: %v", err)
+			return fmt.Errorf("%w: cluster_id: %w", ErrConfig, err)
 		}
 	}
 	set := 0

@@ -47,6 +47,8 @@ type Node struct {
 	http     *http.Server
 	httpWG   sync.WaitGroup
 	unwatch  func()
+	hashes   *hashChecker
+	hashWG   sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -150,14 +152,15 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	fcfg.MaxPayloadBytes = cfg.MaxFrame
 	fcfg.MaxResultBytes = cfg.MaxPayload
 	fcfg.MaxServerRequestBytes = cfg.MaxPayload
-	factory := raftsm.Factory(func(shardID, replicaID uint64) *fsm.Machine {
+	n.hashes = newHashChecker(n.log, n.registry)
+	factory := raftsm.FactoryWith(func(shardID, replicaID uint64) *fsm.Machine {
 		m, err := fsm.New(app, fcfg, observer)
 		if err != nil {
 			// fcfg is validated below before dragonboat can call this.
 			panic(err)
 		}
 		return m
-	})
+	}, raftsm.Options{HashEvery: cfg.HashCheckEntries, Monitor: n.hashes})
 	if err := fcfg.Validate(); err != nil {
 		cancel()
 		n.system.Shutdown()
@@ -222,6 +225,10 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		return nil, err
 	}
 	raft.nh.Store(n.nh)
+	if cfg.HashCheckEntries > 0 {
+		n.hashWG.Add(1)
+		go n.reportHashes(workCtx)
+	}
 
 	rcfg := transport.DefaultRouterConfig()
 	rcfg.Addr = cfg.self().ClientAddr

@@ -328,6 +328,9 @@ func (n *Node) Status() httpapi.Status {
 		stats := st.(fsm.Stats)
 		s.Sessions, s.Clock, s.Applied = stats.Sessions, stats.Clock, stats.Applied
 	}
+	if n.cfg.HashCheckEntries > 0 {
+		s.HashCheck = n.hashes.status()
+	}
 	return s
 }
 
@@ -485,6 +488,7 @@ func (n *Node) closeRaft() {
 	if n.work != nil {
 		n.work.Wait()
 	}
+	n.hashWG.Wait()
 	if n.raft != nil {
 		n.raft.nh.Store(nil) // later calls answer ErrUnavailable
 	}

@@ -18,6 +18,7 @@
 //     the transport version, and the registered Raft address of the member
 //     every message claims to come from; messages must be addressed to this
 //     replica of this shard, and of a type that travels between members;
+//   - log entries must be of the kinds zraft writes (see zraftEntry);
 //   - a snapshot chunk must carry the cluster id and name this replica and a
 //     member as its sender.
 //
@@ -38,6 +39,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lni/dragonboat/v4/client"
 	dbconfig "github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
@@ -118,6 +120,7 @@ const (
 	ReasonSource    = "source"     // sender is not the member it claims to be
 	ReasonTarget    = "target"     // not addressed to this replica of this shard
 	ReasonType      = "type"       // a message type that never travels between members
+	ReasonEntry     = "entry"      // a log entry of a kind zraft never proposes
 )
 
 // Factory creates the transport for dragonboat.
@@ -363,9 +366,39 @@ func (t *Transport) checkBatch(b *pb.MessageBatch) (reason, detail string) {
 		if !networkType(m.Type) {
 			return ReasonType, m.Type.String()
 		}
+		for j := range m.Entries {
+			if !zraftEntry(&m.Entries[j]) {
+				e := &m.Entries[j]
+				return ReasonEntry, fmt.Sprintf("%s carries entry %d of type %s (client %d, series %d, %d bytes)",
+					m.Type, e.Index, e.Type, e.ClientID, e.SeriesID, len(e.Cmd))
+			}
+		}
 	}
 	return "", ""
 }
+
+// zraftEntry reports whether e is a log entry zraft's members write: an
+// empty entry (a new leader's no-op, or metadata), or a command proposed
+// with dragonboat's no-op session and encoded without compression. Others
+// would reach code in dragonboat that panics on them (an unmanaged entry
+// with a payload or without a proposal key, a payload with an unknown
+// encoding header) or change the
+// membership, which zraft never does.
+func zraftEntry(e *pb.Entry) bool {
+	switch e.Type {
+	case pb.ApplicationEntry, pb.MetadataEntry:
+		return len(e.Cmd) == 0 && e.ClientID == client.NotSessionManagedClientID
+	case pb.EncodedEntry:
+		return e.ClientID != client.NotSessionManagedClientID && e.SeriesID == client.NoOPSeriesID &&
+			e.Key != 0 && len(e.Cmd) >= 2 && e.Cmd[0] == encodedV0Plain
+	default:
+		return false
+	}
+}
+
+// encodedV0Plain is the header byte dragonboat gives a proposal's payload
+// without compression (version 0, no compression, no session flag).
+const encodedV0Plain = 0
 
 // networkType reports whether a message of type mt travels between members:
 // not a local event of a replica (ticks, elections, unreachability,
