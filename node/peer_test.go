@@ -328,7 +328,7 @@ func TestRaftPortCrashPacketsAreDropped(t *testing.T) {
 // cluster's id they are dropped and counted; the term and the leader stay,
 // and the replicas stay equal.
 func TestRaftPortForgedMessagesFromAnotherClusterAreDropped(t *testing.T) {
-	c := startTestCluster(t, nil)
+	c := startLedgerCluster(t, nil)
 	leader, err := c.WaitLeader(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -354,17 +354,7 @@ func TestRaftPortForgedMessagesFromAnotherClusterAreDropped(t *testing.T) {
 // entry onto a follower. The hash check catches the divergence: the
 // follower reports it in /status and its metrics, the others stay clean.
 func TestReplicaDivergenceIsDetected(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.InMemory = true
-	cfg.HashCheckEntries = 8
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := StartLocalCluster(ctx, 3, cfg, nil, func() fsm.Application { return &ledger{} },
-		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := startLedgerCluster(t, func(cfg *Config) { cfg.HashCheckEntries = 8 })
 	leader, err := c.WaitLeader(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -433,6 +423,25 @@ func (a *ledger) RecoverFromSnapshot(r io.Reader) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return binary.Read(r, binary.BigEndian, &a.h)
+}
+
+// startLedgerCluster starts a 3-member in-memory cluster of ledgers.
+func startLedgerCluster(t *testing.T, tweak func(*Config)) *Cluster {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.InMemory = true
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := StartLocalCluster(ctx, 3, cfg, nil, func() fsm.Application { return &ledger{} },
+		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // writePeerCert writes a self-signed certificate (its own CA) for
