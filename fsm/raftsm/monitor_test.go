@@ -17,7 +17,9 @@ type recorder struct {
 	undecodable []uint64
 }
 
-func (r *recorder) Checkpoint(index, hash uint64) { r.checkpoints = append(r.checkpoints, [2]uint64{index, hash}) }
+func (r *recorder) Checkpoint(index, hash uint64) {
+	r.checkpoints = append(r.checkpoints, [2]uint64{index, hash})
+}
 func (r *recorder) Report(index, hash, reporter uint64) {
 	r.reports = append(r.reports, [3]uint64{index, hash, reporter})
 }
