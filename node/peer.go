@@ -127,8 +127,9 @@ func resolveClusterID(fs vfs.FS, dir string, cfg *Config) (uint64, error) {
 			return 0, fmt.Errorf("%w: %v", ErrClusterID, err)
 		}
 		if len(names) > 0 {
-			return 0, fmt.Errorf("%w: %s holds Raft data but no cluster id (it predates cluster ids); "+
-				"rebuild the member or write the cluster's id to %s/%s", ErrClusterID, dir, dir, clusterIDFile)
+			return 0, fmt.Errorf("%w: %s holds Raft data but no cluster id (it predates cluster ids): rebuild the "+
+				"member, or write 0000000000000001 (dragonboat's default id it was created under, which any sender "+
+				"can guess) to %s/%s on every member", ErrClusterID, dir, dir, clusterIDFile)
 		}
 		switch {
 		case cfg.ClusterID != "":
