@@ -282,8 +282,8 @@ func (c *Config) insecurePeerWarning() string {
 		return ""
 	}
 	return "peer TLS is off on a Raft address that is not loopback (insecure_peer): anyone who reaches " +
-		c.self().RaftAddr + " can forge Raft messages, crash-free but able to rewrite the replicated state " +
-		"if they learn the cluster id; turn on peer TLS for production"
+		c.self().RaftAddr + " and reads the cluster id from the traffic can forge Raft messages and rewrite " +
+		"the replicated state; turn on peer TLS for production"
 }
 
 // loopback reports whether a host:port listens only on the loopback
