@@ -94,11 +94,13 @@ func readMagic(c net.Conn, idle time.Duration) error {
 	}
 }
 
-// readFrame reads a header and its payload (after the magic). A payload
-// announced larger than maxFrame is refused before anything is allocated;
-// below it, memory grows piece by piece as bytes arrive, each piece within
-// timeout.
-func readFrame(c net.Conn, maxFrame uint64, timeout time.Duration) (header, []byte, error) {
+// readFrame reads a header and its payload (after the magic) into scratch
+// when it fits, else into new memory. A payload announced larger than
+// maxFrame is refused before anything is allocated; below it, new memory
+// grows piece by piece as bytes arrive, each piece within timeout.
+// dragonboat's decoders copy what they keep, so scratch may be reused once
+// the payload is decoded.
+func readFrame(c net.Conn, maxFrame uint64, timeout time.Duration, scratch []byte) (header, []byte, error) {
 	var hb [headerSize]byte
 	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return header{}, nil, err
@@ -113,13 +115,20 @@ func readFrame(c net.Conn, maxFrame uint64, timeout time.Duration) (header, []by
 	if h.size > maxFrame {
 		return header{}, nil, fmt.Errorf("%w: %d bytes announced, limit %d", errTooLarge, h.size, maxFrame)
 	}
-	buf := make([]byte, 0, min(h.size, pieceSize))
+	buf := scratch[:0]
+	if uint64(cap(buf)) < h.size {
+		buf = make([]byte, 0, min(h.size, pieceSize))
+	}
 	for uint64(len(buf)) < h.size {
 		n := int(min(h.size-uint64(len(buf)), pieceSize))
 		if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 			return header{}, nil, err
 		}
-		buf = append(buf, make([]byte, n)...)
+		if cap(buf)-len(buf) >= n {
+			buf = buf[:len(buf)+n]
+		} else {
+			buf = append(buf, make([]byte, n)...)
+		}
 		if _, err := io.ReadFull(c, buf[len(buf)-n:]); err != nil {
 			return header{}, nil, err
 		}

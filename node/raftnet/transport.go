@@ -85,6 +85,10 @@ const (
 	poisonAckTimeout = 2 * time.Second
 )
 
+// maxScratch bounds the read buffer a connection keeps between frames;
+// a larger frame gets memory of its own, released after it.
+const maxScratch = 4 << 20
+
 // Metrics counts what the transport refuses.
 type Metrics struct {
 	Dropped *prometheus.CounterVec
@@ -269,6 +273,7 @@ func (t *Transport) serve(raw net.Conn) {
 		}
 		c = tc
 	}
+	var scratch []byte // reused for frames up to maxScratch
 	for {
 		err := readMagic(c, t.cfg.IdleTimeout)
 		var ne net.Error
@@ -288,7 +293,7 @@ func (t *Transport) serve(raw net.Conn) {
 		default:
 			return // closed by the peer or by Close
 		}
-		h, payload, err := readFrame(c, t.cfg.MaxFrame, frameTimeout)
+		h, payload, err := readFrame(c, t.cfg.MaxFrame, frameTimeout, scratch)
 		switch {
 		case err == nil:
 		case errors.Is(err, errTooLarge):
@@ -302,6 +307,9 @@ func (t *Transport) serve(raw net.Conn) {
 		}
 		if !t.deliver(h.method, payload, remote) {
 			return
+		}
+		if cap(payload) <= maxScratch {
+			scratch = payload[:0]
 		}
 	}
 }
