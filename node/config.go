@@ -117,7 +117,11 @@ type Config struct {
 	// new connections are closed at once. Default 64.
 	MaxPeerConns int `json:"max_peer_conns"`
 	// PeerIdleTimeout closes a Raft-port connection that sends nothing for
-	// this long (members send heartbeats every heartbeat_rtt). Default 30 s.
+	// this long after a frame (a new connection must start its first frame
+	// within 10 s, or this if shorter). Default 90 s: longer than the minute
+	// after which dragonboat closes a sending connection it has not used,
+	// so that members close their idle connections before the receiver
+	// does.
 	PeerIdleTimeout time.Duration `json:"peer_idle_timeout"`
 	// HashCheckEntries is the distance, in Raft log indexes, between the
 	// checkpoints at which replicas hash their state and compare it with
@@ -156,7 +160,7 @@ func DefaultConfig() Config {
 		MaxInbox:          65536,
 		SessionCreateRate: 1000,
 		MaxPeerConns:      64,
-		PeerIdleTimeout:   30 * time.Second,
+		PeerIdleTimeout:   90 * time.Second,
 		HashCheckEntries:  10000,
 	}
 }

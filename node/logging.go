@@ -69,6 +69,7 @@ func (d *dbLogger) Errorf(f string, a ...any) {
 	}
 	d.log(dblogger.ERROR, level, f, a)
 }
+
 // Panicf logs and panics, as dragonboat requires: its callers go on
 // assuming Panicf did not return (a broken invariant), so returning would
 // run Raft on corrupt state. Peer input no longer reaches the Panicf calls

@@ -9,8 +9,9 @@
 //
 //   - with peer TLS, the peer must present a certificate signed by the
 //     cluster's CA (mutual TLS), or the connection ends at the handshake;
-//   - connections are bounded in number; one that sends nothing for the idle
-//     timeout is closed;
+//   - connections are bounded in number; one that does not start a frame
+//     within 10 s of connecting, or within the idle timeout after a frame,
+//     is closed;
 //   - a frame announcing more than the frame limit is refused (with its
 //     connection) before anything is allocated, and memory grows only as
 //     bytes arrive;
@@ -274,8 +275,15 @@ func (t *Transport) serve(raw net.Conn) {
 		c = tc
 	}
 	var scratch []byte // reused for frames up to maxScratch
-	for {
-		err := readMagic(c, t.cfg.IdleTimeout)
+	// A member dials when it has a message to send: a connection that
+	// does not start its first frame within the handshake timeout is not
+	// a member's.
+	idle := min(t.cfg.IdleTimeout, handshakeTimeout)
+	for frames := 0; ; frames++ {
+		if frames == 1 {
+			idle = t.cfg.IdleTimeout
+		}
+		err := readMagic(c, idle)
 		var ne net.Error
 		switch {
 		case err == nil:
@@ -288,7 +296,7 @@ func (t *Transport) serve(raw net.Conn) {
 			t.drop(ReasonFraming, remote, err.Error())
 			return
 		case errors.As(err, &ne) && ne.Timeout():
-			t.drop(ReasonIdle, remote, fmt.Sprintf("no frame for %v", t.cfg.IdleTimeout))
+			t.drop(ReasonIdle, remote, fmt.Sprintf("no frame for %v", idle))
 			return
 		default:
 			return // closed by the peer or by Close
