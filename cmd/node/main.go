@@ -180,8 +180,16 @@ func (f flags) config() (node.Config, error) {
 	if f.sessionTimeout != 0 {
 		cfg.SessionTimeout = f.sessionTimeout
 	}
+	// Each TLS flag overrides its own field only: a flag never drops the
+	// file's other TLS settings, and Validate refuses half a configuration.
 	if f.tlsCert != "" {
-		cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = f.tlsCert, f.tlsKey, f.tlsClientCA
+		cfg.TLSCertFile = f.tlsCert
+	}
+	if f.tlsKey != "" {
+		cfg.TLSKeyFile = f.tlsKey
+	}
+	if f.tlsClientCA != "" {
+		cfg.TLSClientCAFile = f.tlsClientCA
 	}
 	return cfg, cfg.Validate()
 }
