@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -350,7 +351,15 @@ func (n *Node) startHTTP() error {
 		_ = json.NewEncoder(w).Encode(n.Status())
 	})
 	mux.HandleFunc("/sessions", n.serveSessions)
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, handler, err := n.cfg.httpTLS(ln, mux)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second,
+		// net/http's own errors are mostly failed TLS handshakes, which
+		// scanners cause all day: debug level.
+		ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
 	n.httpWG.Add(1)
 	go func() {
 		defer n.httpWG.Done()
