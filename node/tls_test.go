@@ -20,14 +20,14 @@ func TestConfigValidateHalfTLS(t *testing.T) {
 		cert, key, ca string
 		want          string // "" valid
 	}{
-		"none":            {},
-		"cert and key":    {cert: "c", key: "k"},
-		"mutual":          {cert: "c", key: "k", ca: "ca"},
-		"cert alone":      {cert: "c", want: "go together"},
-		"key alone":       {key: "k", want: "go together"},
-		"CA alone":        {ca: "ca", want: "tls_client_ca_file needs tls_cert_file"},
-		"cert and CA":     {cert: "c", ca: "ca", want: "go together"},
-		"key and CA":      {key: "k", ca: "ca", want: "go together"},
+		"none":         {},
+		"cert and key": {cert: "c", key: "k"},
+		"mutual":       {cert: "c", key: "k", ca: "ca"},
+		"cert alone":   {cert: "c", want: "go together"},
+		"key alone":    {key: "k", want: "go together"},
+		"CA alone":     {ca: "ca", want: "tls_client_ca_file needs tls_cert_file"},
+		"cert and CA":  {cert: "c", ca: "ca", want: "go together"},
+		"key and CA":   {key: "k", ca: "ca", want: "go together"},
 	} {
 		c := validConfig()
 		c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile = tc.cert, tc.key, tc.ca
