@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,7 +77,7 @@ func TestTLSFlagsAndFile(t *testing.T) {
 			if tc.file != nil {
 				args = []string{"--config", writeConfig(tc.file)}
 			}
-			f, _, err := parse(append(args, tc.flags...))
+			f, _, err := parse(append(args, tc.flags...), io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}

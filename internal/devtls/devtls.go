@@ -42,6 +42,17 @@ type Files struct {
 	ClientCert, ClientKey string
 }
 
+// Paths returns the paths Generate writes in dir.
+func Paths(dir string) Files {
+	return Files{
+		CA:         filepath.Join(dir, "ca.pem"),
+		ServerCert: filepath.Join(dir, "server.pem"),
+		ServerKey:  filepath.Join(dir, "server-key.pem"),
+		ClientCert: filepath.Join(dir, "client.pem"),
+		ClientKey:  filepath.Join(dir, "client-key.pem"),
+	}
+}
+
 // Generate creates dir if needed and writes a fresh CA (ca.pem), a server
 // certificate (server.pem, server-key.pem) and a client certificate
 // (client.pem, client-key.pem) valid from an hour ago for validity, all with
@@ -54,13 +65,7 @@ func Generate(dir string, validity time.Duration) (Files, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Files{}, fmt.Errorf("%w: %v", ErrDevTLS, err)
 	}
-	f := Files{
-		CA:         filepath.Join(dir, "ca.pem"),
-		ServerCert: filepath.Join(dir, "server.pem"),
-		ServerKey:  filepath.Join(dir, "server-key.pem"),
-		ClientCert: filepath.Join(dir, "client.pem"),
-		ClientKey:  filepath.Join(dir, "client-key.pem"),
-	}
+	f := Paths(dir)
 	notBefore := time.Now().Add(-time.Hour) // tolerate clocks a little behind
 	notAfter := notBefore.Add(time.Hour + validity)
 
