@@ -1,4 +1,4 @@
-package main
+package zraftcli
 
 import (
 	"bufio"
@@ -44,6 +44,10 @@ func kvCommand(ctx context.Context, args []string, e env) error {
 		fs.Usage()
 		return fmt.Errorf("%w: kv %s takes %s", errUsage, sub, joinNames(names))
 	}
+	if err := c.prepare(e); err != nil {
+		return err
+	}
+	defer c.release()
 	if sub == "watch" {
 		return watch(ctx, c, pos[0], e)
 	}
@@ -115,11 +119,29 @@ func dial(ctx context.Context, c common, opts ...client.Option) (*client.Conn, e
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("%w: no endpoints", errUsage)
 	}
+	if c.tls != nil {
+		opts = append(opts, client.WithTLS(c.tls))
+	}
 	conn, err := client.Dial(ctx, eps, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the cluster at %s: %w", c.endpoints, err)
+		return nil, fmt.Errorf("cannot reach the cluster at %s: %w%s", c.endpoints, err, dialHint(c))
 	}
 	return conn, nil
+}
+
+// dialHint is what to check when the cluster cannot be reached: a TLS
+// cluster closes a plaintext connection at once (the client then reports a
+// missing greeting), and a node with mutual TLS refuses a client without a
+// certificate.
+func dialHint(c common) string {
+	switch {
+	case c.tls == nil:
+		return " (if the cluster uses TLS, give --cacert, and --cert/--key for mutual TLS; env ZRAFT_CACERT, ZRAFT_CERT, ZRAFT_KEY)"
+	case c.cert == "":
+		return " (if the cluster uses mutual TLS, give a client certificate with --cert and --key)"
+	default:
+		return ""
+	}
 }
 
 func okOr(e env, err error) error {
