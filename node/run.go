@@ -514,17 +514,17 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("node: tls key pair: %w", err)
+		return nil, configErr("tls_cert_file %s, tls_key_file %s: %v", c.TLSCertFile, c.TLSKeyFile, err)
 	}
 	t := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.TLSClientCAFile != "" {
 		pem, err := os.ReadFile(c.TLSClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("node: tls client ca: %w", err)
+			return nil, configErr("tls_client_ca_file: %v", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("node: tls client ca %s: no certificates", c.TLSClientCAFile)
+			return nil, configErr("tls_client_ca_file %s holds no PEM certificate", c.TLSClientCAFile)
 		}
 		t.ClientCAs, t.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}

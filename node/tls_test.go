@@ -143,3 +143,28 @@ func TestHTTPServesTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSFilesThatDoNotLoad: files that do not load stop the start with
+// an ErrConfig naming them, never a node in plaintext.
+func TestTLSFilesThatDoNotLoad(t *testing.T) {
+	files, err := devtls.Generate(filepath.Join(t.TempDir(), "tls"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		cert, key, ca string
+		want          string
+	}{
+		"missing cert":      {"/nonexistent.pem", files.ServerKey, "", "tls_cert_file /nonexistent.pem"},
+		"mismatched key":    {files.ServerCert, files.ClientKey, "", "tls_key_file " + files.ClientKey},
+		"missing client CA": {files.ServerCert, files.ServerKey, "/nonexistent-ca.pem", "tls_client_ca_file"},
+		"CA without PEM":    {files.ServerCert, files.ServerKey, files.ServerKey, "holds no PEM certificate"},
+	} {
+		c := validConfig()
+		c.TLSCertFile, c.TLSKeyFile, c.TLSClientCAFile = tc.cert, tc.key, tc.ca
+		_, err := c.tlsConfig()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an ErrConfig saying %q", name, err, tc.want)
+		}
+	}
+}
