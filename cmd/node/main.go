@@ -86,9 +86,9 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.httpAddr, "http", "", "address for /metrics, /healthz and /status (empty: off)")
 	fs.DurationVar(&f.keepAlive, "keepalive", 0, "keep-alive interval clients are told to use (default 1s)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", 0, "session timeout (default 10s)")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file for client connections")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for client connections")
-	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file: require client certificates it signed")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM) for the client port and HTTP; needs --tls-key")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "key file (PEM) of --tls-cert")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file (PEM): require client certificates it signed (mutual TLS); needs --tls-cert")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
