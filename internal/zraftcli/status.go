@@ -3,7 +3,6 @@ package zraftcli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -125,9 +124,20 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 		}
 	}
 	if reachable == 0 {
-		return errors.New("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP)")
+		return noAnswer(sts)
 	}
 	return nil
+}
+
+// noAnswer is the error when no member answered: the first member's reason
+// (a refused TLS handshake, 403 without a client certificate, a closed port)
+// and what to check.
+func noAnswer(sts []memberStatus) error {
+	reason := ""
+	if len(sts) > 0 {
+		reason = ": " + sts[0].HTTP + ": " + sts[0].Error
+	}
+	return fmt.Errorf("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP; TLS: --cacert, --cert, --key)%s", reason)
 }
 
 // maxListed bounds how many sessions the command lists.
@@ -156,7 +166,7 @@ func sessionsCommand(ctx context.Context, args []string, e env) error {
 		}
 	}
 	if all == nil && lastErr == nil {
-		return errors.New("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP)")
+		return noAnswer(sts)
 	}
 	if lastErr != nil {
 		return lastErr

@@ -110,7 +110,7 @@ func TestCLIRefusedWithoutTheRightCredentials(t *testing.T) {
 	}
 	// HTTP: /status needs the client certificate too.
 	code, out, errOut := c.runWith(map[string]string{"ZRAFT_CACERT": files.CA}, "status", "--timeout", "2s")
-	if code != 1 || !strings.Contains(out, "unreachable") {
+	if code != 1 || !strings.Contains(out, "unreachable") || !strings.Contains(errOut, "403 Forbidden: client certificate required") {
 		t.Fatalf("status without a client certificate: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = c.runWith(map[string]string{"ZRAFT_CACERT": files.CA}, "status", "--json", "--timeout", "2s")
