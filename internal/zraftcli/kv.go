@@ -124,23 +124,26 @@ func dial(ctx context.Context, c common, opts ...client.Option) (*client.Conn, e
 	}
 	conn, err := client.Dial(ctx, eps, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the cluster at %s: %w%s", c.endpoints, err, dialHint(c))
+		return nil, fmt.Errorf("cannot reach the cluster at %s: %w%s", c.endpoints, err, dialHint(c, err))
 	}
 	return conn, nil
 }
 
-// dialHint is what to check when the cluster cannot be reached: a TLS
-// cluster closes a plaintext connection at once (the client then reports a
-// missing greeting), and a node with mutual TLS refuses a client without a
-// certificate.
-func dialHint(c common) string {
+// dialHint is what to check when the cluster cannot be reached. A TLS
+// handshake that failed for good (client.ErrTLS, returned at once) is a
+// certificate problem; without TLS, a TLS cluster closes the connection
+// before the greeting, which looks like any unreachable node.
+func dialHint(c common, err error) string {
 	switch {
 	case c.tls == nil:
 		return " (if the cluster uses TLS, give --cacert, and --cert/--key for mutual TLS; env ZRAFT_CACERT, ZRAFT_CERT, ZRAFT_KEY)"
-	case c.cert == "":
-		return " (if the cluster uses mutual TLS, give a client certificate with --cert and --key)"
-	default:
+	case !errors.Is(err, client.ErrTLS):
 		return ""
+	case c.cert == "":
+		return " (if the cluster uses mutual TLS, give a client certificate with --cert and --key; " +
+			"--cacert must be the CA that signed the nodes' certificates)"
+	default:
+		return " (check that --cacert is the CA that signed the nodes' certificates and that --cert is signed by the CA the nodes trust for clients)"
 	}
 }
 
