@@ -242,3 +242,16 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestHalfTLSRefusesToStart runs the command as main does: half a TLS
+// setting ends it with the reason before anything listens or prints.
+func TestHalfTLSRefusesToStart(t *testing.T) {
+	for _, extra := range [][]string{{"--tls-client-ca", "ca.pem"}, {"--tls-key", "a.key"}, {"--tls"}} {
+		var out, errOut syncBuffer
+		args := append([]string{"--id", "1", "--members", "1=127.0.0.1:1/127.0.0.1:2", "--data", t.TempDir()}, extra...)
+		err := run(context.Background(), args, &out, &errOut)
+		if !errors.Is(err, node.ErrConfig) || out.String() != "" {
+			t.Errorf("node %q: %v, stdout %q; want an ErrConfig and nothing started", extra, err, out.String())
+		}
+	}
+}
