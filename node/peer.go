@@ -155,6 +155,18 @@ func resolveClusterID(fs vfs.FS, dir string, cfg *Config) (uint64, error) {
 	return v, nil
 }
 
+// PeerTLSMode says in words how the Raft port is served (printed at start).
+func (c *Config) PeerTLSMode() string {
+	switch {
+	case c.PeerTLS():
+		return fmt.Sprintf("mutual TLS (certificate %s; peers need a certificate signed by %s)", c.PeerTLSCertFile, c.PeerTLSCAFile)
+	case loopback(c.self().RaftAddr):
+		return "plaintext on loopback (no peer TLS)"
+	default:
+		return "plaintext (insecure_peer: anyone who reaches it and reads the cluster id from the traffic can forge Raft messages)"
+	}
+}
+
 // peerFrameLimit bounds one frame on the Raft port: dragonboat batches
 // messages up to 64 MiB, and one message past that carries at most one
 // more entry (an entry is at most a client frame, doubled for encoding

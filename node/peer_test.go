@@ -617,13 +617,14 @@ func TestStartRefusesPlaintextRaftPortOffLoopback(t *testing.T) {
 		}
 	}
 	cfg.InsecurePeer = true
-	if err := cfg.Validate(); err != nil || cfg.insecurePeerWarning() == "" {
-		t.Fatalf("insecure_peer: %v, warning %q", err, cfg.insecurePeerWarning())
+	if err := cfg.Validate(); err != nil || cfg.insecurePeerWarning() == "" ||
+		!strings.HasPrefix(cfg.PeerTLSMode(), "plaintext (insecure_peer") {
+		t.Fatalf("insecure_peer: %v, warning %q, mode %q", err, cfg.insecurePeerWarning(), cfg.PeerTLSMode())
 	}
 	cfg.InsecurePeer = false
 	cfg.PeerTLSCAFile, cfg.PeerTLSCertFile, cfg.PeerTLSKeyFile = "ca", "cert", "key"
-	if err := cfg.Validate(); err != nil || cfg.insecurePeerWarning() != "" {
-		t.Fatalf("peer TLS: %v, warning %q", err, cfg.insecurePeerWarning())
+	if err := cfg.Validate(); err != nil || cfg.insecurePeerWarning() != "" || !strings.HasPrefix(cfg.PeerTLSMode(), "mutual TLS") {
+		t.Fatalf("peer TLS: %v, warning %q, mode %q", err, cfg.insecurePeerWarning(), cfg.PeerTLSMode())
 	}
 	cfg.PeerTLSKeyFile = ""
 	if err := cfg.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "go together") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,7 @@ const realMembers = "1=10.0.0.1:7201/10.0.0.1:7101,2=10.0.0.2:7201/10.0.0.2:7101
 
 func configOf(t *testing.T, args ...string) (node.Config, error) {
 	t.Helper()
-	f, _, err := parse(args)
+	f, _, err := parse(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
