@@ -421,6 +421,7 @@ func (a *ledger) SaveSnapshot(w io.Writer) error {
 	defer a.mu.Unlock()
 	return binary.Write(w, binary.BigEndian, a.h)
 }
+
 // ledgerRestores counts snapshot recoveries of every ledger.
 var ledgerRestores atomic.Int64
 
