@@ -40,6 +40,20 @@ type RouterConfig struct {
 	// accepted beyond it is closed at once and counted in
 	// RouterStats.RejectedHandshakes. Default 256; between 1 and MaxConns.
 	MaxHandshakes int
+	// MaxConnsPerSource bounds connections from one source (one IPv4
+	// address, or one IPv6 /64), handshaking or open, so that one host
+	// cannot take all of MaxConns. A connection beyond it is closed at once
+	// and counted in RouterStats.RejectedSourceConns. Default 1000 (a tenth
+	// of the default MaxConns); at least 1 (a value above MaxConns acts as
+	// MaxConns).
+	MaxConnsPerSource int
+	// MaxHandshakesPerSource bounds connections from one source in their
+	// handshake at once, so that one host sending nothing (or a byte at a
+	// time) cannot hold every handshake slot. A connection beyond it is
+	// closed at once and counted in RouterStats.RejectedSourceHandshakes.
+	// Default 32 (an eighth of the default MaxHandshakes); at least 1 (a
+	// value above MaxHandshakes acts as MaxHandshakes).
+	MaxHandshakesPerSource int
 	// HandshakeTimeout bounds the TLS plus ZMTP handshake of one connection;
 	// a peer that has not finished by then is closed and counted in
 	// RouterStats.HandshakeTimeouts. Default 5 s; positive.
@@ -48,6 +62,21 @@ type RouterConfig struct {
 	// holds. When it is full, Send returns ErrQueueFull and closes that
 	// connection. Default 1024; between 1 and 1<<20.
 	SendQueue int
+	// SendQueueBytes bounds the bytes queued for one connection and not yet
+	// handed to its socket. A peer that falls this far behind (it stopped
+	// reading) is a slow consumer: Send returns an error wrapping
+	// ErrSlowConsumer and ErrQueueFull and closes that connection, counted
+	// in RouterStats.SlowConsumers. Default 8 MiB; at least MaxFrameSize,
+	// so one frame of any accepted size always fits an empty queue.
+	SendQueueBytes int
+	// MaxQueuedBytes bounds the bytes queued on all connections together.
+	// A Send that would pass it closes its connection as a slow consumer
+	// when that connection already has bytes queued (it is behind); a
+	// connection with an empty queue is always given its frame, so readers
+	// that keep up are served. Queued bytes therefore never exceed
+	// MaxQueuedBytes plus one frame per connection. Default 512 MiB; at
+	// least MaxFrameSize.
+	MaxQueuedBytes int64
 	// Linger bounds how long CloseConn and Close spend writing frames that
 	// were queued before the close; what is not written by then is dropped.
 	// Zero drops queued frames at once. Default 1 s; not negative.
@@ -69,6 +98,11 @@ func DefaultRouterConfig() RouterConfig {
 		HandshakeTimeout: 5 * time.Second,
 		SendQueue:        1024,
 		Linger:           time.Second,
+
+		MaxConnsPerSource:      1000,
+		MaxHandshakesPerSource: 32,
+		SendQueueBytes:         8 << 20,
+		MaxQueuedBytes:         512 << 20,
 	}
 }
 
@@ -84,10 +118,18 @@ func (c RouterConfig) Validate() error {
 		return fmt.Errorf("%w: MaxConns %d < 1", ErrInvalidConfig, c.MaxConns)
 	case c.MaxHandshakes < 1 || c.MaxHandshakes > c.MaxConns:
 		return fmt.Errorf("%w: MaxHandshakes %d not in [1, MaxConns=%d]", ErrInvalidConfig, c.MaxHandshakes, c.MaxConns)
+	case c.MaxConnsPerSource < 1:
+		return fmt.Errorf("%w: MaxConnsPerSource %d < 1", ErrInvalidConfig, c.MaxConnsPerSource)
+	case c.MaxHandshakesPerSource < 1:
+		return fmt.Errorf("%w: MaxHandshakesPerSource %d < 1", ErrInvalidConfig, c.MaxHandshakesPerSource)
 	case c.HandshakeTimeout <= 0:
 		return fmt.Errorf("%w: HandshakeTimeout %v not positive", ErrInvalidConfig, c.HandshakeTimeout)
 	case c.SendQueue < 1 || c.SendQueue > maxQueue:
 		return fmt.Errorf("%w: SendQueue %d not in [1, %d]", ErrInvalidConfig, c.SendQueue, maxQueue)
+	case c.SendQueueBytes < c.MaxFrameSize:
+		return fmt.Errorf("%w: SendQueueBytes %d below MaxFrameSize %d", ErrInvalidConfig, c.SendQueueBytes, c.MaxFrameSize)
+	case c.MaxQueuedBytes < int64(c.MaxFrameSize):
+		return fmt.Errorf("%w: MaxQueuedBytes %d below MaxFrameSize %d", ErrInvalidConfig, c.MaxQueuedBytes, c.MaxFrameSize)
 	case c.Linger < 0:
 		return fmt.Errorf("%w: Linger %v negative", ErrInvalidConfig, c.Linger)
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:

@@ -38,6 +38,12 @@ var (
 	// refused and the connection kept, so the caller decides.
 	ErrQueueFull = errors.New("transport: send queue full")
 
+	// ErrSlowConsumer means a Router connection fell behind by more than
+	// RouterConfig.SendQueueBytes (or had bytes queued when the node-wide
+	// MaxQueuedBytes was reached): the connection is closed, as NATS does
+	// with slow consumers. Errors wrapping it also wrap ErrQueueFull.
+	ErrSlowConsumer = errors.New("transport: slow consumer")
+
 	// ErrClosed means the connection or Router is closed. Errors from a dead
 	// client Conn wrap both ErrClosed and the cause (for example io.EOF when
 	// the server went away, or ErrFrameTooLarge).

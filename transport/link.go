@@ -47,6 +47,12 @@ type link struct {
 
 	// queue holds frames for the writer; Send never blocks on it.
 	queue chan []byte
+	// queuedBytes counts the bytes of frames in queue (added by the
+	// Router's Send before it queues a frame, subtracted by the writer when
+	// it takes one); totalQueued, when set, is the Router's sum over its
+	// connections and moves with it.
+	queuedBytes atomic.Int64
+	totalQueued *atomic.Int64
 	// pong holds at most one PONG owed to the peer. A PING that finds it
 	// full is not answered separately: the pending PONG already proves
 	// liveness.
@@ -120,6 +126,14 @@ func (l *link) shutdown(cause error, graceful bool) bool {
 	return first
 }
 
+// took accounts for a frame of n bytes the writer took from the queue.
+func (l *link) took(n int) {
+	if l.totalQueued != nil {
+		l.queuedBytes.Add(-int64(n))
+		l.totalQueued.Add(-int64(n))
+	}
+}
+
 // writeLoop is the writer goroutine: it moves frames from the queue into
 // the buffered writer and flushes only when the queue is empty, so under
 // load many frames share one syscall while an idle connection still sends
@@ -135,12 +149,14 @@ func (l *link) writeLoop() {
 		var err error
 		select {
 		case f := <-l.queue:
+			l.took(len(f))
 			err = writeFrame(l.bw, 0, f)
 			msgs, bytes := uint64(1), uint64(len(f))
 			// Bounded so a producer that never lets the queue drain still
 			// lets the loop notice done.
 			for n := cap(l.queue); err == nil && n > 0 && len(l.queue) > 0; n-- {
 				f = <-l.queue
+				l.took(len(f))
 				err = writeFrame(l.bw, 0, f)
 				msgs, bytes = msgs+1, bytes+uint64(len(f))
 			}
@@ -181,6 +197,7 @@ func (l *link) finish() {
 	var err error
 	for n := cap(l.queue); err == nil && n > 0 && len(l.queue) > 0; n-- {
 		f := <-l.queue
+		l.took(len(f))
 		if err = writeFrame(l.bw, 0, f); err == nil {
 			l.stats.msgsOut.Add(1)
 			l.stats.bytesOut.Add(uint64(len(f)))

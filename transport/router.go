@@ -66,6 +66,25 @@ type RouterStats struct {
 	// RejectedHandshakes counts connections closed at once because
 	// MaxHandshakes handshakes were in progress.
 	RejectedHandshakes uint64
+	// RejectedSourceConns counts connections closed at once because their
+	// source already had MaxConnsPerSource connections.
+	RejectedSourceConns uint64
+	// RejectedSourceHandshakes counts connections closed at once because
+	// their source already had MaxHandshakesPerSource handshakes in progress.
+	RejectedSourceHandshakes uint64
+	// Sources is the number of distinct sources (IPv4 addresses, IPv6 /64s)
+	// with a connection now.
+	Sources int
+	// SlowConsumers counts connections closed because they fell behind by
+	// more than SendQueueBytes, or had bytes queued when MaxQueuedBytes was
+	// reached (see SlowConsumersNode).
+	SlowConsumers uint64
+	// SlowConsumersNode counts the part of SlowConsumers closed because the
+	// node-wide MaxQueuedBytes was reached.
+	SlowConsumersNode uint64
+	// QueuedBytes is the number of bytes queued on all connections and not
+	// yet handed to their sockets, now.
+	QueuedBytes int64
 	// OversizedFrames counts connections closed because the peer announced
 	// a frame larger than MaxFrameSize (in the handshake or later).
 	OversizedFrames uint64
@@ -100,6 +119,32 @@ type serverConn struct {
 	*link
 	id     ConnID
 	remote net.Addr
+	src    *source
+
+	// qmu orders Send's byte accounting with the teardown in serve, so
+	// that bytes of frames never written are given back exactly once.
+	qmu  sync.Mutex
+	dead bool
+}
+
+// source counts the connections of one source address; guarded by
+// Router.mu.
+type source struct {
+	key               string
+	conns, handshakes int
+}
+
+// sourceKey names the source of a connection: its IPv4 address, or the /64
+// prefix of its IPv6 address (one host usually holds a whole /64).
+func sourceKey(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // Router is the server endpoint: a ZMTP 3 ROUTER on a TCP listener, with the
@@ -114,9 +159,10 @@ type Router struct {
 
 	// mu guards all and closed: every accepted connection, handshaking or
 	// open, so that Close can reach each one.
-	mu     sync.Mutex
-	all    map[*serverConn]struct{}
-	closed bool
+	mu      sync.Mutex
+	all     map[*serverConn]struct{}
+	sources map[string]*source
+	closed  bool
 
 	quit      chan struct{} // closed by Close; ends the accept back-off
 	closeOnce sync.Once
@@ -131,6 +177,10 @@ type Router struct {
 	traffic                                   counters
 	accepted, hsFailures, hsTimeouts          atomic.Uint64
 	rejectedConns, rejectedHandshakes, qfulls atomic.Uint64
+	rejectedSrcConns, rejectedSrcHandshakes   atomic.Uint64
+	slow, slowNode                            atomic.Uint64
+	// queued is the bytes queued on every connection together.
+	queued atomic.Int64
 }
 
 // Listen validates cfg, binds cfg.Addr and starts accepting connections
@@ -148,11 +198,12 @@ func Listen(cfg RouterConfig, h Handler) (*Router, error) {
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
 	}
 	r := &Router{
-		cfg:  cfg,
-		h:    h,
-		ln:   ln,
-		all:  make(map[*serverConn]struct{}),
-		quit: make(chan struct{}),
+		cfg:     cfg,
+		h:       h,
+		ln:      ln,
+		all:     make(map[*serverConn]struct{}),
+		sources: make(map[string]*source),
+		quit:    make(chan struct{}),
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[ConnID]*serverConn)
@@ -180,7 +231,10 @@ func (r *Router) lookup(id ConnID) *serverConn {
 // opened, closing or closed), ErrFrameTooLarge (connection kept) if frame
 // exceeds MaxFrameSize, and ErrQueueFull when the connection's queue of
 // SendQueue frames is full: that connection is then closed (its peer has
-// stopped reading), and nobody else is affected.
+// stopped reading), and nobody else is affected. A connection whose queued
+// bytes would pass SendQueueBytes, or that has bytes queued when all
+// connections together would pass MaxQueuedBytes, is closed the same way
+// with an error wrapping ErrSlowConsumer and ErrQueueFull.
 func (r *Router) Send(id ConnID, frame []byte) error {
 	c := r.lookup(id)
 	if c == nil || c.closing() {
@@ -189,10 +243,39 @@ func (r *Router) Send(id ConnID, frame []byte) error {
 	if len(frame) > r.cfg.MaxFrameSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(frame), r.cfg.MaxFrameSize)
 	}
+	n := int64(len(frame))
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.dead {
+		return ErrUnknownConn
+	}
+	q := c.queuedBytes.Load()
+	var slow error
+	switch {
+	case q+n > int64(r.cfg.SendQueueBytes):
+		slow = fmt.Errorf("%w: %w: %d bytes queued, limit %d", ErrSlowConsumer, ErrQueueFull, q, r.cfg.SendQueueBytes)
+	case q > 0 && r.queued.Load()+n > r.cfg.MaxQueuedBytes:
+		slow = fmt.Errorf("%w: %w: %d bytes queued while the node's %d bytes are in use", ErrSlowConsumer, ErrQueueFull, q, r.cfg.MaxQueuedBytes)
+	}
+	if slow != nil {
+		if c.shutdown(slow, false) {
+			r.slow.Add(1)
+			if q+n <= int64(r.cfg.SendQueueBytes) {
+				r.slowNode.Add(1)
+			}
+		}
+		return slow
+	}
+	// Counted before the frame is visible to the writer, which subtracts
+	// it when it takes the frame.
+	c.queuedBytes.Add(n)
+	r.queued.Add(n)
 	select {
 	case c.queue <- frame:
 		return nil
 	default:
+		c.queuedBytes.Add(-n)
+		r.queued.Add(-n)
 		if c.shutdown(fmt.Errorf("%w: %d frames waiting", ErrQueueFull, cap(c.queue)), false) {
 			r.qfulls.Add(1)
 		}
@@ -215,22 +298,34 @@ func (r *Router) CloseConn(id ConnID) error {
 // Stats returns a snapshot of the counters.
 func (r *Router) Stats() RouterStats {
 	return RouterStats{
-		Accepted:           r.accepted.Load(),
-		Active:             r.active.Load(),
-		Handshaking:        r.handshakes.Load(),
-		HandshakeFailures:  r.hsFailures.Load(),
-		HandshakeTimeouts:  r.hsTimeouts.Load(),
-		RejectedConns:      r.rejectedConns.Load(),
-		RejectedHandshakes: r.rejectedHandshakes.Load(),
-		OversizedFrames:    r.traffic.oversized.Load(),
-		ProtocolErrors:     r.traffic.protocol.Load(),
-		QueueFullCloses:    r.qfulls.Load(),
-		MultipartDropped:   r.traffic.multipart.Load(),
-		MsgsIn:             r.traffic.msgsIn.Load(),
-		BytesIn:            r.traffic.bytesIn.Load(),
-		MsgsOut:            r.traffic.msgsOut.Load(),
-		BytesOut:           r.traffic.bytesOut.Load(),
+		Accepted:                 r.accepted.Load(),
+		Active:                   r.active.Load(),
+		Handshaking:              r.handshakes.Load(),
+		HandshakeFailures:        r.hsFailures.Load(),
+		HandshakeTimeouts:        r.hsTimeouts.Load(),
+		RejectedConns:            r.rejectedConns.Load(),
+		RejectedHandshakes:       r.rejectedHandshakes.Load(),
+		RejectedSourceConns:      r.rejectedSrcConns.Load(),
+		RejectedSourceHandshakes: r.rejectedSrcHandshakes.Load(),
+		Sources:                  r.numSources(),
+		SlowConsumers:            r.slow.Load(),
+		SlowConsumersNode:        r.slowNode.Load(),
+		QueuedBytes:              r.queued.Load(),
+		OversizedFrames:          r.traffic.oversized.Load(),
+		ProtocolErrors:           r.traffic.protocol.Load(),
+		QueueFullCloses:          r.qfulls.Load(),
+		MultipartDropped:         r.traffic.multipart.Load(),
+		MsgsIn:                   r.traffic.msgsIn.Load(),
+		BytesIn:                  r.traffic.bytesIn.Load(),
+		MsgsOut:                  r.traffic.msgsOut.Load(),
+		BytesOut:                 r.traffic.bytesOut.Load(),
 	}
+}
+
+func (r *Router) numSources() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sources)
 }
 
 // Close stops the listener, closes every connection (open ones flush their
@@ -295,17 +390,39 @@ func (r *Router) acceptLoop() {
 			continue
 		}
 		c := &serverConn{remote: nc.RemoteAddr()}
+		key := sourceKey(c.remote)
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
 			_ = nc.Close()
 			return
 		}
+		src := r.sources[key]
+		if src == nil {
+			src = &source{key: key}
+		}
+		switch {
+		case src.conns >= r.cfg.MaxConnsPerSource:
+			r.mu.Unlock()
+			r.rejectedSrcConns.Add(1)
+			_ = nc.Close()
+			continue
+		case src.handshakes >= r.cfg.MaxHandshakesPerSource:
+			r.mu.Unlock()
+			r.rejectedSrcHandshakes.Add(1)
+			_ = nc.Close()
+			continue
+		}
+		src.conns++
+		src.handshakes++
+		r.sources[key] = src
+		c.src = src
 		r.all[c] = struct{}{}
 		r.conns.Add(1)
 		r.handshakes.Add(1)
 		// Set before the goroutine starts so Close always finds a link.
 		c.link = newLink(nc, bufio.NewReaderSize(nc, readBufferSize), r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
+		c.link.totalQueued = &r.queued
 		r.mu.Unlock()
 		r.wg.Add(1)
 		go r.serve(c)
@@ -319,10 +436,16 @@ func (r *Router) serve(c *serverConn) {
 	defer func() {
 		r.mu.Lock()
 		delete(r.all, c)
+		if c.src.conns--; c.src.conns == 0 {
+			delete(r.sources, c.src.key)
+		}
 		r.mu.Unlock()
 		r.conns.Add(-1)
 	}()
 	err := r.handshake(c)
+	r.mu.Lock()
+	c.src.handshakes--
+	r.mu.Unlock()
 	r.handshakes.Add(-1)
 	if err != nil {
 		// shutdown reports false when Close got there first: then the
@@ -356,6 +479,12 @@ func (r *Router) serve(c *serverConn) {
 		c.shutdown(err, false)
 	}
 	<-c.writerDone
+	// Bytes of frames the writer never took are given back; Sends that
+	// still find c see dead and queue nothing more.
+	c.qmu.Lock()
+	c.dead = true
+	r.queued.Add(-c.queuedBytes.Swap(0))
+	c.qmu.Unlock()
 	_ = c.raw.Close()
 	_ = c.nc.Close()
 	s.mu.Lock()
