@@ -70,6 +70,30 @@ type Config struct {
 	MaxSessions int `json:"max_sessions"`
 	// MaxConns bounds client connections to this node. Default 10,000.
 	MaxConns int `json:"max_conns"`
+	// MaxConnsPerSource bounds client connections from one source (an IPv4
+	// address or an IPv6 /64), so one host cannot take all of max_conns;
+	// past it new connections from that source are closed at once.
+	// Default 1,000 (a tenth of max_conns).
+	MaxConnsPerSource int `json:"max_conns_per_source"`
+	// MaxHandshakes bounds client connections in their TLS/ZMTP handshake
+	// at once; past it new connections are closed at once. Default 256.
+	MaxHandshakes int `json:"max_handshakes"`
+	// MaxHandshakesPerSource bounds handshakes in progress from one source,
+	// so silent or byte-at-a-time peers on one host cannot hold every
+	// handshake slot. Default 32.
+	MaxHandshakesPerSource int `json:"max_handshakes_per_source"`
+	// HandshakeTimeout bounds one client connection's TLS plus ZMTP
+	// handshake; a peer that has not finished is closed. Default 5 s.
+	HandshakeTimeout time.Duration `json:"handshake_timeout"`
+	// SendQueueBytes bounds the reply bytes queued for one client connection
+	// and not yet written; a client that falls further behind (it stopped
+	// reading) is disconnected as a slow consumer. Default 8 MiB; at least
+	// max_frame.
+	SendQueueBytes int `json:"send_queue_bytes"`
+	// MaxQueuedBytes bounds reply bytes queued on all client connections
+	// together; past it a connection that already has bytes queued is
+	// disconnected as a slow consumer. Default 512 MiB; at least max_frame.
+	MaxQueuedBytes int64 `json:"max_queued_bytes"`
 	// MaxFrame bounds one protocol message in bytes. Default 4 MiB.
 	MaxFrame int `json:"max_frame"`
 	// MaxPayload bounds a command, query or result payload. Default 1 MiB.
@@ -154,6 +178,14 @@ func DefaultConfig() Config {
 		MaxSessions:       100000,
 		MaxConns:          10000,
 		MaxFrame:          4 << 20,
+
+		MaxConnsPerSource:      1000,
+		MaxHandshakes:          256,
+		MaxHandshakesPerSource: 32,
+		HandshakeTimeout:       5 * time.Second,
+		SendQueueBytes:         8 << 20,
+		MaxQueuedBytes:         512 << 20,
+
 		MaxPayload:        1 << 20,
 		MaxInFlight:       1024,
 		MaxProposals:      8192,
@@ -219,7 +251,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"proposal_timeout": c.ProposalTimeout, "ack_batch_interval": c.AckBatchInterval,
 		"redeliver_interval": c.RedeliverInterval, "shutdown_grace": c.ShutdownGrace,
-		"peer_idle_timeout": c.PeerIdleTimeout,
+		"peer_idle_timeout": c.PeerIdleTimeout, "handshake_timeout": c.HandshakeTimeout,
 	} {
 		if d <= 0 {
 			return configErr("%s must be positive", name)
@@ -229,10 +261,16 @@ func (c *Config) Validate() error {
 		"max_sessions": c.MaxSessions, "max_conns": c.MaxConns, "max_frame": c.MaxFrame,
 		"max_payload": c.MaxPayload, "max_in_flight": c.MaxInFlight, "max_proposals": c.MaxProposals,
 		"max_inbox": c.MaxInbox, "session_create_rate": c.SessionCreateRate, "max_peer_conns": c.MaxPeerConns,
+		"max_conns_per_source": c.MaxConnsPerSource, "max_handshakes": c.MaxHandshakes,
+		"max_handshakes_per_source": c.MaxHandshakesPerSource,
 	} {
 		if n <= 0 {
 			return configErr("%s must be positive", name)
 		}
+	}
+	if c.SendQueueBytes < c.MaxFrame || c.MaxQueuedBytes < int64(c.MaxFrame) {
+		return configErr("send_queue_bytes (%d) and max_queued_bytes (%d) must be at least max_frame (%d)",
+			c.SendQueueBytes, c.MaxQueuedBytes, c.MaxFrame)
 	}
 	if c.MaxPayload > c.MaxFrame {
 		return configErr("max_payload (%d) must not exceed max_frame (%d)", c.MaxPayload, c.MaxFrame)
@@ -330,7 +368,8 @@ func LoadConfig(path string) (Config, error) {
 	// Accept "1s"-style strings for duration fields by rewriting them to
 	// nanoseconds before the strict decode below.
 	for _, k := range []string{"rtt", "keepalive_interval", "session_timeout", "proposal_timeout",
-		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "peer_idle_timeout"} {
+		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "peer_idle_timeout",
+		"handshake_timeout"} {
 		var s string
 		if v, ok := raw[k]; ok && json.Unmarshal(v, &s) == nil {
 			d, err := time.ParseDuration(s)

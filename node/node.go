@@ -196,6 +196,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		Now:     time.Now,
 	}
 	conns := &connsAdapter{}
+	registerProcessMetrics(n.registry, &conns.r)
 	env.Conns = conns
 	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox)
 	env.Inbox = inbox
@@ -234,6 +235,12 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	rcfg.Addr = cfg.self().ClientAddr
 	rcfg.MaxFrameSize = cfg.MaxFrame
 	rcfg.MaxConns = cfg.MaxConns
+	rcfg.MaxConnsPerSource = cfg.MaxConnsPerSource
+	rcfg.MaxHandshakes = min(cfg.MaxHandshakes, cfg.MaxConns)
+	rcfg.MaxHandshakesPerSource = cfg.MaxHandshakesPerSource
+	rcfg.HandshakeTimeout = cfg.HandshakeTimeout
+	rcfg.SendQueueBytes = cfg.SendQueueBytes
+	rcfg.MaxQueuedBytes = cfg.MaxQueuedBytes
 	rcfg.TLS = tlsCfg
 	n.router, err = transport.Listen(rcfg, handler{inbox: inbox})
 	if err != nil {
