@@ -150,6 +150,11 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	fcfg.MaxPayloadBytes = cfg.MaxFrame
 	fcfg.MaxResultBytes = cfg.MaxPayload
 	fcfg.MaxServerRequestBytes = cfg.MaxPayload
+	// The capability limits a client can hit are the protocol's (codec
+	// limits, answered TooLarge when a CreateSession is decoded); the state
+	// machine's own check must never be the tighter one.
+	wireLimits := codec.DefaultLimits()
+	fcfg.MaxCapabilities, fcfg.MaxCapabilityBytes = wireLimits.MaxCapabilities, wireLimits.MaxString
 	factory := raftsm.Factory(func(shardID, replicaID uint64) *fsm.Machine {
 		m, err := fsm.New(app, fcfg, observer)
 		if err != nil {
@@ -166,7 +171,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 
 	// The NodeHost is published to the adapter once it runs; until then
 	// every call answers ErrUnavailable.
-	raft := &raftAdapter{shard: cfg.ShardID}
+	raft := &raftAdapter{shard: cfg.ShardID, replica: cfg.ID}
 	n.raft = raft
 	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
 	limits := codec.DefaultLimits()
