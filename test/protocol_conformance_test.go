@@ -4,7 +4,6 @@ package test
 // over the raw wire. Each test names the section it checks.
 
 import (
-	"context"
 	"net"
 	"strings"
 	"testing"
@@ -301,24 +300,32 @@ func TestClosingLeaderSendsShuttingDownWithNewLeaderHint(t *testing.T) {
 // elected answers continuations (which need a ReadIndex round) without
 // "shard is not ready" refusals that point at itself.
 func TestNewLeaderAnswersContinuationWithoutUnavailableHint(t *testing.T) {
-	c := startCluster(t, nil)
+	// A longer session timeout keeps the waiting connection from being
+	// reaped as unbound while a transfer is retried.
+	c := startCluster(t, func(cfg *node.Config) { cfg.SessionTimeout = 5 * time.Second })
 	l := c.leader(t)
 	w := dial(t, l.ClientAddr())
 	created, secret := w.createSession()
 	for round := 0; round < 3; round++ {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		target := c.follower(t)
 		nw := dial(t, target.ClientAddr())
-		_ = l.TransferLeadership(target.ID())
-		// Continue on the target as soon as it says it leads.
-		for ctx.Err() == nil {
+		// Continue on the target as soon as it says it leads. dragonboat's
+		// transfer is best effort, so it is asked again until it happens.
+		deadline := time.Now().Add(waitTimeout)
+		var asked time.Time
+		for {
 			if id, _, ok := target.Leader(); ok && id == target.ID() {
 				break
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: leadership did not move to %d", round, target.ID())
+			}
+			if time.Since(asked) > 500*time.Millisecond {
+				_ = l.TransferLeadership(target.ID())
+				asked = time.Now()
+			}
 			time.Sleep(time.Millisecond)
 		}
-		cancel()
-		deadline := time.Now().Add(waitTimeout)
 		for {
 			if time.Now().After(deadline) {
 				t.Fatalf("round %d: the session was not continued on the new leader", round)
