@@ -1,0 +1,301 @@
+package kv_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zraft/zraft/client"
+	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/kv"
+	"github.com/zraft/zraft/node"
+)
+
+const waitTimeout = 10 * time.Second
+
+var (
+	clusterOnce sync.Once
+	shared      *node.Cluster
+	sharedErr   error
+)
+
+// testCluster returns a real 3-node in-process kv cluster shared by the
+// client tests of this package (each test uses its own keys); TestMain
+// closes it.
+func testCluster(t *testing.T) *node.Cluster {
+	t.Helper()
+	clusterOnce.Do(func() {
+		cfg := node.DefaultConfig()
+		cfg.InMemory = true
+		cfg.KeepAliveInterval = 200 * time.Millisecond
+		cfg.SessionTimeout = 3 * time.Second
+		cfg.RedeliverInterval = 300 * time.Millisecond
+		cfg.ShutdownGrace = 2 * time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		shared, sharedErr = node.StartLocalCluster(ctx, 3, cfg, nil, func() fsm.Application {
+			s, err := kv.New(kv.DefaultConfig())
+			if err != nil {
+				panic(err)
+			}
+			return s
+		}, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	})
+	if sharedErr != nil {
+		t.Fatal(sharedErr)
+	}
+	return shared
+}
+
+func dialKV(t *testing.T, opts ...client.Option) *kv.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := kv.Dial(ctx, testCluster(t).Endpoints(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestClientTypedResultsAndErrors(t *testing.T) {
+	c := dialKV(t)
+	ctx := ctxT(t)
+	rev1, err := c.Set(ctx, "typed/a", []byte("one"))
+	if err != nil || rev1 == 0 {
+		t.Fatalf("Set = %d, %v", rev1, err)
+	}
+	got, err := c.Get(ctx, "typed/a")
+	if err != nil || string(got.Value) != "one" || got.Revision != rev1 || got.Key != "typed/a" {
+		t.Fatalf("Get = %+v, %v; want one at %d", got, err, rev1)
+	}
+	if stale, err := c.Get(ctx, "typed/a", client.AllowStale()); err != nil || stale.Revision > rev1 {
+		t.Fatalf("stale Get = %+v, %v", stale, err)
+	}
+	rev2, err := c.CompareAndSet(ctx, "typed/a", []byte("one"), []byte("two"))
+	if err != nil || rev2 <= rev1 {
+		t.Fatalf("CompareAndSet = %d, %v", rev2, err)
+	}
+	_, err = c.CompareAndSet(ctx, "typed/a", []byte("one"), []byte("three"))
+	if !errors.Is(err, kv.ErrMismatch) || !errors.Is(err, client.ErrApplication) {
+		t.Fatalf("CompareAndSet with a stale value: %v, want kv.ErrMismatch", err)
+	}
+	var app *client.AppError
+	if !errors.As(err, &app) || app.Code != kv.ErrMismatch.AppCode() {
+		t.Fatalf("error %v does not carry the application code", err)
+	}
+	if _, err := c.Get(ctx, "typed/missing"); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("Get missing: %v, want kv.ErrNotFound", err)
+	}
+	if _, err := c.Delete(ctx, "typed/missing"); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("Delete missing: %v, want kv.ErrNotFound", err)
+	}
+	if _, err := c.CompareAndSet(ctx, "typed/missing", nil, []byte("x")); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("CompareAndSet missing: %v, want kv.ErrNotFound", err)
+	}
+	if _, err := c.Incr(ctx, "typed/a", 1); !errors.Is(err, kv.ErrNotInteger) {
+		t.Fatalf("Incr of text: %v, want kv.ErrNotInteger", err)
+	}
+	if _, err := c.Set(ctx, "", []byte("x")); !errors.Is(err, kv.ErrEmptyKey) {
+		t.Fatalf("Set empty key: %v, want kv.ErrEmptyKey", err)
+	}
+	if v, err := c.Incr(ctx, "typed/n", -5); err != nil || v != -5 {
+		t.Fatalf("Incr = %d, %v; want -5", v, err)
+	}
+	if v, err := c.Incr(ctx, "typed/n", 7); err != nil || v != 2 {
+		t.Fatalf("Incr = %d, %v; want 2", v, err)
+	}
+	if got, err := c.Get(ctx, "typed/n"); err != nil || string(got.Value) != "2" {
+		t.Fatalf("Get counter = %+v, %v; want the decimal text 2", got, err)
+	}
+	rev3, err := c.Delete(ctx, "typed/a")
+	if err != nil || rev3 <= rev2 {
+		t.Fatalf("Delete = %d, %v", rev3, err)
+	}
+	if st, err := c.Stats(ctx); err != nil || st.Revision < rev3 {
+		t.Fatalf("Stats = %+v, %v", st, err)
+	}
+}
+
+func next(t *testing.T, w *kv.Watch) kv.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-w.Events():
+		if !ok {
+			t.Fatalf("watch ended: %v", w.Err())
+		}
+		return ev
+	case <-time.After(waitTimeout):
+		t.Fatal("no event")
+	}
+	return kv.Event{}
+}
+
+func ended(t *testing.T, w *kv.Watch) error {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case _, ok := <-w.Events():
+			if !ok {
+				return w.Err()
+			}
+		case <-deadline:
+			t.Fatal("watch did not end")
+		}
+	}
+}
+
+func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
+	watcher := dialKV(t)
+	writer := dialKV(t)
+	ctx := ctxT(t)
+	rev0, err := writer.Set(ctx, "watch/k", []byte("v0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	w, err := watcher.Watch(wctx, "watch/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first event is the current value.
+	if ev := next(t, w); string(ev.Value) != "v0" || ev.Revision != rev0 || ev.Deleted {
+		t.Fatalf("first event %+v, want v0 at %d", ev, rev0)
+	}
+	var revs []uint64
+	for _, v := range []string{"v1", "v2", "v3"} {
+		rev, err := writer.Set(ctx, "watch/k", []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, rev)
+	}
+	delRev, err := writer.Delete(ctx, "watch/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{"v1", "v2", "v3"} {
+		if ev := next(t, w); string(ev.Value) != v || ev.Revision != revs[i] {
+			t.Fatalf("event %d = %+v, want %s at %d", i, ev, v, revs[i])
+		}
+	}
+	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != "watch/k" {
+		t.Fatalf("delete event %+v, want deleted at %d", ev, delRev)
+	}
+
+	// A second watch of the same key on the same client starts with the
+	// current value too (read, since the cluster already sends changes).
+	rev4, err := writer.Set(ctx, "watch/k", []byte("v4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w); string(ev.Value) != "v4" {
+		t.Fatalf("event %+v, want v4", ev)
+	}
+	w2, err := watcher.Watch(ctx, "watch/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w2); string(ev.Value) != "v4" || ev.Revision != rev4 {
+		t.Fatalf("second watch's first event %+v, want v4 at %d", ev, rev4)
+	}
+
+	// Cancelling the first watch ends it; the second still gets changes.
+	stop()
+	if err := ended(t, w); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled watch ended with %v", err)
+	}
+	if _, err := writer.Set(ctx, "watch/k", []byte("v5")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w2); string(ev.Value) != "v5" {
+		t.Fatalf("second watch got %+v, want v5", ev)
+	}
+}
+
+func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher(kv.WithWatchBuffer(1))
+	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
+		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watcher := kv.NewClient(conn, kv.WithWatcher(wr))
+	defer watcher.Close()
+
+	stats := func() kv.Stats {
+		t.Helper()
+		st, err := writer.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	before := stats().Watches
+	w, err := watcher.Watch(ctx, "overflow/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stats().Watches; got != before+1 {
+		t.Fatalf("watches on the cluster %d, want %d", got, before+1)
+	}
+	// Nobody reads: the second change does not fit the buffer of one.
+	for _, v := range []string{"a", "b", "c"} {
+		if _, err := writer.Set(ctx, "overflow/k", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ev := next(t, w); string(ev.Value) != "a" {
+		t.Fatalf("buffered event %+v, want a", ev)
+	}
+	if err := ended(t, w); !errors.Is(err, kv.ErrWatchOverflow) {
+		t.Fatalf("overflowed watch ended with %v", err)
+	}
+	// Its key is unwatched on the cluster.
+	deadline := time.Now().Add(waitTimeout)
+	for stats().Watches != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("the key is still watched on the cluster: %+v", stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestClientCloseEndsWatches(t *testing.T) {
+	ctx := ctxT(t)
+	c := dialKV(t)
+	w, err := c.Watch(ctx, "close/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, w); !errors.Is(err, kv.ErrClientClosed) {
+		t.Fatalf("watch ended with %v, want ErrClientClosed", err)
+	}
+	if _, err := c.Watch(ctx, "close/k"); !errors.Is(err, kv.ErrClientClosed) {
+		t.Fatalf("Watch after Close: %v", err)
+	}
+	if _, err := c.Set(ctx, "close/k", nil); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Set after Close: %v, want client.ErrClosed", err)
+	}
+	if _, err := kv.NewClient(c.Conn()).Watch(ctx, "x"); !errors.Is(err, kv.ErrNoWatcher) {
+		t.Fatalf("Watch without a watcher: %v", err)
+	}
+}
