@@ -4,6 +4,7 @@ package test
 // over the raw wire. Each test names the section it checks.
 
 import (
+	"encoding/binary"
 	"net"
 	"strings"
 	"testing"
@@ -344,5 +345,114 @@ func TestNewLeaderAnswersContinuationWithoutUnavailableHint(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		l = c.leader(t)
+	}
+}
+
+// §1: a connection that declares no identity at all (an empty one, as a
+// libzmq DEALER with default options does) is served like any other.
+func TestEmptyIdentityIsServed(t *testing.T) {
+	c := startCluster(t, nil)
+	d := dialIdentity(t, c.leader(t).ClientAddr(), nil)
+	d.send(&codec.CreateSession{Nonce: 5, Secret: codec.Secret{5}})
+	if m := d.next(kindIs(codec.KindSessionCreated, codec.KindSessionRejected)); m.Kind() != codec.KindSessionCreated {
+		t.Fatalf("CreateSession without identity: %+v", m)
+	}
+}
+
+// §3: client addresses are carried as host:port without a scheme (members
+// and hints), and dialing them with the tcp:// scheme works too.
+func TestClientAddressesAreHostPortAndDialableWithScheme(t *testing.T) {
+	c := startCluster(t, nil)
+	l := c.leader(t)
+	w := dial(t, "tcp://"+l.ClientAddr())
+	created, _ := w.createSession()
+	for _, m := range created.Members {
+		if strings.Contains(m.ClientAddr, "://") {
+			t.Fatalf("member %d address %q carries a scheme", m.ID, m.ClientAddr)
+		}
+		if _, _, err := net.SplitHostPort(m.ClientAddr); err != nil {
+			t.Fatalf("member %d address %q is not host:port: %v", m.ID, m.ClientAddr, err)
+		}
+	}
+	f := dial(t, c.follower(t).ClientAddr())
+	f.send(&codec.CreateSession{Nonce: 9, Secret: codec.Secret{9}})
+	rej := f.next(kindIs(codec.KindSessionRejected)).(*codec.SessionRejected)
+	if rej.Reason != codec.CodeNotLeader || rej.Leader.ClientAddr != l.ClientAddr() {
+		t.Fatalf("follower answered %+v, want NotLeader with the leader's host:port %s", rej, l.ClientAddr())
+	}
+	dial(t, "tcp://"+rej.Leader.ClientAddr).createSession()
+}
+
+// §5.4: lowest_pending above request_id (or 0) is malformed: answered
+// RequestError(Malformed) with the request id, and nothing runs.
+func TestLowestPendingAboveRequestIDIsMalformed(t *testing.T) {
+	c := startCluster(t, nil)
+	w := dial(t, c.leader(t).ClientAddr())
+	w.createSession()
+	for _, lowest := range []uint64{4, 0} {
+		f := []byte{'Z', 'R', codec.Version, byte(codec.KindClientRequest)}
+		f = binary.BigEndian.AppendUint64(f, 3)
+		f = binary.BigEndian.AppendUint64(f, lowest)
+		f = binary.BigEndian.AppendUint32(f, 4)
+		f = append(f, "incr"...)
+		w.sendRaw(f)
+		re, ok := w.next(answers(3)).(*codec.RequestError)
+		if !ok || re.Reason != codec.CodeMalformed {
+			t.Fatalf("lowest_pending %d: got %+v, want RequestError(Malformed) for id 3", lowest, re)
+		}
+	}
+	if got := counterValue(t, w.request(1, 1, "incr")); got != 1 {
+		t.Fatalf("first valid incr = %d, want 1 (the malformed ones must not run)", got)
+	}
+	if n := c.settledApplies(t); n != 1 {
+		t.Fatalf("application ran %d times, want 1", n)
+	}
+}
+
+// §8.3: continuing a closed session gets SessionRejected(SessionNotFound);
+// a wrong secret gets BadSecret.
+func TestContinueClosedSessionIsSessionNotFound(t *testing.T) {
+	c := startCluster(t, nil)
+	addr := c.leader(t).ClientAddr()
+	w := dial(t, addr)
+	created, secret := w.createSession()
+	w.send(&codec.CloseSession{Reason: codec.CodeClientClosed})
+	if sc := w.next(kindIs(codec.KindSessionClosed)).(*codec.SessionClosed); sc.Reason != codec.CodeClientClosed {
+		t.Fatalf("CloseSession answered %+v", sc)
+	}
+	nw := dial(t, addr)
+	for _, s := range []codec.Secret{secret, {0xee}} {
+		rej, ok := nw.continueSession(created.SessionID, s).(*codec.SessionRejected)
+		if !ok || rej.Reason != codec.CodeSessionNotFound || rej.Leader != (codec.LeaderHint{}) {
+			t.Fatalf("continue closed session: %+v, want SessionRejected(SessionNotFound)", rej)
+		}
+	}
+}
+
+// §5.1: resending the same CreateSession (same nonce and secret), here on
+// another connection as after a lost answer or OutcomeUnknown, yields the
+// same session, not a second one.
+func TestCreateSessionRetryWithSameNonceAndSecretYieldsSameSession(t *testing.T) {
+	c := startCluster(t, nil)
+	addr := c.leader(t).ClientAddr()
+	msg := &codec.CreateSession{Nonce: 1234, Secret: codec.Secret{1, 2, 3, 4}}
+	var ids []codec.SessionID
+	for range 2 {
+		w := dial(t, addr)
+		w.send(msg)
+		created, ok := w.next(kindIs(codec.KindSessionCreated, codec.KindSessionRejected)).(*codec.SessionCreated)
+		if !ok {
+			t.Fatal("CreateSession refused")
+		}
+		ids = append(ids, created.SessionID)
+	}
+	if ids[0] != ids[1] {
+		t.Fatalf("retry created a second session: %x then %x", ids[0], ids[1])
+	}
+	// A different nonce is a different session.
+	w := dial(t, addr)
+	w.send(&codec.CreateSession{Nonce: 1235, Secret: msg.Secret})
+	if created := w.next(kindIs(codec.KindSessionCreated)).(*codec.SessionCreated); created.SessionID == ids[0] {
+		t.Fatal("a new nonce returned the old session")
 	}
 }
