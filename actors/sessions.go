@@ -634,6 +634,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 	delete(d.busy, conn)
 	delete(d.orphans, conn)
 	delete(d.unbound, conn)
+	delete(d.handover, conn)
 	id, ok := d.byConn[conn]
 	if !ok {
 		return
