@@ -62,10 +62,8 @@ type Client struct {
 
 	mu     sync.Mutex
 	closed bool
-	// opMu orders the watch and unwatch commands of this client, so that a
-	// key's unwatch (its last watch ended) cannot overtake a new watch.
-	opMu sync.Mutex
-	wg   sync.WaitGroup
+	done   chan struct{} // closed by Close
+	wg     sync.WaitGroup
 }
 
 // Option configures a Client.
@@ -78,7 +76,7 @@ func WithWatcher(w *Watcher) Option { return func(c *Client) { c.w = w } }
 
 // NewClient returns a Client using conn. Close does not close conn.
 func NewClient(conn *client.Conn, opts ...Option) *Client {
-	c := &Client{conn: conn}
+	c := &Client{conn: conn, done: make(chan struct{})}
 	for _, o := range opts {
 		o(c)
 	}
@@ -118,6 +116,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	close(c.done)
 	c.mu.Unlock()
 	if c.w != nil {
 		c.w.endClient(c, ErrClientClosed)
@@ -264,10 +263,10 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 		}
 	}()
 
-	c.opMu.Lock()
+	c.w.opMu.Lock()
 	wt, first, err := c.w.add(c, key)
 	if err != nil {
-		c.opMu.Unlock()
+		c.w.opMu.Unlock()
 		return nil, err
 	}
 	if first {
@@ -275,8 +274,9 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 		// notification; it may arrive before or after the answer.
 		_, err = c.submit(ctx, EncodeWatch(key))
 	} else {
-		// The cluster already sends this key's changes to the session and
-		// will not send the current value again: read it. A change that
+		// The cluster already sends this key's changes to the session
+		// (another watch of the key) and will not send the current value
+		// again: read it. A change that
 		// overtakes the read is delivered first and the older read is
 		// then skipped (events are filtered by revision).
 		var cur KeyValue
@@ -288,7 +288,7 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 			c.w.deliver(wt, Event{Key: key, Value: cur.Value, Revision: cur.Revision})
 		}
 	}
-	c.opMu.Unlock()
+	c.w.opMu.Unlock()
 	if err != nil {
 		c.w.end(wt, err)
 		c.release(wt)
@@ -306,16 +306,19 @@ func (c *Client) follow(ctx context.Context, wt *Watch) {
 	select {
 	case <-ctx.Done():
 		c.w.end(wt, ctx.Err())
+	case <-c.done:
+		// Also covers a watch registered after Close ended the others.
+		c.w.end(wt, ErrClientClosed)
 	case <-wt.ended:
 	}
 	c.release(wt)
 }
 
-// release forgets wt and, if no other watch of this client follows its key
+// release forgets wt and, if no other watch on the session follows its key
 // and the session is still there, unwatches the key on the cluster.
 func (c *Client) release(wt *Watch) {
-	c.opMu.Lock()
-	defer c.opMu.Unlock()
+	c.w.opMu.Lock()
+	defer c.w.opMu.Unlock()
 	if !c.w.remove(wt) || errors.Is(wt.Err(), ErrSessionLost) {
 		return
 	}
@@ -369,6 +372,10 @@ func (w *Watch) Err() error {
 // that watch with ErrWatchOverflow.
 type Watcher struct {
 	buffer int
+	// opMu orders the watch and unwatch commands sent for this Watcher's
+	// session, so that a key's unwatch (its last watch ended) cannot
+	// overtake a new watch of the key.
+	opMu sync.Mutex
 
 	mu     sync.Mutex
 	byKey  map[string][]*Watch
@@ -434,48 +441,39 @@ func (w *Watcher) HandleEvent(ev client.Event) {
 }
 
 // add registers a new watch of key for c and reports whether it is the
-// first of c's watches of key (so the key must be watched on the cluster).
+// first watch of key on this Watcher's session (so the key must be watched
+// on the cluster, which then sends the current value).
 func (w *Watcher) add(c *Client, key string) (*Watch, bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.lost != nil {
 		return nil, false, w.lost
 	}
-	first := true
-	for _, o := range w.byKey[key] {
-		if o.owner == c {
-			first = false
-		}
-	}
+	first := len(w.byKey[key]) == 0
 	wt := &Watch{key: key, owner: c, events: make(chan Event, w.buffer), ended: make(chan struct{})}
 	w.byKey[key] = append(w.byKey[key], wt)
 	return wt, first, nil
 }
 
-// remove forgets wt and reports whether it was its client's last watch of
-// its key.
+// remove forgets wt and reports whether it was the last watch of its key
+// on this Watcher's session.
 func (w *Watcher) remove(wt *Watch) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ws := w.byKey[wt.key]
-	last := true
 	out := ws[:0]
 	for _, o := range ws {
-		if o == wt {
-			continue
-		}
-		out = append(out, o)
-		if o.owner == wt.owner {
-			last = false
+		if o != wt {
+			out = append(out, o)
 		}
 	}
 	clear(ws[len(out):])
 	if len(out) == 0 {
 		delete(w.byKey, wt.key)
-	} else {
-		w.byKey[wt.key] = out
+		return true
 	}
-	return last
+	w.byKey[wt.key] = out
+	return false
 }
 
 func (w *Watcher) deliver(wt *Watch, ev Event) {

@@ -299,3 +299,51 @@ func TestClientCloseEndsWatches(t *testing.T) {
 		t.Fatalf("Watch without a watcher: %v", err)
 	}
 }
+
+// Two Clients on one Conn share its session and its Watcher: the second
+// watch of a key starts with the current value too, and the key stays
+// watched on the cluster until the last watch ends.
+func TestClientsSharingAWatcher(t *testing.T) {
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher()
+	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
+		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	a, b := kv.NewClient(conn, kv.WithWatcher(wr)), kv.NewClient(conn, kv.WithWatcher(wr))
+	rev, err := writer.Set(ctx, "shared/k", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa, err := a.Watch(ctx, "shared/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := b.Watch(ctx, "shared/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*kv.Watch{wa, wb} {
+		if ev := next(t, w); string(ev.Value) != "x" || ev.Revision != rev {
+			t.Fatalf("first event %+v, want x at %d", ev, rev)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, wa); !errors.Is(err, kv.ErrClientClosed) {
+		t.Fatalf("a's watch ended with %v", err)
+	}
+	if _, err := writer.Set(ctx, "shared/k", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, wb); string(ev.Value) != "y" {
+		t.Fatalf("b's watch got %+v after a closed, want y", ev)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
