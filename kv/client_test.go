@@ -3,9 +3,11 @@ package kv_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +65,14 @@ func dialKV(t *testing.T, opts ...client.Option) *kv.Client {
 	return c
 }
 
+var keySeq atomic.Int64
+
+// keyFor returns a key unique to this run of the test (the cluster is
+// shared, also across -count repetitions).
+func keyFor(t *testing.T, name string) string {
+	return fmt.Sprintf("%s/%d/%s", t.Name(), keySeq.Add(1), name)
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	t.Cleanup(cancel)
@@ -70,24 +80,27 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestClientTypedResultsAndErrors(t *testing.T) {
+	kTypedA := keyFor(t, "a")
+	kTypedMissing := keyFor(t, "missing")
+	kTypedN := keyFor(t, "n")
 	c := dialKV(t)
 	ctx := ctxT(t)
-	rev1, err := c.Set(ctx, "typed/a", []byte("one"))
+	rev1, err := c.Set(ctx, kTypedA, []byte("one"))
 	if err != nil || rev1 == 0 {
 		t.Fatalf("Set = %d, %v", rev1, err)
 	}
-	got, err := c.Get(ctx, "typed/a")
-	if err != nil || string(got.Value) != "one" || got.Revision != rev1 || got.Key != "typed/a" {
+	got, err := c.Get(ctx, kTypedA)
+	if err != nil || string(got.Value) != "one" || got.Revision != rev1 || got.Key != kTypedA {
 		t.Fatalf("Get = %+v, %v; want one at %d", got, err, rev1)
 	}
-	if stale, err := c.Get(ctx, "typed/a", client.AllowStale()); err != nil || stale.Revision > rev1 {
+	if stale, err := c.Get(ctx, kTypedA, client.AllowStale()); err != nil || stale.Revision > rev1 {
 		t.Fatalf("stale Get = %+v, %v", stale, err)
 	}
-	rev2, err := c.CompareAndSet(ctx, "typed/a", []byte("one"), []byte("two"))
+	rev2, err := c.CompareAndSet(ctx, kTypedA, []byte("one"), []byte("two"))
 	if err != nil || rev2 <= rev1 {
 		t.Fatalf("CompareAndSet = %d, %v", rev2, err)
 	}
-	_, err = c.CompareAndSet(ctx, "typed/a", []byte("one"), []byte("three"))
+	_, err = c.CompareAndSet(ctx, kTypedA, []byte("one"), []byte("three"))
 	if !errors.Is(err, kv.ErrMismatch) || !errors.Is(err, client.ErrApplication) {
 		t.Fatalf("CompareAndSet with a stale value: %v, want kv.ErrMismatch", err)
 	}
@@ -95,31 +108,31 @@ func TestClientTypedResultsAndErrors(t *testing.T) {
 	if !errors.As(err, &app) || app.Code != kv.ErrMismatch.AppCode() {
 		t.Fatalf("error %v does not carry the application code", err)
 	}
-	if _, err := c.Get(ctx, "typed/missing"); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := c.Get(ctx, kTypedMissing); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Get missing: %v, want kv.ErrNotFound", err)
 	}
-	if _, err := c.Delete(ctx, "typed/missing"); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := c.Delete(ctx, kTypedMissing); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Delete missing: %v, want kv.ErrNotFound", err)
 	}
-	if _, err := c.CompareAndSet(ctx, "typed/missing", nil, []byte("x")); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := c.CompareAndSet(ctx, kTypedMissing, nil, []byte("x")); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("CompareAndSet missing: %v, want kv.ErrNotFound", err)
 	}
-	if _, err := c.Incr(ctx, "typed/a", 1); !errors.Is(err, kv.ErrNotInteger) {
+	if _, err := c.Incr(ctx, kTypedA, 1); !errors.Is(err, kv.ErrNotInteger) {
 		t.Fatalf("Incr of text: %v, want kv.ErrNotInteger", err)
 	}
 	if _, err := c.Set(ctx, "", []byte("x")); !errors.Is(err, kv.ErrEmptyKey) {
 		t.Fatalf("Set empty key: %v, want kv.ErrEmptyKey", err)
 	}
-	if v, err := c.Incr(ctx, "typed/n", -5); err != nil || v != -5 {
+	if v, err := c.Incr(ctx, kTypedN, -5); err != nil || v != -5 {
 		t.Fatalf("Incr = %d, %v; want -5", v, err)
 	}
-	if v, err := c.Incr(ctx, "typed/n", 7); err != nil || v != 2 {
+	if v, err := c.Incr(ctx, kTypedN, 7); err != nil || v != 2 {
 		t.Fatalf("Incr = %d, %v; want 2", v, err)
 	}
-	if got, err := c.Get(ctx, "typed/n"); err != nil || string(got.Value) != "2" {
+	if got, err := c.Get(ctx, kTypedN); err != nil || string(got.Value) != "2" {
 		t.Fatalf("Get counter = %+v, %v; want the decimal text 2", got, err)
 	}
-	rev3, err := c.Delete(ctx, "typed/a")
+	rev3, err := c.Delete(ctx, kTypedA)
 	if err != nil || rev3 <= rev2 {
 		t.Fatalf("Delete = %d, %v", rev3, err)
 	}
@@ -158,15 +171,16 @@ func ended(t *testing.T, w *kv.Watch) error {
 }
 
 func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
+	kWatchK := keyFor(t, "k")
 	watcher := dialKV(t)
 	writer := dialKV(t)
 	ctx := ctxT(t)
-	rev0, err := writer.Set(ctx, "watch/k", []byte("v0"))
+	rev0, err := writer.Set(ctx, kWatchK, []byte("v0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wctx, stop := context.WithCancel(ctx)
-	w, err := watcher.Watch(wctx, "watch/k")
+	w, err := watcher.Watch(wctx, kWatchK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,13 +190,13 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 	}
 	var revs []uint64
 	for _, v := range []string{"v1", "v2", "v3"} {
-		rev, err := writer.Set(ctx, "watch/k", []byte(v))
+		rev, err := writer.Set(ctx, kWatchK, []byte(v))
 		if err != nil {
 			t.Fatal(err)
 		}
 		revs = append(revs, rev)
 	}
-	delRev, err := writer.Delete(ctx, "watch/k")
+	delRev, err := writer.Delete(ctx, kWatchK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,20 +205,20 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 			t.Fatalf("event %d = %+v, want %s at %d", i, ev, v, revs[i])
 		}
 	}
-	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != "watch/k" {
+	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != kWatchK {
 		t.Fatalf("delete event %+v, want deleted at %d", ev, delRev)
 	}
 
 	// A second watch of the same key on the same client starts with the
 	// current value too (read, since the cluster already sends changes).
-	rev4, err := writer.Set(ctx, "watch/k", []byte("v4"))
+	rev4, err := writer.Set(ctx, kWatchK, []byte("v4"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ev := next(t, w); string(ev.Value) != "v4" {
 		t.Fatalf("event %+v, want v4", ev)
 	}
-	w2, err := watcher.Watch(ctx, "watch/k")
+	w2, err := watcher.Watch(ctx, kWatchK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +231,7 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 	if err := ended(t, w); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled watch ended with %v", err)
 	}
-	if _, err := writer.Set(ctx, "watch/k", []byte("v5")); err != nil {
+	if _, err := writer.Set(ctx, kWatchK, []byte("v5")); err != nil {
 		t.Fatal(err)
 	}
 	if ev := next(t, w2); string(ev.Value) != "v5" {
@@ -226,6 +240,7 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 }
 
 func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
+	kOverflowK := keyFor(t, "k")
 	ctx := ctxT(t)
 	writer := dialKV(t)
 	wr := kv.NewWatcher(kv.WithWatchBuffer(1))
@@ -246,17 +261,29 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 		}
 		return st
 	}
-	before := stats().Watches
-	w, err := watcher.Watch(ctx, "overflow/k")
+	// Earlier tests' sessions are closed but their closes may still be in
+	// flight: wait until no watch is left on the (shared) cluster.
+	waitWatches := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(waitTimeout)
+		for stats().Watches != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("watches on the cluster: %+v, want %d", stats(), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitWatches(0)
+	w, err := watcher.Watch(ctx, kOverflowK)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := stats().Watches; got != before+1 {
-		t.Fatalf("watches on the cluster %d, want %d", got, before+1)
+	if got := stats().Watches; got != 1 {
+		t.Fatalf("watches on the cluster %d, want 1", got)
 	}
 	// Nobody reads: the second change does not fit the buffer of one.
 	for _, v := range []string{"a", "b", "c"} {
-		if _, err := writer.Set(ctx, "overflow/k", []byte(v)); err != nil {
+		if _, err := writer.Set(ctx, kOverflowK, []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -267,19 +294,14 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 		t.Fatalf("overflowed watch ended with %v", err)
 	}
 	// Its key is unwatched on the cluster.
-	deadline := time.Now().Add(waitTimeout)
-	for stats().Watches != before {
-		if time.Now().After(deadline) {
-			t.Fatalf("the key is still watched on the cluster: %+v", stats())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitWatches(0)
 }
 
 func TestClientCloseEndsWatches(t *testing.T) {
+	kCloseK := keyFor(t, "k")
 	ctx := ctxT(t)
 	c := dialKV(t)
-	w, err := c.Watch(ctx, "close/k")
+	w, err := c.Watch(ctx, kCloseK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,10 +311,10 @@ func TestClientCloseEndsWatches(t *testing.T) {
 	if err := ended(t, w); !errors.Is(err, kv.ErrClientClosed) {
 		t.Fatalf("watch ended with %v, want ErrClientClosed", err)
 	}
-	if _, err := c.Watch(ctx, "close/k"); !errors.Is(err, kv.ErrClientClosed) {
+	if _, err := c.Watch(ctx, kCloseK); !errors.Is(err, kv.ErrClientClosed) {
 		t.Fatalf("Watch after Close: %v", err)
 	}
-	if _, err := c.Set(ctx, "close/k", nil); !errors.Is(err, client.ErrClosed) {
+	if _, err := c.Set(ctx, kCloseK, nil); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Set after Close: %v, want client.ErrClosed", err)
 	}
 	if _, err := kv.NewClient(c.Conn()).Watch(ctx, "x"); !errors.Is(err, kv.ErrNoWatcher) {
@@ -304,6 +326,7 @@ func TestClientCloseEndsWatches(t *testing.T) {
 // watch of a key starts with the current value too, and the key stays
 // watched on the cluster until the last watch ends.
 func TestClientsSharingAWatcher(t *testing.T) {
+	kSharedK := keyFor(t, "k")
 	ctx := ctxT(t)
 	writer := dialKV(t)
 	wr := kv.NewWatcher()
@@ -314,15 +337,15 @@ func TestClientsSharingAWatcher(t *testing.T) {
 	}
 	defer conn.Close()
 	a, b := kv.NewClient(conn, kv.WithWatcher(wr)), kv.NewClient(conn, kv.WithWatcher(wr))
-	rev, err := writer.Set(ctx, "shared/k", []byte("x"))
+	rev, err := writer.Set(ctx, kSharedK, []byte("x"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wa, err := a.Watch(ctx, "shared/k")
+	wa, err := a.Watch(ctx, kSharedK)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wb, err := b.Watch(ctx, "shared/k")
+	wb, err := b.Watch(ctx, kSharedK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +360,7 @@ func TestClientsSharingAWatcher(t *testing.T) {
 	if err := ended(t, wa); !errors.Is(err, kv.ErrClientClosed) {
 		t.Fatalf("a's watch ended with %v", err)
 	}
-	if _, err := writer.Set(ctx, "shared/k", []byte("y")); err != nil {
+	if _, err := writer.Set(ctx, kSharedK, []byte("y")); err != nil {
 		t.Fatal(err)
 	}
 	if ev := next(t, wb); string(ev.Value) != "y" {
