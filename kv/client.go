@@ -291,7 +291,8 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 	c.w.opMu.Unlock()
 	if err != nil {
 		c.w.end(wt, err)
-		c.release(wt)
+		// Unwatch only if the watch command may have run.
+		c.release(wt, first && errors.Is(err, client.ErrOutcomeUnknown))
 		return nil, err
 	}
 	started = true
@@ -311,15 +312,16 @@ func (c *Client) follow(ctx context.Context, wt *Watch) {
 		c.w.end(wt, ErrClientClosed)
 	case <-wt.ended:
 	}
-	c.release(wt)
+	c.release(wt, true)
 }
 
-// release forgets wt and, if no other watch on the session follows its key
-// and the session is still there, unwatches the key on the cluster.
-func (c *Client) release(wt *Watch) {
+// release forgets wt and, if unwatch is set, no other watch on the session
+// follows its key and the session is still there, unwatches the key on the
+// cluster.
+func (c *Client) release(wt *Watch, unwatch bool) {
 	c.w.opMu.Lock()
 	defer c.w.opMu.Unlock()
-	if !c.w.remove(wt) || errors.Is(wt.Err(), ErrSessionLost) {
+	if !c.w.remove(wt) || !unwatch || errors.Is(wt.Err(), ErrSessionLost) {
 		return
 	}
 	c.mu.Lock()
