@@ -239,12 +239,13 @@ func (c *Client) Stats(ctx context.Context, opts ...client.QueryOption) (Stats, 
 // lost or the Conn closed (ErrSessionLost), or when the events buffer (see
 // WithWatchBuffer) is full as a change arrives (ErrWatchOverflow): a
 // consumer that falls behind loses the watch, never a single change. When
-// the last watch of a key on this client ends, the client unwatches the key
-// on the cluster.
+// the last watch of a key on the session (all Clients sharing the Watcher)
+// ends, the client unwatches the key on the cluster.
 //
 // Watch returns once the cluster has applied the subscription; its error
 // matches the store's sentinels (ErrTooManyWatches, ErrBusy, ...) or the
-// connection's.
+// connection's. Watch and unwatch commands of one Watcher are sent one at
+// a time, so that an unwatch cannot overtake a newer watch of its key.
 func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 	if c.w == nil {
 		return nil, ErrNoWatcher
@@ -276,9 +277,9 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 	} else {
 		// The cluster already sends this key's changes to the session
 		// (another watch of the key) and will not send the current value
-		// again: read it. A change that
-		// overtakes the read is delivered first and the older read is
-		// then skipped (events are filtered by revision).
+		// again: read it. A change that overtakes the read is delivered
+		// first and the older read is then skipped (events are filtered
+		// by revision).
 		var cur KeyValue
 		cur, err = c.Get(ctx, key)
 		switch {
