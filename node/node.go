@@ -145,16 +145,16 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	// The state machine, with the observer that relays to the dispatcher.
 	observer := actors.NewObserver(n.system, n.refs.Dispatcher, cfg.MaxInbox)
 	fcfg := fsm.DefaultConfig()
-	fcfg.MaxSessions = cfg.MaxSessions
-	fcfg.MaxCachedResponses = cfg.MaxInFlight
-	fcfg.MaxPayloadBytes = cfg.MaxFrame
-	fcfg.MaxResultBytes = cfg.MaxPayload
-	fcfg.MaxServerRequestBytes = cfg.MaxPayload
 	// The capability limits a client can hit are the protocol's (codec
 	// limits, answered TooLarge when a CreateSession is decoded); the state
 	// machine's own check must never be the tighter one.
 	wireLimits := codec.DefaultLimits()
 	fcfg.MaxCapabilities, fcfg.MaxCapabilityBytes = wireLimits.MaxCapabilities, wireLimits.MaxString
+	fcfg.MaxSessions = cfg.MaxSessions
+	fcfg.MaxCachedResponses = cfg.MaxInFlight
+	fcfg.MaxPayloadBytes = cfg.MaxFrame
+	fcfg.MaxResultBytes = cfg.MaxPayload
+	fcfg.MaxServerRequestBytes = cfg.MaxPayload
 	factory := raftsm.Factory(func(shardID, replicaID uint64) *fsm.Machine {
 		m, err := fsm.New(app, fcfg, observer)
 		if err != nil {
