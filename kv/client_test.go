@@ -255,6 +255,8 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 
 	stats := func() kv.Stats {
 		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
 		st, err := writer.Stats(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -274,7 +276,8 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 		}
 	}
 	waitWatches(0)
-	w, err := watcher.Watch(ctx, kOverflowK)
+	// A context of its own: waiting above may have used much of ctx.
+	w, err := watcher.Watch(ctxT(t), kOverflowK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +286,7 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 	}
 	// Nobody reads: the second change does not fit the buffer of one.
 	for _, v := range []string{"a", "b", "c"} {
-		if _, err := writer.Set(ctx, kOverflowK, []byte(v)); err != nil {
+		if _, err := writer.Set(ctxT(t), kOverflowK, []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 	}
