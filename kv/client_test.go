@@ -373,3 +373,20 @@ func TestClientsSharingAWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Endpoints may be typed with or without the tcp:// scheme (protocol.md §3).
+func TestDialAcceptsEndpointsWithScheme(t *testing.T) {
+	ctx := ctxT(t)
+	var eps []string
+	for _, ep := range testCluster(t).Endpoints() {
+		eps = append(eps, "tcp://"+ep)
+	}
+	c, err := kv.Dial(ctx, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Set(ctx, keyFor(t, "k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+}
