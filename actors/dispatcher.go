@@ -69,6 +69,19 @@ func (o *Observer) post(msg any) {
 	o.root.Send(o.dispatcher, msg)
 }
 
+// Reconcile sets the count of notices in flight to zero and marks notices
+// as dropped. The node calls it when it starts the dispatcher afresh after
+// its supervisor stopped it: the notices in the stopped mailbox were lost
+// without being released, so their slots are given back, and the dispatcher
+// has every session re-read its pending work (as after any drop).
+func (o *Observer) Reconcile() {
+	o.pending.Store(0)
+	o.dropped.Store(true)
+}
+
+// Pending returns the number of notices posted and not yet handled.
+func (o *Observer) Pending() int64 { return o.pending.Load() }
+
 // ServerRequestAdded implements fsm.Observer.
 func (o *Observer) ServerRequestAdded(session fsm.SessionID, req fsm.ServerRequest) {
 	o.post(&workAdded{session: session, req: req})

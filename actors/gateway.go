@@ -92,6 +92,20 @@ func (in *Inbox) Received(conn ConnID, frame []byte) {
 // handled releases one admitted frame; whoever handles it calls this once.
 func (in *Inbox) handled() { in.pending.Add(-1) }
 
+// Pending returns the number of admitted frames not yet handled.
+func (in *Inbox) Pending() int64 { return in.pending.Load() }
+
+// Reconcile sets the count of admitted frames to zero. The node calls it
+// when it starts afresh an actor that handles them (the gateway or the
+// session directory) after its supervisor stopped it: the frames in the
+// stopped actor's mailbox, and those sent to it while it was gone, were
+// dropped without being released, and would otherwise hold their slots
+// for ever (after MaxInbox such leaks every frame would be dropped).
+// Frames already on their way to the other, running actor may take the
+// count a little below zero when they are handled; that admits as many
+// more frames once, never fewer.
+func (in *Inbox) Reconcile() { in.pending.Store(0) }
+
 // Closed tells the directory that the connection is gone. It is sent from
 // the connection's reader goroutine after its last Received, so the
 // directory sees it after the connection's last message.

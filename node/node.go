@@ -44,6 +44,10 @@ type Node struct {
 	cancel   context.CancelFunc
 	metrics  *actors.Metrics
 	registry *prometheus.Registry
+	// inbox and observer are the admission points the actors release;
+	// kept for tests that check nothing leaks.
+	inbox    *actors.Inbox
+	observer *actors.Observer
 	http     *http.Server
 	httpWG   sync.WaitGroup
 	unwatch  func()
@@ -205,6 +209,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	env.Conns = conns
 	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox)
 	env.Inbox = inbox
+	n.inbox, n.observer = inbox, observer
 
 	handle := &Handle{Raft: n.refs.Raft, node: n}
 	rootProps := actor.PropsFromProducer(func() actor.Actor {

@@ -98,6 +98,14 @@ func (r *rootActor) childStopped(c actor.Context, pid *actor.PID) {
 	if _, err := c.SpawnNamed(r.env.Props(name, p), name); err != nil {
 		r.env.Log.Error("respawn failed", "actor", name, "err", err)
 	}
+	// Admission counters are released by the actor that handles each
+	// message; what the stopped actor never handled is given back here.
+	switch name {
+	case "gateway", "sessions":
+		r.inbox.Reconcile()
+	case "dispatcher":
+		r.observer.Reconcile()
+	}
 }
 
 // handler adapts the transport's callbacks to the inbox.

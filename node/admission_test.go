@@ -1,0 +1,79 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/zraft/zraft/actors"
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/supervision"
+)
+
+// Issue 10: the inbox's admission counter is released by the actor that
+// handles each frame, so frames left in the mailbox of an actor its
+// supervisor stopped (past its restart limit), or sent to it while it was
+// gone, used to hold their slots for ever; after max_inbox such leaks the
+// node dropped every frame. The root now reconciles the counter when it
+// starts the actor afresh.
+func TestInboxAdmissionDoesNotLeakWhenActorStopped(t *testing.T) {
+	faults := supervision.NewFaults()
+	c := startTestCluster(t, nil, WithFaultInjection(faults))
+	n := c.Leader()
+	frame, err := codec.Encode(&codec.Query{CorrelationID: 1, Payload: []byte("count")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One more panic than the restart limit: the directory is stopped and
+	// started afresh while frames keep arriving.
+	faults.PanicOn("sessions", supervision.DefaultLimits().MaxRestarts+1, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200000 && faults.Fired("sessions") <= supervision.DefaultLimits().MaxRestarts; i++ {
+			n.inbox.Received(actors.ConnID(1<<40+i%64), frame)
+		}
+		// Load continues past the stop, while the actor is gone and
+		// once it is back.
+		for i := range 20000 {
+			n.inbox.Received(actors.ConnID(1<<40+i%64), frame)
+		}
+	}()
+	<-done
+	if got := faults.Fired("sessions"); got <= supervision.DefaultLimits().MaxRestarts {
+		t.Fatalf("only %d faults fired; the directory was not stopped", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.inbox.Pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p := n.inbox.Pending(); p > 0 {
+		t.Fatalf("%d inbox slots still held after the load ended: leaked by the stopped actor", p)
+	}
+}
+
+// The same for the state machine's observer, whose notices the dispatcher
+// releases: stopping the dispatcher under load leaks no slots.
+func TestObserverAdmissionDoesNotLeakWhenDispatcherStopped(t *testing.T) {
+	faults := supervision.NewFaults()
+	c := startTestCluster(t, nil, WithFaultInjection(faults))
+	n := c.Leader()
+	limit := supervision.DefaultLimits().MaxRestarts
+	faults.PanicOn("dispatcher", limit+1, nil)
+	for i := 0; i < 200000 && faults.Fired("dispatcher") <= limit; i++ {
+		n.observer.ServerRequestAdded(fsm.SessionID{15: byte(i % 64)}, fsm.ServerRequest{ID: uint64(i + 1)})
+	}
+	for i := range 20000 {
+		n.observer.ServerRequestAdded(fsm.SessionID{15: byte(i % 64)}, fsm.ServerRequest{ID: uint64(i + 1)})
+	}
+	if got := faults.Fired("dispatcher"); got <= limit {
+		t.Fatalf("only %d faults fired; the dispatcher was not stopped", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.observer.Pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p := n.observer.Pending(); p > 0 {
+		t.Fatalf("%d observer slots still held after the load ended: leaked by the stopped dispatcher", p)
+	}
+}
