@@ -30,6 +30,9 @@ import (
 type Inbound struct {
 	Conn ConnID
 	Msg  codec.Message
+	// size is the frame's length, charged to the inbox's byte budget
+	// until the directory handles the message.
+	size int
 }
 
 // ConnGone tells the directory a connection closed.
@@ -50,13 +53,17 @@ type Inbox struct {
 	env     *Env
 	max     int64
 	pending atomic.Int64
-	metrics *Metrics
+	// maxBytes bounds the bytes of the frames admitted and not yet
+	// handled (each decoded message keeps its frame alive).
+	maxBytes int64
+	bytes    atomic.Int64
+	metrics  *Metrics
 }
 
-// NewInbox returns an inbox that admits at most max frames waiting to be
-// handled.
-func NewInbox(system *actor.ActorSystem, env *Env, max int) *Inbox {
-	return &Inbox{root: system.Root, gateway: env.Refs.Gateway, env: env, max: int64(max), metrics: env.Metrics}
+// NewInbox returns an inbox that admits at most max frames, and at most
+// maxBytes bytes of frames, waiting to be handled.
+func NewInbox(system *actor.ActorSystem, env *Env, max int, maxBytes int64) *Inbox {
+	return &Inbox{root: system.Root, gateway: env.Refs.Gateway, env: env, max: int64(max), maxBytes: maxBytes, metrics: env.Metrics}
 }
 
 // Opened tells the directory about a connection that completed its
@@ -69,10 +76,17 @@ func (in *Inbox) Opened(conn ConnID, _ net.Addr) {
 // Received decodes a frame on the connection's own goroutine (decoding is
 // pure, and connections decode in parallel) and hands the message to the
 // session directory; a frame that does not decode goes to the gateway actor,
-// which counts and answers it. Past MaxInbox messages waiting, a frame is
-// dropped and counted, and the client's retry covers it.
+// which counts and answers it. Past MaxInbox messages or MaxInboxBytes bytes
+// waiting, a frame is dropped and counted, and the client's retry covers it.
 func (in *Inbox) Received(conn ConnID, frame []byte) {
+	n := int64(len(frame))
 	if in.pending.Add(1) > in.max {
+		in.pending.Add(-1)
+		in.metrics.InboxDropped.Inc()
+		return
+	}
+	if in.bytes.Add(n) > in.maxBytes {
+		in.bytes.Add(-n)
 		in.pending.Add(-1)
 		in.metrics.InboxDropped.Inc()
 		return
@@ -86,14 +100,19 @@ func (in *Inbox) Received(conn ConnID, frame []byte) {
 		return
 	}
 	in.metrics.MessagesIn.WithLabelValues(msg.Kind().String()).Inc()
-	in.root.Send(in.env.Refs.Sessions, &Inbound{Conn: conn, Msg: msg})
+	in.root.Send(in.env.Refs.Sessions, &Inbound{Conn: conn, Msg: msg, size: len(frame)})
 }
 
-// handled releases one admitted frame; whoever handles it calls this once.
-func (in *Inbox) handled() { in.pending.Add(-1) }
+// handled releases one admitted frame of size bytes; whoever handles it
+// calls this once.
+func (in *Inbox) handled(size int) {
+	in.pending.Add(-1)
+	in.bytes.Add(-int64(size))
+}
 
-// Pending returns the number of admitted frames not yet handled.
-func (in *Inbox) Pending() int64 { return in.pending.Load() }
+// Pending returns the number of admitted frames not yet handled, and their
+// bytes.
+func (in *Inbox) Pending() (frames, bytes int64) { return in.pending.Load(), in.bytes.Load() }
 
 // Reconcile sets the count of admitted frames to zero. The node calls it
 // when it starts afresh an actor that handles them (the gateway or the
@@ -104,7 +123,10 @@ func (in *Inbox) Pending() int64 { return in.pending.Load() }
 // Frames already on their way to the other, running actor may take the
 // count a little below zero when they are handled; that admits as many
 // more frames once, never fewer.
-func (in *Inbox) Reconcile() { in.pending.Store(0) }
+func (in *Inbox) Reconcile() {
+	in.pending.Store(0)
+	in.bytes.Store(0)
+}
 
 // Closed tells the directory that the connection is gone. It is sent from
 // the connection's reader goroutine after its last Received, so the
@@ -126,7 +148,7 @@ func NewGateway(env *Env, inbox *Inbox) actor.Producer {
 func (g *gateway) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *frameIn:
-		g.inbox.handled()
+		g.inbox.handled(len(m.frame))
 		g.reject(m, g.decodeErr(m.frame))
 	}
 }

@@ -186,7 +186,7 @@ func (d *directory) Receive(c actor.Context) {
 	case *LeaderChanged:
 		d.leaderChanged(c, m)
 	case *Inbound:
-		d.env.Inbox.handled()
+		d.env.Inbox.handled(m.size)
 		d.inbound(c, m)
 	case *actor.Terminated:
 		d.childStopped(m.Who)

@@ -107,6 +107,10 @@ type Config struct {
 	// MaxInbox bounds frames accepted from the transport but not yet handled;
 	// past it frames are dropped (and counted) and clients retry. Default 65,536.
 	MaxInbox int `json:"max_inbox"`
+	// MaxInboxBytes bounds the bytes of those frames; past it frames are
+	// dropped (and counted) and clients retry. Default 256 MiB; at least
+	// max_frame.
+	MaxInboxBytes int64 `json:"max_inbox_bytes"`
 	// SessionCreateRate limits session creations per second on this node;
 	// past it clients get RateLimited. Default 1,000; burst is the same.
 	SessionCreateRate int `json:"session_create_rate"`
@@ -190,6 +194,7 @@ func DefaultConfig() Config {
 		MaxInFlight:       1024,
 		MaxProposals:      8192,
 		MaxInbox:          65536,
+		MaxInboxBytes:     256 << 20,
 		SessionCreateRate: 1000,
 		MaxPeerConns:      64,
 		PeerIdleTimeout:   90 * time.Second,
@@ -268,9 +273,9 @@ func (c *Config) Validate() error {
 			return configErr("%s must be positive", name)
 		}
 	}
-	if c.SendQueueBytes < c.MaxFrame || c.MaxQueuedBytes < int64(c.MaxFrame) {
-		return configErr("send_queue_bytes (%d) and max_queued_bytes (%d) must be at least max_frame (%d)",
-			c.SendQueueBytes, c.MaxQueuedBytes, c.MaxFrame)
+	if c.SendQueueBytes < c.MaxFrame || c.MaxQueuedBytes < int64(c.MaxFrame) || c.MaxInboxBytes < int64(c.MaxFrame) {
+		return configErr("send_queue_bytes (%d), max_queued_bytes (%d) and max_inbox_bytes (%d) must be at least max_frame (%d)",
+			c.SendQueueBytes, c.MaxQueuedBytes, c.MaxInboxBytes, c.MaxFrame)
 	}
 	if c.MaxPayload > c.MaxFrame {
 		return configErr("max_payload (%d) must not exceed max_frame (%d)", c.MaxPayload, c.MaxFrame)

@@ -207,7 +207,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	conns := &connsAdapter{}
 	registerProcessMetrics(n.registry, &conns.r)
 	env.Conns = conns
-	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox)
+	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox, cfg.MaxInboxBytes)
 	env.Inbox = inbox
 	n.inbox, n.observer = inbox, observer
 
