@@ -39,8 +39,21 @@ const memoryBudget = 2 << 30
 
 var attackerAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
 
+// probeLimit bounds each probe: dialling a fresh client (a new session, a
+// Raft proposal) and one write. The issue asks for 2 s, which the full runs
+// assert (run them without -race); the default suite runs under -race on a
+// shared 2-core CI machine, where the same work takes several times longer,
+// so it allows 5 s.
+func probeLimit() time.Duration {
+	if *hostileFull {
+		return 2 * time.Second
+	}
+	return 5 * time.Second
+}
+
 // probe writes through a fresh client connection once per interval until
-// stop is closed and reports the first write not answered within 2 s.
+// stop is closed and reports the first write not answered within
+// probeLimit.
 func probe(c *cluster, every time.Duration, stop <-chan struct{}) <-chan error {
 	out := make(chan error, 1)
 	go func() {
@@ -61,7 +74,7 @@ func probe(c *cluster, every time.Duration, stop <-chan struct{}) <-chan error {
 }
 
 func probeOnce(c *cluster) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), probeLimit())
 	defer cancel()
 	conn, err := client.Dial(ctx, c.Endpoints())
 	if err != nil {
@@ -196,13 +209,20 @@ func TestHostileHandshakeFlood(t *testing.T) {
 
 // Issue 10, row 6: connections that never read their replies used to keep
 // 1,024 frames of any size queued on the leader (85 MB each, 3.3 GB for
-// 40). Each is now cut as a slow consumer at send_queue_bytes.
+// 40). Each is now cut as a slow consumer at send_queue_bytes (2 MiB here,
+// so that the attack's bytes are well past it plus the socket buffers; the
+// session timeout is long enough that the attacker, which sends no
+// keep-alives, keeps its session while its reads are answered).
 func TestHostileNonReadingConnections(t *testing.T) {
 	conns, queries := 4, 300
 	if *hostileFull {
 		conns, queries = 40, 300
 	}
-	c := startAppCluster(t, nil, kvApp)
+	c := startAppCluster(t, func(cfg *node.Config) {
+		cfg.MaxFrame = 1 << 20
+		cfg.SendQueueBytes = 2 << 20
+		cfg.SessionTimeout = time.Minute
+	}, kvApp)
 	leader := c.leader(t)
 	value := make([]byte, 64000)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
