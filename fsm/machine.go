@@ -15,6 +15,8 @@ type Machine struct {
 	app Application
 	obs Observer
 	cfg Config
+	// ackObs is app when it implements AckObserver, else nil.
+	ackObs AckObserver
 
 	clock   int64
 	applied uint64
@@ -99,6 +101,7 @@ func New(app Application, cfg Config, obs Observer) (*Machine, error) {
 		return nil, err
 	}
 	m := &Machine{app: app, obs: obs, cfg: cfg}
+	m.ackObs, _ = app.(AckObserver)
 	m.reset()
 	m.ctx.m = m
 	return m, nil
@@ -432,11 +435,22 @@ func (m *Machine) ackServerRequests(c AckServerRequests) Result {
 			n++
 		}
 		if n > 0 {
+			var acked []ServerRequest
+			if m.ackObs != nil {
+				acked = make([]ServerRequest, n)
+				for i := range acked {
+					acked[i] = s.pending[i].req
+				}
+			}
 			clear(s.pending[:n])
 			s.pending = s.pending[n:]
 			m.pendingTotal -= n
 			m.pendingChanged(s)
 			freed = true
+			if acked != nil {
+				m.ctx.session = s.id
+				m.ackObs.ServerRequestsAcked(&m.ctx, s.id, acked)
+			}
 		}
 	}
 	if freed {
@@ -458,8 +472,10 @@ func (m *Machine) removeSession(s *session, reason RemoveReason) {
 
 	var dropped []ServerRequest
 	for _, q := range s.pending {
-		if q.bySelector && m.place(q.selector, q.req.CreatedAt, q.req.Payload) {
-			continue
+		if q.bySelector {
+			if _, ok := m.place(q.selector, q.req.CreatedAt, q.req.Payload); ok {
+				continue
+			}
 		}
 		dropped = append(dropped, q.req)
 	}
@@ -482,41 +498,42 @@ func (m *Machine) addTombstone(id SessionID, reason RemoveReason) {
 	m.tombIndex[id] = reason
 }
 
-func (m *Machine) emit(t Target, payload []byte) error {
+func (m *Machine) emit(t Target, payload []byte) (Placement, error) {
 	if len(payload) > m.cfg.MaxServerRequestBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
+		return Placement{}, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
 	}
 	p := append([]byte(nil), payload...)
 	if !t.bySelector {
 		s := m.sessions[t.session]
 		if s == nil {
-			return fmt.Errorf("%w: %v", ErrSessionNotFound, t.session)
+			return Placement{}, fmt.Errorf("%w: %v", ErrSessionNotFound, t.session)
 		}
 		if len(s.pending) >= m.cfg.MaxPendingServerRequests {
-			return fmt.Errorf("%w: session %v has %d pending", ErrQueueFull, t.session, len(s.pending))
+			return Placement{}, fmt.Errorf("%w: session %v has %d pending", ErrQueueFull, t.session, len(s.pending))
 		}
-		m.enqueue(s, queued{req: ServerRequest{CreatedAt: m.clock, Payload: p}})
-		return nil
+		id := m.enqueue(s, queued{req: ServerRequest{CreatedAt: m.clock, Payload: p}})
+		return Placement{Session: s.id, ID: id}, nil
 	}
-	if !m.place(t.selector, m.clock, p) {
-		return fmt.Errorf("%w: no session with %v has room and %d are unassigned", ErrQueueFull, t.selector, len(m.unassigned))
+	pl, ok := m.place(t.selector, m.clock, p)
+	if !ok {
+		return Placement{}, fmt.Errorf("%w: no session with %v has room and %d are unassigned", ErrQueueFull, t.selector, len(m.unassigned))
 	}
-	return nil
+	return pl, nil
 }
 
 // place gives selector-addressed work to the best capable session, or parks
 // it in the unassigned queue. It reports false only when both are full.
-func (m *Machine) place(sel Capability, createdAt int64, payload []byte) bool {
+func (m *Machine) place(sel Capability, createdAt int64, payload []byte) (Placement, bool) {
 	q := queued{req: ServerRequest{CreatedAt: createdAt, Payload: payload}, selector: sel, bySelector: true}
 	if s := m.pick(sel); s != nil {
-		m.enqueue(s, q)
-		return true
+		id := m.enqueue(s, q)
+		return Placement{Session: s.id, ID: id}, true
 	}
 	if len(m.unassigned) >= m.cfg.MaxUnassigned {
-		return false
+		return Placement{}, false
 	}
 	m.unassigned = append(m.unassigned, q)
-	return true
+	return Placement{Queued: true}, true
 }
 
 // pick returns the capable session with room that has the fewest pending
@@ -533,13 +550,14 @@ func (m *Machine) pick(sel Capability) *session {
 	return nil
 }
 
-func (m *Machine) enqueue(s *session, q queued) {
+func (m *Machine) enqueue(s *session, q queued) uint64 {
 	q.req.ID = s.nextID
 	s.nextID++
 	s.pending = append(s.pending, q)
 	m.pendingTotal++
 	m.pendingChanged(s)
 	m.events = append(m.events, event{session: s.id, req: q.req})
+	return q.req.ID
 }
 
 // drainUnassigned assigns parked work, oldest first, to capable sessions that

@@ -1,0 +1,64 @@
+package fsm
+
+import (
+	"encoding/hex"
+	"fmt"
+)
+
+// AckObserver is an optional interface an Application implements to learn,
+// inside Apply, which of its server requests clients acknowledged. The
+// machine calls ServerRequestsAcked once per session whose queue an
+// AckServerRequests command shortened, in the command's order, with the
+// acknowledged requests in id order, after they left the queue (so
+// ctx.Pending already excludes them) and before the command's result is
+// returned. It is deterministic like Apply: every replica makes the same
+// calls with the same arguments, so whatever the application records here is
+// replicated state.
+//
+// What an acknowledgement means depends on how the client acknowledges: a
+// client in manual-ack mode (client.WithManualAck) acknowledges after its
+// handler finished, so "acknowledged" can mean "done"; a client in the
+// default ack-on-receipt mode acknowledges as soon as a request reaches its
+// delivery buffer, so it means only "received".
+//
+// ctx.Session() is the acknowledging session. reqs and their payloads belong
+// to the machine and are only valid during the call: copy what you keep.
+// Emit and Place are allowed (for example to start the next step of a
+// pipeline); work emitted to the acknowledging session gets new ids.
+type AckObserver interface {
+	ServerRequestsAcked(ctx *Context, session SessionID, reqs []ServerRequest)
+}
+
+// Placement says where Context.Place put a server request: the session and
+// the request id it got there, or Queued when it waits in the unassigned
+// queue because no capable session had room (Session is then zero).
+type Placement struct {
+	Session SessionID
+	ID      uint64
+	Queued  bool
+}
+
+// String returns "session <hex> request <id>" or "queued: no capable session
+// with room".
+func (p Placement) String() string {
+	if p.Queued {
+		return "queued: no capable session with room"
+	}
+	return fmt.Sprintf("session %v request %d", p.Session, p.ID)
+}
+
+// ParseSessionID parses the hexadecimal form SessionID.String writes (32 hex
+// digits). A client's id (client.Conn.SessionID, a codec.SessionID) has the
+// same underlying type, so code that links both packages converts directly
+// with fsm.SessionID(conn.SessionID()); code that only has the text uses
+// this. A malformed string gets an error wrapping ErrMalformed.
+func ParseSessionID(s string) (SessionID, error) {
+	var id SessionID
+	if len(s) != 2*len(id) {
+		return SessionID{}, fmt.Errorf("%w: session id %q is not %d hex digits", ErrMalformed, s, 2*len(id))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return SessionID{}, fmt.Errorf("%w: session id %q: %v", ErrMalformed, s, err)
+	}
+	return id, nil
+}
