@@ -29,6 +29,36 @@ type AckObserver interface {
 	ServerRequestsAcked(ctx *Context, session SessionID, reqs []ServerRequest)
 }
 
+// MoveObserver is an optional interface an Application implements to follow
+// selector-addressed work (ToCapable) that changes hands after Place or Emit
+// reported where it went: work moved off a session that expired or closed
+// (from is that session, req.ID its id there; called before SessionClosed,
+// whose dropped list holds what could not move), and work taken from the
+// unassigned queue by a capable session that opened or freed room (from is
+// the zero id and req.ID is 0). to says where the work is now: a session and
+// its new id there, or Queued. Together with Place's result it lets an
+// application always know which session holds each piece of its work. It is
+// deterministic like Apply; ctx.Session() is from. Emit and Place are
+// allowed. req's payload belongs to the machine and is only valid during the
+// call.
+type MoveObserver interface {
+	ServerRequestMoved(ctx *Context, from SessionID, req ServerRequest, to Placement)
+}
+
+// move is one MoveObserver call waiting to be made.
+type move struct {
+	req ServerRequest
+	to  Placement
+}
+
+// reportMoves makes the MoveObserver calls for work moved from from.
+func (m *Machine) reportMoves(from SessionID, moved []move) {
+	for _, mv := range moved {
+		m.ctx.session = from
+		m.moveObs.ServerRequestMoved(&m.ctx, from, mv.req, mv.to)
+	}
+}
+
 // Placement says where Context.Place put a server request: the session and
 // the request id it got there, or Queued when it waits in the unassigned
 // queue because no capable session had room (Session is then zero).

@@ -132,7 +132,8 @@ func TestAckObserverIsDeterministicAcrossReplicas(t *testing.T) {
 		h, _ := newAckHarness(t, fsm.DefaultConfig())
 		h.open(sid(1), worker())
 		h.open(sid(2), worker())
-		h.appCommand("place:chain|place:x")
+		h.appCommand("place:chain")
+		h.appCommand("place:x")
 		h.appCommand("place:chain")
 		h.apply(fsm.AckServerRequests{Time: h.stamp(0), Acks: []fsm.Ack{{Session: sid(1), UpTo: 2}, {Session: sid(2), UpTo: 1}}})
 		return h.hash()
@@ -152,5 +153,63 @@ func TestParseSessionID(t *testing.T) {
 		if _, err := fsm.ParseSessionID(bad); !errors.Is(err, fsm.ErrMalformed) {
 			t.Fatalf("ParseSessionID(%q) = %v, want ErrMalformed", bad, err)
 		}
+	}
+}
+
+// moveApp is ackApp that also follows moves.
+type moveApp struct {
+	*ackApp
+	moves []moveCall
+}
+
+type moveCall struct {
+	from, ctxSess fsm.SessionID
+	oldID         uint64
+	payload       string
+	to            fsm.Placement
+}
+
+func (a *moveApp) ServerRequestMoved(ctx *fsm.Context, from fsm.SessionID, req fsm.ServerRequest, to fsm.Placement) {
+	a.moves = append(a.moves, moveCall{from: from, ctxSess: ctx.Session(), oldID: req.ID, payload: string(req.Payload), to: to})
+}
+
+func TestMoveObserverFollowsWorkToItsNewHolder(t *testing.T) {
+	cfg := fsm.DefaultConfig()
+	cfg.MaxPendingServerRequests = 2
+	h := newHarness(t, cfg)
+	app := &moveApp{ackApp: &ackApp{testApp: h.app}}
+	m, err := fsm.New(app, cfg, h.obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.m = m
+	a, b := sid(1), sid(2)
+	h.open(a, worker())
+	for _, j := range []string{"j1", "j2", "j3"} { // j1, j2 to a; j3 queued
+		h.appCommand("place:" + j)
+	}
+	h.open(b, worker()) // j3 drained to b
+	if len(app.moves) != 1 {
+		t.Fatalf("moves after open %+v", app.moves)
+	}
+	if mv := app.moves[0]; !mv.from.IsZero() || !mv.ctxSess.IsZero() || mv.oldID != 0 || mv.payload != "j3" || mv.to != (fsm.Placement{Session: b, ID: 1}) {
+		t.Fatalf("drain move %+v", mv)
+	}
+	// a closes: j1 moves to b (room for one), j2 waits in the queue.
+	h.apply(fsm.CloseSession{Time: h.stamp(0), Session: a})
+	want := []moveCall{
+		{from: a, ctxSess: a, oldID: 1, payload: "j1", to: fsm.Placement{Session: b, ID: 2}},
+		{from: a, ctxSess: a, oldID: 2, payload: "j2", to: fsm.Placement{Queued: true}},
+	}
+	if got := app.moves[1:]; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("close moves %+v, want %+v", got, want)
+	}
+	// An ack frees room on b: j2 leaves the queue for b.
+	h.apply(fsm.AckServerRequests{Time: h.stamp(0), Acks: []fsm.Ack{{Session: b, UpTo: 1}}})
+	if got := app.moves[3:]; len(got) != 1 || got[0].payload != "j2" || got[0].to != (fsm.Placement{Session: b, ID: 3}) {
+		t.Fatalf("ack moves %+v", got)
+	}
+	if len(app.acks) != 1 || app.acks[0].payloads[0] != "j3" {
+		t.Fatalf("acks %+v", app.acks)
 	}
 }

@@ -15,8 +15,10 @@ type Machine struct {
 	app Application
 	obs Observer
 	cfg Config
-	// ackObs is app when it implements AckObserver, else nil.
-	ackObs AckObserver
+	// ackObs and moveObs are app when it implements AckObserver or
+	// MoveObserver, else nil.
+	ackObs  AckObserver
+	moveObs MoveObserver
 
 	clock   int64
 	applied uint64
@@ -102,6 +104,7 @@ func New(app Application, cfg Config, obs Observer) (*Machine, error) {
 	}
 	m := &Machine{app: app, obs: obs, cfg: cfg}
 	m.ackObs, _ = app.(AckObserver)
+	m.moveObs, _ = app.(MoveObserver)
 	m.reset()
 	m.ctx.m = m
 	return m, nil
@@ -471,15 +474,20 @@ func (m *Machine) removeSession(s *session, reason RemoveReason) {
 	m.events = append(m.events, event{session: s.id, removed: reason})
 
 	var dropped []ServerRequest
+	var moved []move
 	for _, q := range s.pending {
 		if q.bySelector {
-			if _, ok := m.place(q.selector, q.req.CreatedAt, q.req.Payload); ok {
+			if pl, ok := m.place(q.selector, q.req.CreatedAt, q.req.Payload); ok {
+				if m.moveObs != nil {
+					moved = append(moved, move{req: q.req, to: pl})
+				}
 				continue
 			}
 		}
 		dropped = append(dropped, q.req)
 	}
 	m.ctx.session = s.id
+	m.reportMoves(s.id, moved)
 	m.app.SessionClosed(&m.ctx, s.id, reason, dropped)
 }
 
@@ -568,11 +576,15 @@ func (m *Machine) drainUnassigned() {
 		return
 	}
 	var full map[Capability]bool
+	var moved []move
 	kept := m.unassigned[:0]
 	for _, q := range m.unassigned {
 		if !full[q.selector] {
 			if s := m.pick(q.selector); s != nil {
-				m.enqueue(s, q)
+				id := m.enqueue(s, q)
+				if m.moveObs != nil {
+					moved = append(moved, move{req: q.req, to: Placement{Session: s.id, ID: id}})
+				}
 				continue
 			}
 			if full == nil {
@@ -584,6 +596,9 @@ func (m *Machine) drainUnassigned() {
 	}
 	clear(m.unassigned[len(kept):])
 	m.unassigned = kept
+	// Reported after the queue is consistent again: the application may
+	// Emit from the callback.
+	m.reportMoves(SessionID{}, moved)
 }
 
 func (m *Machine) flushEvents() {
