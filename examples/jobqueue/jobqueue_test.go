@@ -183,18 +183,20 @@ func (w *worker) kill(t *testing.T) {
 // both workers' sessions are open.
 func setup(t *testing.T, mode string) (*client.Conn, *worker, *worker) {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.InMemory = true
-	cfg.KeepAliveInterval = 250 * time.Millisecond
-	cfg.SessionTimeout = time.Second
-	cfg.RedeliverInterval = 300 * time.Millisecond
-	cfg.ShutdownGrace = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
 	var opts []node.Option
 	if os.Getenv("ZRAFT_TEST_LOG") == "" {
 		opts = append(opts, node.WithLogger(slog.New(slog.DiscardHandler)))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
+	cfg := node.DefaultConfig()
+	cfg.InMemory = true // no data directories: everything is lost on exit (tests only)
+	cfg.KeepAliveInterval = 250 * time.Millisecond
+	cfg.SessionTimeout = time.Second // the server's; at least 3 keep-alive intervals
+	cfg.RedeliverInterval = 300 * time.Millisecond
+	cfg.ShutdownGrace = time.Second
+	// Three members on 127.0.0.1, ports picked by the OS (node.LocalMembers),
+	// each with its own instance of the application.
 	cluster, err := node.StartLocalCluster(ctx, 3, cfg, nil,
 		func() fsm.Application { return jobqueue.New(jobqueue.DefaultConfig()) }, opts...)
 	if err != nil {
