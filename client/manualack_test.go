@@ -185,3 +185,48 @@ func TestAckIsNoOpOnReceiptMode(t *testing.T) {
 		t.Fatalf("Ack = %v", err)
 	}
 }
+
+// A request still being worked on when the connection drops is resent by the
+// server after the session is continued; the Conn does not run it again and
+// acknowledges it on the new connection once the handler returns.
+func TestManualAckAcrossReconnect(t *testing.T) {
+	srv := newFakeServer(t)
+	started := make(chan uint64, 4)
+	release := make(chan struct{})
+	events := make(chan Event, 64)
+	dialT(t, []string{srv.addr()}, WithEvents(events), WithManualAck(1), WithServerRequestHandler(func(r ServerRequest) {
+		started <- r.ID
+		<-release
+	}))
+	id, _ := srv.next(t, codec.KindCreateSession)
+	srv.send(id, &codec.ServerRequest{RequestID: 1, Payload: []byte("job")})
+	<-started
+	if err := srv.router.CloseConn(id); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, events, EventReconnecting)
+	id2, _ := srv.next(t, codec.KindContinueSession)
+	waitEvent(t, events, EventConnected)
+	// The server redelivers what is unacknowledged, as a node does on
+	// continuation, and queues request 2 behind it.
+	srv.send(id2, &codec.ServerRequest{RequestID: 1, Payload: []byte("job")})
+	srv.send(id2, &codec.ServerRequest{RequestID: 2, Payload: []byte("next")})
+	close(release)
+	for {
+		gotID, m := srv.next(t, codec.KindServerRequestAck)
+		if m.(*codec.ServerRequestAck).RequestID >= 1 {
+			if gotID != id2 {
+				t.Fatalf("acknowledged on connection %v, want the new one %v", gotID, id2)
+			}
+			break
+		}
+	}
+	select {
+	case n := <-started:
+		if n != 2 {
+			t.Fatalf("handler got %d, want 2 (1 must not run twice)", n)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("request 2 not delivered")
+	}
+}
