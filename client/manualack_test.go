@@ -230,3 +230,24 @@ func TestManualAckAcrossReconnect(t *testing.T) {
 		t.Fatal("request 2 not delivered")
 	}
 }
+
+// The in-flight limit is declared to the cluster as a capability (the name
+// is fsm.CapMaxInFlight), in name order, replacing one the caller set.
+func TestManualAckDeclaresInFlightLimit(t *testing.T) {
+	srv := newFakeServer(t)
+	dialT(t, []string{srv.addr()},
+		WithManualAck(3),
+		WithCapabilities(map[string]string{"role": "worker", "zz": "1", "zraft.max_in_flight": "99"}),
+		WithServerRequestHandler(func(ServerRequest) {}))
+	_, m := srv.next(t, codec.KindCreateSession)
+	got := m.(*codec.CreateSession).Capabilities
+	want := []codec.Capability{{Name: "role", Value: "worker"}, {Name: "zraft.max_in_flight", Value: "3"}, {Name: "zz", Value: "1"}}
+	if len(got) != len(want) {
+		t.Fatalf("capabilities %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("capabilities %v, want %v", got, want)
+		}
+	}
+}

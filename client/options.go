@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zraft/zraft/codec"
@@ -124,7 +126,30 @@ func (o *options) validate() error {
 	if o.eventHandler != nil && o.eventChan != nil {
 		return fmt.Errorf("%w: WithEventHandler and WithEvents are exclusive", ErrInvalidOption)
 	}
+	if o.manualAck > 0 {
+		o.declareInFlight()
+	}
 	return nil
+}
+
+// capMaxInFlight is the capability by which a session tells the cluster how
+// many capability-routed server requests it takes unacknowledged; it is
+// fsm.CapMaxInFlight, spelled out here because the client does not import
+// fsm.
+const capMaxInFlight = "zraft.max_in_flight"
+
+// declareInFlight adds (or replaces) the capMaxInFlight capability with the
+// manual-ack limit, keeping the list sorted by name.
+func (o *options) declareInFlight() {
+	c := codec.Capability{Name: capMaxInFlight, Value: strconv.Itoa(o.manualAck)}
+	caps := slices.Clone(o.capabilities)
+	i, found := slices.BinarySearchFunc(caps, c.Name, func(x codec.Capability, name string) int { return strings.Compare(x.Name, name) })
+	if found {
+		caps[i] = c
+	} else {
+		caps = slices.Insert(caps, i, c)
+	}
+	o.capabilities = caps
 }
 
 // WithCapabilities declares name=value capabilities at session creation; the
@@ -313,8 +338,13 @@ func WithServerRequestBuffer(n int) Option {
 // a request whose worker dies before acknowledging is processed again
 // elsewhere. At most maxInFlight requests are handed out unacknowledged at a
 // time; the others wait in the cluster (and up to WithServerRequestBuffer of
-// them in the Conn), unacknowledged. Default: off (ack on receipt: at most
-// once). maxInFlight must be at least 1; needs WithServerRequestHandler or
+// them in the Conn), unacknowledged. The limit is also declared to the
+// cluster as the capability zraft.max_in_flight=maxInFlight, so the cluster
+// assigns this session at most that many capability-routed requests at a
+// time and routes the rest to sessions with room (it must not exceed the
+// cluster's max pending server requests per session, default 1,024, or the
+// session is refused). Default: off (ack on receipt: at most once).
+// maxInFlight must be at least 1; needs WithServerRequestHandler or
 // WithServerRequests.
 func WithManualAck(maxInFlight int) Option {
 	return func(o *options) {

@@ -3,7 +3,48 @@ package fsm
 import (
 	"encoding/hex"
 	"fmt"
+	"strconv"
 )
+
+// CapMaxInFlight is the capability name by which a session limits the
+// selector-addressed work it holds unacknowledged: a session that declared
+// CapMaxInFlight=n (a decimal integer from 1 to
+// Config.MaxPendingServerRequests) is given ToCapable work only while it has
+// fewer than n pending requests; the rest goes to other capable sessions or
+// waits in the unassigned queue until an acknowledgement frees room. Work
+// addressed with ToSession is not limited by it. The client sets it with
+// client.WithManualAck(n), so that a worker is never assigned more than it
+// works on at once and work flows to workers that have capacity. Any other
+// value makes OpenSession StatusInvalid.
+const CapMaxInFlight = "zraft.max_in_flight"
+
+// validateInFlight checks a CapMaxInFlight capability, if declared.
+func (m *Machine) validateInFlight(caps []Capability) string {
+	for _, c := range caps {
+		if c.Name != CapMaxInFlight {
+			continue
+		}
+		n, err := strconv.Atoi(c.Value)
+		if err != nil || n < 1 || n > m.cfg.MaxPendingServerRequests || strconv.Itoa(n) != c.Value {
+			return fmt.Sprintf("fsm: capability %s=%q is not an integer from 1 to %d", CapMaxInFlight, c.Value, m.cfg.MaxPendingServerRequests)
+		}
+	}
+	return ""
+}
+
+// sessionRoom returns the room of a session with caps (see session.room). A
+// value validateInFlight would refuse (a snapshot written under other
+// limits) counts as no limit.
+func (m *Machine) sessionRoom(caps []Capability) int {
+	for _, c := range caps {
+		if c.Name == CapMaxInFlight {
+			if n, err := strconv.Atoi(c.Value); err == nil && n >= 1 && n < m.cfg.MaxPendingServerRequests {
+				return n
+			}
+		}
+	}
+	return m.cfg.MaxPendingServerRequests
+}
 
 // AckObserver is an optional interface an Application implements to learn,
 // inside Apply, which of its server requests clients acknowledged. The

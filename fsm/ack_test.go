@@ -1,9 +1,11 @@
 package fsm_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zraft/zraft/fsm"
 )
@@ -211,5 +213,75 @@ func TestMoveObserverFollowsWorkToItsNewHolder(t *testing.T) {
 	}
 	if len(app.acks) != 1 || app.acks[0].payloads[0] != "j3" {
 		t.Fatalf("acks %+v", app.acks)
+	}
+}
+
+func inFlight(n string) fsm.Capability { return fsm.Capability{Name: fsm.CapMaxInFlight, Value: n} }
+
+func TestMaxInFlightCapabilityLimitsSelectorWork(t *testing.T) {
+	h, app := newAckHarness(t, fsm.DefaultConfig())
+	a, b := sid(1), sid(2)
+	// Capabilities are sorted by name: "role" < "zraft.max_in_flight".
+	h.open(a, worker(), inFlight("1"))
+	h.open(b, worker(), inFlight("2"))
+	for _, j := range []string{"j1", "j2", "j3", "j4", "j5"} {
+		h.appCommand("place:" + j)
+	}
+	// j1 -> a (tie, smaller id), j2 -> b, a is full, j3 -> b, both full.
+	want := []fsm.Placement{{Session: a, ID: 1}, {Session: b, ID: 1}, {Session: b, ID: 2}, {Queued: true}, {Queued: true}}
+	for i, w := range want {
+		if app.placed[i] != w {
+			t.Fatalf("placement %d = %+v, want %+v (all %+v)", i, app.placed[i], w, app.placed)
+		}
+	}
+	// ToSession work is not limited by the capability.
+	h.appCommand(emitTo(a, "direct"))
+	if len(app.emitErrs) != 0 || len(h.pendingIDs(a)) != 2 {
+		t.Fatalf("direct emit: errs %v pending %v", app.emitErrs, h.pendingIDs(a))
+	}
+	// b acknowledges one: j4 takes its room, j5 still waits.
+	h.apply(fsm.AckServerRequests{Time: h.stamp(0), Acks: []fsm.Ack{{Session: b, UpTo: 1}}})
+	if got := h.pendingIDs(b); len(got) != 2 || got[1] != 3 {
+		t.Fatalf("b pending %v", got)
+	}
+	if st := h.m.Stats(); st.Unassigned != 1 {
+		t.Fatalf("unassigned %d", st.Unassigned)
+	}
+	// The limit survives a snapshot (it is derived from the capabilities):
+	// on a restored replica, a and b are still full.
+	var snap bytes.Buffer
+	if err := h.m.SaveSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	r, rapp := newAckHarness(t, fsm.DefaultConfig())
+	if err := r.m.RecoverFromSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	r.now = h.now
+	r.appCommand("place:j6")
+	if got := rapp.placed[0]; got != (fsm.Placement{Queued: true}) {
+		t.Fatalf("after restore j6 placed %+v, want queued", got)
+	}
+}
+
+func TestMaxInFlightCapabilityValidated(t *testing.T) {
+	cfg := fsm.DefaultConfig()
+	cfg.MaxPendingServerRequests = 8
+	h := newHarness(t, cfg)
+	for i, v := range []string{"0", "-1", "9", "x", "01", "", "1.5"} {
+		o := h.apply(fsm.OpenSession{Time: h.stamp(0), ID: sid(byte(10 + i)), SecretHash: hashOf(byte(10 + i)), Nonce: uint64(10 + i),
+			Capabilities: []fsm.Capability{inFlight(v)}, Timeout: 10 * time.Second})
+		if o.Status != fsm.StatusInvalid {
+			t.Errorf("%s=%q: %v, want StatusInvalid", fsm.CapMaxInFlight, v, o.Status)
+		}
+	}
+	h.open(sid(1), inFlight("8"))
+}
+
+// The client spells the capability out (it does not import fsm); its test
+// checks the same literal.
+func TestCapMaxInFlightName(t *testing.T) {
+	if fsm.CapMaxInFlight != "zraft.max_in_flight" {
+		t.Fatalf("CapMaxInFlight = %q; client/options.go spells it zraft.max_in_flight", fsm.CapMaxInFlight)
 	}
 }

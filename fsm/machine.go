@@ -62,6 +62,11 @@ type session struct {
 	nextID     uint64
 	// heapIdx[i] is the session's position in the heap of caps[i].
 	heapIdx []int
+	// room is how many pending requests the session may hold before
+	// selector work skips it: the capability CapMaxInFlight if declared,
+	// else Config.MaxPendingServerRequests. Derived from caps, so not in
+	// the snapshot.
+	room int
 	// responses is sorted by request id, so eviction below the watermark
 	// drops a prefix.
 	responses []cached
@@ -234,6 +239,9 @@ func (m *Machine) validateOpen(c OpenSession) string {
 			return "fsm: capabilities not sorted by name or duplicated"
 		}
 	}
+	if msg := m.validateInFlight(c.Capabilities); msg != "" {
+		return msg
+	}
 	if c.Timeout < m.cfg.MinSessionTimeout || c.Timeout > m.cfg.MaxSessionTimeout {
 		return fmt.Sprintf("fsm: session timeout %v outside [%v, %v]", c.Timeout, m.cfg.MinSessionTimeout, m.cfg.MaxSessionTimeout)
 	}
@@ -285,6 +293,7 @@ func (m *Machine) openSession(c OpenSession) Result {
 }
 
 func (m *Machine) insertSession(s *session) {
+	s.room = m.sessionRoom(s.caps)
 	m.sessions[s.id] = s
 	m.byOpenKey[openKey{hash: s.secretHash, nonce: s.nonce}] = s.id
 	m.indexSession(s)
@@ -545,14 +554,15 @@ func (m *Machine) place(sel Capability, createdAt int64, payload []byte) (Placem
 }
 
 // pick returns the capable session with room that has the fewest pending
-// requests, ties broken by the smaller id, or nil. If the heap's minimum is
-// full, every capable session is.
+// requests, ties broken by the smaller id, or nil. Full sessions sort after
+// all others (capHeap), so if the heap's minimum is full, every capable
+// session is.
 func (m *Machine) pick(sel Capability) *session {
 	h := m.capable[sel]
 	if h == nil {
 		return nil
 	}
-	if s := (*h)[0].s; len(s.pending) < m.cfg.MaxPendingServerRequests {
+	if s := (*h)[0].s; !s.full() {
 		return s
 	}
 	return nil

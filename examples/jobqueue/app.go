@@ -221,17 +221,19 @@ func (a *App) Query(q []byte) ([]byte, error) {
 		var s fsm.SessionID
 		copy(s[:], q[1:])
 		var h Holding
-		for _, j := range a.jobs {
+		for id, j := range a.jobs {
 			if j.holder != s {
 				continue
 			}
 			switch j.state {
 			case Held:
-				h.Held++
+				h.HeldIDs = append(h.HeldIDs, id)
 			case Done:
 				h.Done++
 			}
 		}
+		slices.Sort(h.HeldIDs)
+		h.Held = len(h.HeldIDs)
 		return h.encode(), nil
 	}
 	return nil, ErrBadCommand

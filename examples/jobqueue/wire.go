@@ -56,18 +56,30 @@ func EncodeJobQuery(id uint64) []byte { return binary.AppendUvarint([]byte{'J'},
 // session (DecodeHolding).
 func EncodeHoldingQuery(s fsm.SessionID) []byte { return append([]byte{'H'}, s[:]...) }
 
-// Holding counts the jobs one session holds unacknowledged (Held) and the
-// jobs it acknowledged (Done).
-type Holding struct{ Held, Done int }
+// Holding counts the jobs one session holds unacknowledged (Held, whose ids
+// HeldIDs lists in order) and the jobs it acknowledged (Done).
+type Holding struct {
+	Held, Done int
+	HeldIDs    []uint64
+}
 
 func (h Holding) encode() []byte {
-	return binary.AppendUvarint(binary.AppendUvarint(nil, uint64(h.Held)), uint64(h.Done))
+	b := binary.AppendUvarint(nil, uint64(h.Done))
+	b = binary.AppendUvarint(b, uint64(len(h.HeldIDs)))
+	for _, id := range h.HeldIDs {
+		b = binary.AppendUvarint(b, id)
+	}
+	return b
 }
 
 // DecodeHolding decodes a holding query's result.
 func DecodeHolding(b []byte) (Holding, error) {
 	d := decoder{b: b}
-	h := Holding{Held: int(d.uvarint()), Done: int(d.uvarint())}
+	h := Holding{Done: int(d.uvarint())}
+	for n := d.count(); n > 0 && d.err == nil; n-- {
+		h.HeldIDs = append(h.HeldIDs, d.uvarint())
+	}
+	h.Held = len(h.HeldIDs)
 	if d.err != nil || len(d.b) != 0 {
 		return Holding{}, fmt.Errorf("%w: holding", ErrMalformed)
 	}
