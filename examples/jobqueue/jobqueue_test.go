@@ -185,6 +185,21 @@ func (w *worker) kill(t *testing.T) {
 // both workers' sessions are open.
 func setup(t *testing.T, mode string) (*client.Conn, *worker, *worker) {
 	t.Helper()
+	cluster, sub := startCluster(t)
+	a := startWorker(t, mode, cluster.Endpoints())
+	b := startWorker(t, mode, cluster.Endpoints())
+	waitFor(t, "two workers", func() bool {
+		sa, _, _ := a.view()
+		sb, _, _ := b.view()
+		return stats(t, sub).Workers == 2 && !sa.IsZero() && !sb.IsZero()
+	})
+	return sub, a, b
+}
+
+// startCluster starts a three-member cluster running the job queue and a
+// client to submit jobs and query it.
+func startCluster(t *testing.T) (*node.Cluster, *client.Conn) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	var opts []node.Option
@@ -210,14 +225,7 @@ func setup(t *testing.T, mode string) (*client.Conn, *worker, *worker) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Close() })
-	a := startWorker(t, mode, cluster.Endpoints())
-	b := startWorker(t, mode, cluster.Endpoints())
-	waitFor(t, "two workers", func() bool {
-		sa, _, _ := a.view()
-		sb, _, _ := b.view()
-		return stats(t, sub).Workers == 2 && !sa.IsZero() && !sb.IsZero()
-	})
-	return sub, a, b
+	return cluster, sub
 }
 
 func submitAll(t *testing.T, sub *client.Conn) {
@@ -434,4 +442,49 @@ func sortedKeys(m map[uint64]int) []uint64 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestJobsSurviveLeaderFailover: a manual-ack worker keeps its session across
+// the loss of the leader; jobs it holds unacknowledged are redelivered by the
+// new leader, and the worker neither loses nor repeats any of them.
+func TestJobsSurviveLeaderFailover(t *testing.T) {
+	const n = 30
+	cluster, sub := startCluster(t)
+	var mu sync.Mutex
+	runs := map[uint64]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	w, err := jobqueue.DialWorker(ctx, cluster.Endpoints(), manualInFlight, func(id uint64, _ []byte) {
+		time.Sleep(jobDelay)
+		mu.Lock()
+		runs[id]++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	for id := uint64(1); id <= n; id++ {
+		if _, err := sub.Submit(ctx, jobqueue.EncodeSubmit(id, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a few jobs done", func() bool { return stats(t, sub).Done >= 5 })
+	leader, err := cluster.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := holding(t, sub, fsm.SessionID(w.SessionID()))
+	if err := cluster.Stop(leader.ID()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopped the leader while the worker held %d jobs", h.Held)
+	waitFor(t, "all jobs done", func() bool { return stats(t, sub).Done == n })
+	mu.Lock()
+	defer mu.Unlock()
+	for id := uint64(1); id <= n; id++ {
+		if runs[id] != 1 {
+			t.Errorf("job %d ran %d times", id, runs[id])
+		}
+	}
 }
