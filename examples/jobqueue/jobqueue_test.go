@@ -3,6 +3,7 @@ package jobqueue_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -454,6 +455,11 @@ func TestJobsSurviveLeaderFailover(t *testing.T) {
 	runs := map[uint64]int{}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
+	// An in-flight limit above the cluster's per-session pending limit
+	// (1,024) is refused when the session is created.
+	if _, err := jobqueue.DialWorker(ctx, cluster.Endpoints(), 5000, func(uint64, []byte) {}); !errors.Is(err, client.ErrRejected) {
+		t.Fatalf("worker with in-flight limit 5000: %v, want ErrRejected", err)
+	}
 	w, err := jobqueue.DialWorker(ctx, cluster.Endpoints(), manualInFlight, func(id uint64, _ []byte) {
 		time.Sleep(jobDelay)
 		mu.Lock()
