@@ -343,9 +343,9 @@ func WithServerRequestBuffer(n int) Option {
 // assigns this session at most that many capability-routed requests at a
 // time and routes the rest to sessions with room (it must not exceed the
 // cluster's max pending server requests per session, default 1,024, or the
-// session is refused). Default: off (ack on receipt: at most once).
-// maxInFlight must be at least 1; needs WithServerRequestHandler or
-// WithServerRequests.
+// session is refused: Dial fails with ErrMalformed). Default: off (ack on
+// receipt: at most once). maxInFlight must be at least 1; needs
+// WithServerRequestHandler or WithServerRequests.
 func WithManualAck(maxInFlight int) Option {
 	return func(o *options) {
 		if maxInFlight < 1 {

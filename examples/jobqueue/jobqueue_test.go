@@ -457,8 +457,8 @@ func TestJobsSurviveLeaderFailover(t *testing.T) {
 	defer cancel()
 	// An in-flight limit above the cluster's per-session pending limit
 	// (1,024) is refused when the session is created.
-	if _, err := jobqueue.DialWorker(ctx, cluster.Endpoints(), 5000, func(uint64, []byte) {}); !errors.Is(err, client.ErrRejected) {
-		t.Fatalf("worker with in-flight limit 5000: %v, want ErrRejected", err)
+	if _, err := jobqueue.DialWorker(ctx, cluster.Endpoints(), 5000, func(uint64, []byte) {}); !errors.Is(err, client.ErrMalformed) {
+		t.Fatalf("worker with in-flight limit 5000: %v, want ErrMalformed", err)
 	}
 	w, err := jobqueue.DialWorker(ctx, cluster.Endpoints(), manualInFlight, func(id uint64, _ []byte) {
 		time.Sleep(jobDelay)
