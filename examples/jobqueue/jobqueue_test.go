@@ -182,11 +182,11 @@ func (w *worker) kill(t *testing.T) {
 }
 
 // setup starts a three-member cluster running the job queue (session timeout
-// 1 s), a submitting client and two worker processes in mode, and waits until
+// 2 s), a submitting client and two worker processes in mode, and waits until
 // both workers' sessions are open.
 func setup(t *testing.T, mode string) (*client.Conn, *worker, *worker) {
 	t.Helper()
-	cluster, sub := startCluster(t)
+	cluster, sub := startCluster(t, 2*time.Second)
 	a := startWorker(t, mode, cluster.Endpoints())
 	b := startWorker(t, mode, cluster.Endpoints())
 	waitFor(t, "two workers", func() bool {
@@ -197,9 +197,9 @@ func setup(t *testing.T, mode string) (*client.Conn, *worker, *worker) {
 	return sub, a, b
 }
 
-// startCluster starts a three-member cluster running the job queue and a
-// client to submit jobs and query it.
-func startCluster(t *testing.T) (*node.Cluster, *client.Conn) {
+// startCluster starts a three-member cluster running the job queue, with
+// the given session timeout, and a client to submit jobs and query it.
+func startCluster(t *testing.T, sessionTimeout time.Duration) (*node.Cluster, *client.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -210,7 +210,7 @@ func startCluster(t *testing.T) (*node.Cluster, *client.Conn) {
 	cfg := node.DefaultConfig()
 	cfg.InMemory = true // no data directories: everything is lost on exit (tests only)
 	cfg.KeepAliveInterval = 250 * time.Millisecond
-	cfg.SessionTimeout = time.Second // the server's; at least 3 keep-alive intervals
+	cfg.SessionTimeout = sessionTimeout // the server's; at least 3 keep-alive intervals
 	cfg.RedeliverInterval = 300 * time.Millisecond
 	cfg.ShutdownGrace = time.Second
 	// Three members on 127.0.0.1, ports picked by the OS (node.LocalMembers),
@@ -454,7 +454,9 @@ func sortedKeys(m map[uint64]int) []uint64 {
 // new leader, and the worker neither loses nor repeats any of them.
 func TestJobsSurviveLeaderFailover(t *testing.T) {
 	const n = 30
-	cluster, sub := startCluster(t)
+	// Sessions must outlive the failover (an election plus the stopped
+	// leader's shutdown grace) even on a loaded machine.
+	cluster, sub := startCluster(t, 5*time.Second)
 	var mu sync.Mutex
 	runs := map[uint64]int{}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
