@@ -44,6 +44,13 @@ var (
 	// with slow consumers. Errors wrapping it also wrap ErrQueueFull.
 	ErrSlowConsumer = errors.New("transport: slow consumer")
 
+	// ErrTooManyConnections means the server refused the connection at a
+	// connection or handshake limit (in total or for this source) and said
+	// so: it answered the ZMTP greeting with an ERROR command whose reason
+	// starts with "TooManyConnections". Dial's error wraps it together with
+	// ErrHandshake and carries the reason text.
+	ErrTooManyConnections = errors.New("transport: too many connections")
+
 	// ErrClosed means the connection or Router is closed. Errors from a dead
 	// client Conn wrap both ErrClosed and the cause (for example io.EOF when
 	// the server went away, or ErrFrameTooLarge).

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -226,6 +227,7 @@ type guard struct {
 	lenLeft   int    // length bytes of the current header not yet seen
 	size      uint64 // length accumulated so far
 	bodyLeft  uint64 // body bytes of the current frame not yet passed
+	cmd       []byte // the start of the last command frame's body (ERROR's reason)
 	err       error  // sticky: the first violation
 	readErr   error  // the first error from the connection itself
 }
@@ -257,6 +259,9 @@ func (g *guard) scan(b []byte) error {
 			i += k
 		case g.bodyLeft > 0:
 			k := min(g.bodyLeft, uint64(len(b)-i))
+			if room := maxRefusalBody - len(g.cmd); room > 0 {
+				g.cmd = append(g.cmd, b[i:i+int(min(k, uint64(room)))]...)
+			}
 			g.bodyLeft -= k
 			i += int(k)
 		case g.lenLeft > 0:
@@ -276,6 +281,7 @@ func (g *guard) scan(b []byte) error {
 				return fmt.Errorf("%w: frame flags 0x%02x during the handshake", ErrProtocol, f)
 			}
 			g.size = 0
+			g.cmd = g.cmd[:0]
 			g.lenLeft = 1
 			if f&flagLong != 0 {
 				g.lenLeft = 8
@@ -304,6 +310,9 @@ func handshake(nc net.Conn, br *bufio.Reader, limit int, typ zmq4.SocketType, id
 	}()
 	g := &guard{Conn: nc, r: br, limit: uint64(limit), greetLeft: greetingLen}
 	if _, err := zmq4.Open(g, null.Security(), typ, id, server, nil); err != nil {
+		if name, data, perr := parseCommand(g.cmd); !server && perr == nil && name == cmdError {
+			return refusal(data)
+		}
 		if g.err != nil {
 			return fmt.Errorf("%w: %w", ErrHandshake, g.err)
 		}
@@ -318,4 +327,40 @@ func handshake(nc net.Conn, br *bufio.Reader, limit int, typ zmq4.SocketType, id
 		return fmt.Errorf("%w: %w: handshake ended inside a frame", ErrHandshake, ErrProtocol)
 	}
 	return nil
+}
+
+// maxRefusalBody bounds the bytes of a handshake command the guard keeps, so
+// that an ERROR command's reason can be reported.
+const maxRefusalBody = 1 + len(cmdError) + 1 + 255
+
+// refusalReason is the reason a Router gives in the ERROR command it sends
+// in place of READY when it refuses a connection at a limit.
+const refusalReason = "TooManyConnections"
+
+// refusal turns the data of an ERROR command received in place of READY (a
+// one-byte length and the reason, ZMTP 3.1) into Dial's error.
+func refusal(data []byte) error {
+	reason := ""
+	if len(data) > 0 && int(data[0]) <= len(data)-1 {
+		reason = string(data[1 : 1+int(data[0])])
+	}
+	if strings.HasPrefix(reason, refusalReason) {
+		return fmt.Errorf("%w: %w: server said %q", ErrHandshake, ErrTooManyConnections, reason)
+	}
+	return fmt.Errorf("%w: %w: server sent ERROR %q", ErrHandshake, ErrProtocol, reason)
+}
+
+// refusalNotice is what a Router writes to a connection it refuses: a ZMTP
+// 3.0 NULL greeting as a server and an ERROR command naming the limit.
+func refusalNotice(limit string) []byte {
+	g := make([]byte, greetingLen, greetingLen+64)
+	g[0], g[9], g[10], g[11] = 0xFF, 0x7F, 3, 0
+	copy(g[12:], "NULL")
+	g[32] = 1 // as-server
+	reason := refusalReason + ": " + limit
+	body := append([]byte{byte(len(cmdError))}, cmdError...)
+	body = append(body, byte(len(reason)))
+	body = append(body, reason...)
+	g = append(g, flagCommand, byte(len(body)))
+	return append(g, body...)
 }

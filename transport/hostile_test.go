@@ -1,9 +1,11 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,5 +192,45 @@ func TestQueuedBytesBoundedAcrossConnections(t *testing.T) {
 	waitFor(t, "queued bytes given back", func() bool { return r.Stats().QueuedBytes == 0 })
 	if st := r.Stats(); st.SlowConsumers != stalled || st.SlowConsumersNode == 0 {
 		t.Fatalf("SlowConsumers %d (node budget %d), want %d with some at the node budget", st.SlowConsumers, st.SlowConsumersNode, stalled)
+	}
+}
+
+// Issue 10: a client refused at a connection limit used to see only a
+// closed connection (EOF in its handshake). The Router now answers the
+// greeting with an ERROR command naming the limit, and Dial reports it as
+// ErrTooManyConnections.
+func TestRefusedDialSaysTooManyConnections(t *testing.T) {
+	for _, tc := range []struct {
+		limit string
+		tweak func(*RouterConfig)
+		hold  func(t *testing.T, addr string)
+	}{
+		{"max_conns", func(c *RouterConfig) { c.MaxConns, c.MaxHandshakes = 1, 1 },
+			func(t *testing.T, addr string) { dial(t, addr, DefaultDialConfig()) }},
+		{"max_handshakes", func(c *RouterConfig) { c.MaxHandshakes = 1 },
+			func(t *testing.T, addr string) { dialFrom(t, addr, 1) }},
+		{"max_conns_per_source", func(c *RouterConfig) { c.MaxConnsPerSource = 1 },
+			func(t *testing.T, addr string) { dial(t, addr, DefaultDialConfig()) }},
+		{"max_handshakes_per_source", func(c *RouterConfig) { c.MaxHandshakesPerSource = 1 },
+			func(t *testing.T, addr string) {
+				nc, err := net.Dial("tcp", addr) // silent, from 127.0.0.1
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = nc.Close() })
+			}},
+	} {
+		t.Run(tc.limit, func(t *testing.T) {
+			cfg := smallRouterConfig()
+			tc.tweak(&cfg)
+			h := newRecorder(true)
+			r := listen(t, cfg, h)
+			tc.hold(t, r.Addr().String())
+			waitFor(t, "slot held", func() bool { st := r.Stats(); return st.Active+st.Handshaking == 1 })
+			_, err := Dial(context.Background(), r.Addr().String(), DefaultDialConfig())
+			if !errors.Is(err, ErrTooManyConnections) || !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), tc.limit) {
+				t.Fatalf("Dial = %v, want ErrTooManyConnections naming %s", err, tc.limit)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -163,6 +164,8 @@ type Router struct {
 	all     map[*serverConn]struct{}
 	sources map[string]*source
 	closed  bool
+	// refusals are the refused connections being told why (see refuse).
+	refusals map[net.Conn]struct{}
 
 	quit      chan struct{} // closed by Close; ends the accept back-off
 	closeOnce sync.Once
@@ -198,12 +201,13 @@ func Listen(cfg RouterConfig, h Handler) (*Router, error) {
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
 	}
 	r := &Router{
-		cfg:     cfg,
-		h:       h,
-		ln:      ln,
-		all:     make(map[*serverConn]struct{}),
-		sources: make(map[string]*source),
-		quit:    make(chan struct{}),
+		cfg:      cfg,
+		h:        h,
+		ln:       ln,
+		all:      make(map[*serverConn]struct{}),
+		sources:  make(map[string]*source),
+		refusals: make(map[net.Conn]struct{}),
+		quit:     make(chan struct{}),
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[ConnID]*serverConn)
@@ -344,6 +348,9 @@ func (r *Router) Close() error {
 		for c := range r.all {
 			conns = append(conns, c)
 		}
+		for nc := range r.refusals {
+			_ = nc.SetDeadline(aLongTimeAgo)
+		}
 		r.mu.Unlock()
 		for _, c := range conns {
 			c.shutdown(nil, true)
@@ -381,12 +388,12 @@ func (r *Router) acceptLoop() {
 		r.accepted.Add(1)
 		if r.conns.Load() >= int64(r.cfg.MaxConns) {
 			r.rejectedConns.Add(1)
-			_ = nc.Close()
+			r.refuse(nc, "max_conns")
 			continue
 		}
 		if r.handshakes.Load() >= int64(r.cfg.MaxHandshakes) {
 			r.rejectedHandshakes.Add(1)
-			_ = nc.Close()
+			r.refuse(nc, "max_handshakes")
 			continue
 		}
 		c := &serverConn{remote: nc.RemoteAddr()}
@@ -405,12 +412,12 @@ func (r *Router) acceptLoop() {
 		case src.conns >= r.cfg.MaxConnsPerSource:
 			r.mu.Unlock()
 			r.rejectedSrcConns.Add(1)
-			_ = nc.Close()
+			r.refuse(nc, "max_conns_per_source")
 			continue
 		case src.handshakes >= r.cfg.MaxHandshakesPerSource:
 			r.mu.Unlock()
 			r.rejectedSrcHandshakes.Add(1)
-			_ = nc.Close()
+			r.refuse(nc, "max_handshakes_per_source")
 			continue
 		}
 		src.conns++
@@ -427,6 +434,50 @@ func (r *Router) acceptLoop() {
 		r.wg.Add(1)
 		go r.serve(c)
 	}
+}
+
+// Refusal notices: at most maxRefusals connections at a time are told why
+// they are refused, each for at most refusalLinger; others are closed
+// silently, so a flood cannot make refusing cost more than this.
+const (
+	maxRefusals   = 64
+	refusalLinger = 500 * time.Millisecond
+)
+
+// refuse closes a connection refused at a limit. When fewer than
+// maxRefusals notices are in progress, it first tells the peer why (a ZMTP
+// greeting and an ERROR command "TooManyConnections: <limit>", which a
+// client's Dial reports as ErrTooManyConnections): on its own goroutine it
+// writes the notice, half-closes, and reads what the peer sends until the
+// peer closes or refusalLinger passes, so that closing does not reset the
+// connection before the peer has read the notice.
+func (r *Router) refuse(nc net.Conn, limit string) {
+	r.mu.Lock()
+	if r.closed || len(r.refusals) >= maxRefusals {
+		r.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	r.refusals[nc] = struct{}{}
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.refusals, nc)
+			r.mu.Unlock()
+			_ = nc.Close()
+		}()
+		_ = nc.SetDeadline(time.Now().Add(refusalLinger))
+		if _, err := nc.Write(refusalNotice(limit)); err != nil {
+			return
+		}
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+	}()
 }
 
 // serve owns one connection from accept to Closed: it runs the handshake,
