@@ -75,6 +75,12 @@ var (
 	// client retries with backoff on another member.
 	ErrTooManySessions = errors.New("client: too many sessions")
 
+	// ErrTooManyConnections means a member refused the connection at one of
+	// its connection or handshake limits (in total or for this client's
+	// address) and said so; the client tries the other members with
+	// backoff. It wraps the transport's error, which names the limit.
+	ErrTooManyConnections = errors.New("client: too many connections")
+
 	// ErrTooManyInFlight means the session's cached-response limit on the
 	// server is reached; the client retries with backoff.
 	ErrTooManyInFlight = errors.New("client: too many requests in flight")

@@ -92,6 +92,9 @@ func (c *Conn) handleDialed(d dialResult, now time.Time) {
 			c.fatal(fmt.Errorf("%w: %s: %w", ErrTLS, l.ep.addr, d.err))
 			return
 		}
+		if errors.Is(d.err, transport.ErrTooManyConnections) {
+			d.err = fmt.Errorf("%w: %w", ErrTooManyConnections, d.err)
+		}
 		c.giveUp(now, causeTransport, d.err, "")
 		return
 	}

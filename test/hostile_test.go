@@ -324,3 +324,28 @@ func TestHostileSessionLimitTypedError(t *testing.T) {
 		t.Fatalf("Dial = %v, want client.ErrTooManySessions (and not ErrNotLeader)", err)
 	}
 }
+
+// A client refused at a connection limit gets client.ErrTooManyConnections
+// naming the limit, not a bare EOF (issue 10, "errors that say what
+// happened").
+func TestHostileConnectionLimitTypedError(t *testing.T) {
+	c := startAppCluster(t, func(cfg *node.Config) { cfg.MaxConnsPerSource = 1 }, kvApp)
+	leader := c.leader(t).ClientAddr()
+	hctx, hcancel := context.WithTimeout(context.Background(), waitTimeout)
+	holder, err := client.Dial(hctx, []string{leader})
+	hcancel()
+	if err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	defer holder.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, []string{leader})
+	if err == nil {
+		_ = conn.Close()
+		t.Fatal("a second connection from 127.0.0.1 was accepted with max_conns_per_source 1")
+	}
+	if !errors.Is(err, client.ErrTooManyConnections) || !strings.Contains(err.Error(), "max_conns_per_source") {
+		t.Fatalf("Dial = %v, want client.ErrTooManyConnections naming max_conns_per_source", err)
+	}
+}
