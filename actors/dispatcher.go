@@ -23,6 +23,7 @@ package actors
 
 import (
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,7 @@ type Observer struct {
 	max        int64
 	pending    atomic.Int64
 	dropped    atomic.Bool
+	gate       sync.RWMutex // held shared by post, exclusively by Pause
 }
 
 // NewObserver returns an observer relaying at most max notices at a time.
@@ -61,12 +63,21 @@ func NewObserver(system *actor.ActorSystem, dispatcher *actor.PID, max int) *Obs
 }
 
 func (o *Observer) post(msg any) {
+	o.gate.RLock()
+	defer o.gate.RUnlock()
 	if o.pending.Add(1) > o.max {
 		o.pending.Add(-1)
 		o.dropped.Store(true)
 		return
 	}
 	o.root.Send(o.dispatcher, msg)
+}
+
+// Pause holds off every notice until the returned function is called; the
+// node pauses while it spawns the dispatcher afresh (see Inbox.Pause).
+func (o *Observer) Pause() (resume func()) {
+	o.gate.Lock()
+	return o.gate.Unlock
 }
 
 // Reconcile sets the count of notices in flight to zero and marks notices

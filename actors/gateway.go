@@ -19,6 +19,7 @@ package actors
 import (
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -58,6 +59,17 @@ type Inbox struct {
 	maxBytes int64
 	bytes    atomic.Int64
 	metrics  *Metrics
+	// gate is held shared by every post and exclusively by Pause.
+	gate sync.RWMutex
+}
+
+// Pause holds off every post from the transport until the returned
+// function is called. The node pauses while it spawns the gateway or the
+// directory afresh: protoactor races when a message reaches a mailbox
+// that is still being set up.
+func (in *Inbox) Pause() (resume func()) {
+	in.gate.Lock()
+	return in.gate.Unlock
 }
 
 // NewInbox returns an inbox that admits at most max frames, and at most
@@ -70,6 +82,8 @@ func NewInbox(system *actor.ActorSystem, env *Env, max int, maxBytes int64) *Inb
 // handshake, so that it can close it if it never binds a session. It is
 // called on the connection's goroutine before any of its frames.
 func (in *Inbox) Opened(conn ConnID, _ net.Addr) {
+	in.gate.RLock()
+	defer in.gate.RUnlock()
 	in.root.Send(in.env.Refs.Sessions, &ConnOpened{Conn: conn})
 }
 
@@ -79,6 +93,8 @@ func (in *Inbox) Opened(conn ConnID, _ net.Addr) {
 // which counts and answers it. Past MaxInbox messages or MaxInboxBytes bytes
 // waiting, a frame is dropped and counted, and the client's retry covers it.
 func (in *Inbox) Received(conn ConnID, frame []byte) {
+	in.gate.RLock()
+	defer in.gate.RUnlock()
 	n := int64(len(frame))
 	if in.pending.Add(1) > in.max {
 		in.pending.Add(-1)
@@ -132,6 +148,8 @@ func (in *Inbox) Reconcile() {
 // the connection's reader goroutine after its last Received, so the
 // directory sees it after the connection's last message.
 func (in *Inbox) Closed(conn ConnID, _ error) {
+	in.gate.RLock()
+	defer in.gate.RUnlock()
 	in.root.Send(in.env.Refs.Sessions, &ConnGone{Conn: conn})
 }
 

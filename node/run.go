@@ -95,16 +95,25 @@ func (r *rootActor) childStopped(c actor.Context, pid *actor.PID) {
 	}
 	r.env.Log.Error("actor stopped after too many restarts; starting it afresh", "actor", name)
 	r.env.Metrics.Restarts.WithLabelValues(name, "Respawned").Inc()
-	if _, err := c.SpawnNamed(r.env.Props(name, p), name); err != nil {
-		r.env.Log.Error("respawn failed", "actor", name, "err", err)
-	}
-	// Admission counters are released by the actor that handles each
-	// message; what the stopped actor never handled is given back here.
+	// The transport's goroutines and the state machine post to these
+	// actors from outside the tree: they are held off while the actor is
+	// spawned (protoactor races when a message reaches a mailbox still
+	// being set up, and such a message can be lost), and the admission
+	// counters, released by the actor that handles each message, are
+	// reconciled: what the stopped actor never handled is given back.
+	var resume func()
 	switch name {
 	case "gateway", "sessions":
-		r.inbox.Reconcile()
+		resume = r.inbox.Pause()
+		defer resume()
+		defer r.inbox.Reconcile()
 	case "dispatcher":
-		r.observer.Reconcile()
+		resume = r.observer.Pause()
+		defer resume()
+		defer r.observer.Reconcile()
+	}
+	if _, err := c.SpawnNamed(r.env.Props(name, p), name); err != nil {
+		r.env.Log.Error("respawn failed", "actor", name, "err", err)
 	}
 }
 
