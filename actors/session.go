@@ -147,7 +147,7 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		s.seen(c, false)
 		s.ack(c, m.RequestID)
 	case *codec.CloseSession:
-		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: s.env.Now().UnixNano(), Session: s.id})
+		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: fsm.Stamp(s.env.Now()), Session: s.id})
 		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: closeTag{}})
 	}
 }
@@ -314,7 +314,7 @@ func (s *session) deliver(o *outgoing) {
 	}
 	o.attempts++
 	o.sentAt = s.env.Now()
-	s.env.send(s.conn, &codec.ServerRequest{RequestID: o.req.ID, CreatedAt: o.req.CreatedAt, Payload: o.req.Payload})
+	s.env.send(s.conn, &codec.ServerRequest{RequestID: o.req.ID, CreatedAt: o.req.CreatedAt.UnixNano(), Payload: o.req.Payload})
 }
 
 // ack drops every pending request up to upTo and has the dispatcher record

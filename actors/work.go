@@ -219,7 +219,7 @@ func takeRequests(q []pendingRequest) int {
 func (w *Work) serveRequests(batch []pendingRequest) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
-	now := w.now().UnixNano()
+	now := fsm.Stamp(w.now())
 	defer w.recovered(func(err error) {
 		for _, p := range batch {
 			w.inFlight.Add(-1)

@@ -30,6 +30,10 @@ var (
 	// ErrTooManyInFlight means the session already caches
 	// Config.MaxCachedResponses responses; nothing was executed.
 	ErrTooManyInFlight = errors.New("fsm: too many requests in flight")
+	// ErrOutOfOrder means the request id is above the next id its session
+	// may run: an earlier id has not run yet. Nothing was executed; the same
+	// id may be sent again once the earlier ones have run.
+	ErrOutOfOrder = errors.New("fsm: request out of order")
 	// ErrTooManySessions means Config.MaxSessions sessions are live.
 	ErrTooManySessions = errors.New("fsm: too many sessions")
 	// ErrSessionRejected means the Application refused to open the session.

@@ -326,7 +326,7 @@ func (n *Node) Status() httpapi.Status {
 	}
 	if st, err := n.StaleRead(fsm.StatsQuery{}); err == nil {
 		stats := st.(fsm.Stats)
-		s.Sessions, s.Clock, s.Applied = stats.Sessions, stats.Clock, stats.Applied
+		s.Sessions, s.Clock, s.Applied = stats.Sessions, stats.Clock.UnixNano(), stats.Applied
 	}
 	return s
 }
@@ -389,8 +389,8 @@ func (n *Node) serveSessions(w http.ResponseWriter, r *http.Request) {
 	infos := res.([]fsm.SessionInfo)
 	out := make([]httpapi.Session, len(infos))
 	for i, s := range infos {
-		v := httpapi.Session{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt,
-			LivenessNS: s.Liveness, Watermark: s.Watermark, CachedResponses: s.CachedResponses,
+		v := httpapi.Session{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt.UnixNano(),
+			LivenessNS: s.Liveness.UnixNano(), Watermark: s.Watermark, CachedResponses: s.CachedResponses,
 			PendingServerRequests: s.PendingServerRequests}
 		if len(s.Capabilities) > 0 {
 			v.Capabilities = make(map[string]string, len(s.Capabilities))
