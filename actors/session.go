@@ -132,7 +132,7 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		s.ack(c, m.AckedUpTo)
 	case *codec.ClientRequest:
 		s.seen(c, false)
-		if !s.admit(m.RequestID) {
+		if !s.admit(m.RequestID, m.LowestPending) {
 			s.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: codec.CodeTooManyInFlight,
 				Message: "too many requests in flight for this session"})
 			return
@@ -172,16 +172,25 @@ func (s *session) proposed(p *Proposed) {
 }
 
 // admit records a request as in flight, or reports that the session's bound
-// is reached even after forgetting entries whose replies were lost.
-func (s *session) admit(id uint64) bool {
+// is reached even after forgetting entries whose replies were lost. The
+// session's lowest unanswered request (its id is its own lowest pending id)
+// gets one slot above the bound: the state machine runs a session's requests
+// in id order, so later ones filling the bound while it is refused would
+// wait for it forever. One slot, not one per such request, so a client that
+// lies about its lowest pending id cannot grow the table past MaxInFlight+1.
+func (s *session) admit(id, lowest uint64) bool {
 	now := s.env.Now()
-	if len(s.inFlight) >= s.env.Settings.MaxInFlight {
+	limit := s.env.Settings.MaxInFlight
+	if id == lowest {
+		limit++
+	}
+	if _, again := s.inFlight[id]; !again && len(s.inFlight) >= limit {
 		for rid, at := range s.inFlight {
 			if now.Sub(at) > 2*s.env.Settings.ProposalTimeout {
 				delete(s.inFlight, rid)
 			}
 		}
-		if len(s.inFlight) >= s.env.Settings.MaxInFlight {
+		if len(s.inFlight) >= limit {
 			return false
 		}
 	}
@@ -212,6 +221,8 @@ func requestReply(id uint64, p *Proposed) codec.Message {
 		code = codec.CodeResponseEvicted
 	case fsm.StatusTooManyInFlight:
 		code = codec.CodeTooManyInFlight
+	case fsm.StatusOutOfOrder:
+		code = codec.CodeOutOfOrder
 	case fsm.StatusResultTooLarge:
 		code = codec.CodeTooLarge
 	case fsm.StatusInvalid:
