@@ -53,9 +53,9 @@ func (t CommandType) String() string {
 }
 
 // Command is a proposal to the machine. Every command carries Time, the
-// proposing leader's clock in Unix nanoseconds; the machine's cluster time is
-// the largest Time applied so far, so a leader whose clock is behind never
-// moves cluster time backwards.
+// proposing leader's stamp (Stamp of its local clock); the machine's cluster
+// time is the largest Time applied so far, so a leader whose clock is behind
+// never moves cluster time backwards.
 type Command interface {
 	// Type returns the command's discriminator.
 	Type() CommandType
@@ -102,7 +102,9 @@ type RecordLiveness struct {
 
 // ExpireSession removes Session if its recorded liveness is still
 // LivenessStamp or older (a newer record means a keep-alive raced the
-// leader's decision) and its timeout has elapsed in cluster time.
+// leader's decision: StatusStale). Whether the session is due is the
+// leader's decision, made on its own clock; the machine does not check it
+// against cluster time, whose pace depends on which leader stamped last.
 type ExpireSession struct {
 	Time          ClusterTime
 	Session       SessionID

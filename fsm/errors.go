@@ -46,7 +46,9 @@ var (
 	// record arrived after the leader's decision.
 	ErrStale = errors.New("fsm: expiry superseded by newer liveness")
 	// ErrNotDue means an expiry was not applied because, by cluster time, the
-	// session's timeout has not elapsed since its recorded liveness.
+	// session's timeout had not elapsed since its recorded liveness. The
+	// machine no longer refuses expiries this way (the leader's clock
+	// decides, see docs/fsm.md); the error stays for StatusNotDue results.
 	ErrNotDue = errors.New("fsm: session not due for expiry")
 	// ErrResultTooLarge means the command ran and its state changes stand,
 	// but its result exceeded Config.MaxResultBytes and was replaced.
