@@ -24,9 +24,11 @@
 //     sign of life. Reading first means one expiry proposal per expired
 //     session in the common case.
 //
-// When this node becomes leader (or the actor restarts) it reads, in one
-// ReadIndex round, the cluster time and every live session's recorded
-// liveness, and gives each session the local deadline
+// When this node becomes leader (or the actor restarts) it first proposes an
+// empty RecordLiveness stamped with its clock, so that cluster time has moved
+// up to at least its own stamp, then reads, in one ReadIndex round, the
+// cluster time and every live session's recorded liveness, and gives each
+// session the local deadline
 //
 //	now + grace + remaining, remaining = clamp(timeout − age, 0, timeout)
 //
@@ -76,6 +78,9 @@ type live struct {
 type tick struct{}
 
 type sessionsTag struct{ term uint64 }
+
+// stampTag marks the clock stamp a new leader proposes before it loads.
+type stampTag struct{ term uint64 }
 
 // recordTag remembers, per session in a liveness batch, when it was recorded
 // before the batch, so that a failed batch can be undone and retried.
@@ -129,6 +134,14 @@ func (k *keepalive) Receive(c actor.Context) {
 			k.arm(c)
 		}
 	case *Proposed:
+		if t, ok := m.Tag.(stampTag); ok {
+			// Load even if the stamp failed: the clamp still bounds
+			// every deadline by grace + timeout.
+			if k.leader.IsLeader && t.term == k.leader.Term {
+				k.load(c)
+			}
+			return
+		}
 		k.proposed(m)
 	}
 }
@@ -160,8 +173,19 @@ func (k *keepalive) leaderChanged(c actor.Context, m *LeaderChanged) {
 		return
 	}
 	clear(k.table)
-	k.load(c)
+	k.stampClock(c)
 	k.arm(c)
+}
+
+// stampClock proposes an empty RecordLiveness stamped with this node's clock
+// and loads the table once it is applied (or failed). Cluster time moves
+// only when commands are applied, so in a quiet cluster it would still stand
+// at the last record, every session's age would read zero, and leaders
+// changing faster than a timeout would each give a dead session a fresh one.
+// After the stamp, the age is measured up to this leader's own clock.
+func (k *keepalive) stampClock(c actor.Context) {
+	cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(k.env.Now())})
+	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: stampTag{term: k.leader.Term}})
 }
 
 func (k *keepalive) load(c actor.Context) {

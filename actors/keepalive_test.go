@@ -185,10 +185,11 @@ func (r *keepAliveRig) nextTick() {
 }
 
 func (r *keepAliveRig) becomeLeader(term uint64) {
+	before := r.sent.Load()
 	r.sys.Root.Send(r.ka, &LeaderChanged{LeaderID: 2, Term: term, IsLeader: true})
-	// The load is a read; wait for it to be answered and handled.
+	// The clock stamp and the load: wait for both to be answered and handled.
 	deadline := time.Now().Add(10 * time.Second)
-	for r.sent.Load() == 0 && time.Now().Before(deadline) {
+	for r.sent.Load() == before && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	r.settle()
@@ -313,6 +314,34 @@ func TestKeepAliveOneExpiryPerSession(t *testing.T) {
 		}
 		if n := r.bridge.expiryProposals(id); n != 1 {
 			t.Fatalf("session %v: %d expiry proposals, want 1", id, n)
+		}
+	}
+}
+
+// TestKeepAliveFlappingLeadersExpireADeadSession checks that leaders
+// changing faster than a session's timeout in an otherwise quiet cluster
+// (no command moves cluster time) still expire a dead session: each new
+// leader stamps cluster time before it reads the sessions' age, so the age
+// keeps growing from leader to leader instead of reading zero each time.
+func TestKeepAliveFlappingLeadersExpireADeadSession(t *testing.T) {
+	const keepAlive = 20 * time.Millisecond
+	const step = 50 * time.Millisecond
+	const timeout = time.Second
+	const tenure = 500 * time.Millisecond // > grace + a tick, < timeout
+	start := time.Unix(1_800_000_000, 0)
+	r := newKeepAliveRig(t, start, keepAlive)
+	dead := kaSession(1)
+	r.bridge.apply(t, fsm.OpenSession{Time: fsm.Stamp(start), ID: dead, SecretHash: fsm.SecretHash{0: 1}, Nonce: 1, Timeout: timeout})
+	grace := timeout/3 + keepAlive
+	limit := start.Add(timeout + grace + tenure + step)
+	for term := uint64(2); r.bridge.live(dead); term++ {
+		if r.clock.Now().After(limit) {
+			t.Fatalf("the dead session was still live %v after its last sign of life, limit %v", r.clock.Now().Sub(start), limit.Sub(start))
+		}
+		r.becomeLeader(term)
+		for end := r.clock.Now().Add(tenure); r.clock.Now().Before(end) && r.bridge.live(dead); {
+			r.clock.advance(step)
+			r.nextTick()
 		}
 	}
 }
