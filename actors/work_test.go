@@ -32,6 +32,8 @@ type fakeRaft struct {
 	release   chan struct{}
 	log       [][]byte
 	jitter    time.Duration
+	// waiting counts proposals being waited for; maxWaiting is its peak.
+	waiting, maxWaiting int
 }
 
 func (f *fakeRaft) queue(cmd []byte) {
@@ -58,9 +60,16 @@ type fakeProposal struct {
 }
 
 func (p fakeProposal) Wait(ctx context.Context) (uint64, []byte, error) {
+	p.f.mu.Lock()
+	p.f.waiting++
+	p.f.maxWaiting = max(p.f.maxWaiting, p.f.waiting)
+	p.f.mu.Unlock()
 	if p.f.jitter > 0 {
 		time.Sleep(time.Duration(rand.Int64N(int64(p.f.jitter))))
 	}
+	p.f.mu.Lock()
+	p.f.waiting--
+	p.f.mu.Unlock()
 	return p.f.result(p.cmd)
 }
 
@@ -336,6 +345,9 @@ func TestWorkKeepsASessionsRequestsInArrivalOrder(t *testing.T) {
 	}
 	if len(raft.log) < 2*proposeRounds {
 		t.Fatalf("only %d batches: too few to overlap", len(raft.log))
+	}
+	if raft.maxWaiting < 2 {
+		t.Fatalf("at most %d batch in flight at once: ordering must not cost the pipelining", raft.maxWaiting)
 	}
 	for i, id := range ids {
 		if id != uint64(i+1) {
