@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zraft/zraft/client"
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
 )
@@ -238,7 +239,6 @@ func TestOneSessionsPipelinedWritesApplyInOrderAcrossLeaderChanges(t *testing.T)
 	var moved int
 	pl.run(func(answered uint64) {
 		if (moved == 0 && answered >= 250) || (moved == 1 && answered >= 600) {
-			moved++
 			moves <- struct{}{}
 		}
 	})
@@ -275,6 +275,69 @@ func TestOneSessionsPipelinedWritesApplyInOrderAcrossLeaderChanges(t *testing.T)
 		if !slices.Equal(got, want) {
 			for j := range got {
 				if j >= n || got[j] != want[j] {
+					t.Fatalf("replica %d applied %d writes; position %d holds %d, want %d", i+1, len(got), j, got[j], j+1)
+				}
+			}
+			t.Fatalf("replica %d applied %d writes, want %d", i+1, len(got), n)
+		}
+	}
+}
+
+// TestClientGoAppliesInOrderAcrossLeaderChanges is the same promise through
+// the client library: 1,000 writes started with Conn.Go without waiting,
+// leadership moving twice meanwhile; every call succeeds and every replica
+// applies the writes once each, in the order they were started.
+func TestClientGoAppliesInOrderAcrossLeaderChanges(t *testing.T) {
+	var mu sync.Mutex
+	var apps []*registerApp
+	c := startAppCluster(t, nil, func() fsm.Application {
+		mu.Lock()
+		defer mu.Unlock()
+		a := &registerApp{}
+		apps = append(apps, a)
+		return a
+	})
+	conn := dialClient(t, c)
+	const n = 1000
+	calls := make([]*client.Call, 0, n)
+	for i := uint64(1); i <= n; i++ {
+		calls = append(calls, conn.Go(binary.BigEndian.AppendUint64(nil, i)))
+		if i == 250 || i == 600 {
+			// Move leadership while the calls before are still in flight.
+			if _, err := tryTransferLeadership(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, cl := range calls {
+		select {
+		case <-cl.Done:
+		case <-time.After(6 * waitTimeout):
+			t.Fatalf("call %d never completed", i+1)
+		}
+		if cl.Error != nil {
+			t.Fatalf("call %d: %v", i+1, cl.Error)
+		}
+	}
+	mu.Lock()
+	replicas := slices.Clone(apps)
+	mu.Unlock()
+	want := make([]uint64, n)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	waitFor(t, "every replica to apply every write", func() bool {
+		for _, a := range replicas {
+			if len(a.history()) < n {
+				return false
+			}
+		}
+		return true
+	})
+	for i, a := range replicas {
+		if got := a.history(); !slices.Equal(got, want) {
+			for j := range min(len(got), n) {
+				if got[j] != want[j] {
 					t.Fatalf("replica %d applied %d writes; position %d holds %d, want %d", i+1, len(got), j, got[j], j+1)
 				}
 			}
