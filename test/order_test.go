@@ -13,6 +13,7 @@ import (
 	"github.com/zraft/zraft/client"
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/node"
 )
 
 // registerApp is one replica's application: a register whose every write
@@ -77,6 +78,11 @@ func (a *registerApp) history() []uint64 {
 	return slices.Clone(a.seen)
 }
 
+// longSessions gives the order tests' sessions a timeout far above the
+// harness's 2 s: they test order, and a loaded test machine can keep an
+// in-process cluster electing leaders for seconds.
+func longSessions(cfg *node.Config) { cfg.SessionTimeout = 30 * time.Second }
+
 // pipeline drives one session the way a pipelining client does: up to
 // window requests in flight, each carrying the lowest unanswered id; a
 // request refused with a retryable code is resent after the earlier ones
@@ -100,6 +106,40 @@ func (pl *pipeline) send(id uint64) {
 	}
 	// A failed send is noticed as silence and handled by a reconnect.
 	_ = pl.p.w.conn.Send(f)
+}
+
+// reconnect continues the session on the leader. Unlike persistent's, it
+// tries again when the node it reached closes the connection before it
+// answers (a leader that has just stepped down does).
+func (pl *pipeline) reconnect() {
+	p := pl.p
+	deadline := time.Now().Add(3 * waitTimeout)
+	for time.Now().Before(deadline) {
+		p.w.close()
+		p.w = dial(p.t, p.c.leader(p.t).ClientAddr())
+		secretSeq++
+		nonce := secretSeq
+		p.w.send(&codec.ContinueSession{SessionID: p.id, Secret: p.secret, Nonce: nonce})
+		m, err := p.w.nextWithin(2*time.Second, func(m codec.Message) bool {
+			switch r := m.(type) {
+			case *codec.SessionContinued:
+				return r.Nonce == nonce
+			case *codec.SessionRejected:
+				return r.Nonce == nonce
+			}
+			return false
+		})
+		if err == nil {
+			if r, ok := m.(*codec.SessionRejected); ok && (r.Reason == codec.CodeSessionExpired || r.Reason == codec.CodeSessionNotFound) {
+				p.t.Fatalf("session lost: %+v", r)
+			}
+			if _, ok := m.(*codec.SessionContinued); ok {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatal("could not continue the session")
 }
 
 func (pl *pipeline) resendAll() {
@@ -165,7 +205,7 @@ func (pl *pipeline) run(progress func(answered uint64)) {
 				t.Fatal(err)
 			}
 			if !pl.p.alive() {
-				pl.p.reconnect()
+				pl.reconnect()
 			}
 			pl.resendAll()
 			continue
@@ -184,7 +224,7 @@ func (pl *pipeline) run(progress func(answered uint64)) {
 			}
 		}
 		if reconnect {
-			pl.p.reconnect()
+			pl.reconnect()
 			pl.resendAll()
 		} else if len(pl.retry) > 0 {
 			ids := make([]uint64, 0, len(pl.retry))
@@ -211,7 +251,7 @@ func (pl *pipeline) run(progress func(answered uint64)) {
 func TestOneSessionsPipelinedWritesApplyInOrderAcrossLeaderChanges(t *testing.T) {
 	var mu sync.Mutex
 	var apps []*registerApp
-	c := startAppCluster(t, nil, func() fsm.Application {
+	c := startAppCluster(t, longSessions, func() fsm.Application {
 		mu.Lock()
 		defer mu.Unlock()
 		a := &registerApp{}
@@ -239,6 +279,7 @@ func TestOneSessionsPipelinedWritesApplyInOrderAcrossLeaderChanges(t *testing.T)
 	var moved int
 	pl.run(func(answered uint64) {
 		if (moved == 0 && answered >= 250) || (moved == 1 && answered >= 600) {
+			moved++
 			moves <- struct{}{}
 		}
 	})
@@ -290,7 +331,7 @@ func TestOneSessionsPipelinedWritesApplyInOrderAcrossLeaderChanges(t *testing.T)
 func TestClientGoAppliesInOrderAcrossLeaderChanges(t *testing.T) {
 	var mu sync.Mutex
 	var apps []*registerApp
-	c := startAppCluster(t, nil, func() fsm.Application {
+	c := startAppCluster(t, longSessions, func() fsm.Application {
 		mu.Lock()
 		defer mu.Unlock()
 		a := &registerApp{}
