@@ -206,7 +206,7 @@ func TestRetryPolicy(t *testing.T) {
 }
 
 func TestReorderDeliversInOrderOnce(t *testing.T) {
-	o := newReorder(4)
+	o := newReorder(4, 0)
 	sr := func(id uint64) ServerRequest { return ServerRequest{ID: id} }
 	ids := func(rs []ServerRequest) []uint64 {
 		var out []uint64
@@ -392,5 +392,17 @@ func TestPendingWindowAndOrder(t *testing.T) {
 	p.remove(cmds[3])
 	if want, got := []uint64{5}, ids(p.take(3)); !slices.Equal(got, want) {
 		t.Fatalf("take = %v, want %v", got, want)
+	}
+}
+
+func TestEndpointsShareOneEntryPerAddress(t *testing.T) {
+	c := &Conn{opts: defaultOptions(), log: defaultOptions().logger}
+	s := endpointSet{settings: c.breakerSettings}
+	a := s.add("127.0.0.1:7101")
+	if b := s.add("tcp://127.0.0.1:7101"); b != a || len(s.list) != 1 {
+		t.Fatalf("tcp://host:port and host:port are %d endpoints", len(s.list))
+	}
+	if s.lookup("tcp://127.0.0.1:7101") != a {
+		t.Fatal("lookup with the scheme misses the endpoint")
 	}
 }
