@@ -52,6 +52,7 @@ type flags struct {
 	tlsKey         string
 	tlsClientCA    string
 	logLevel       string
+	clockSkew      time.Duration
 }
 
 func parse(args []string) (flags, *flag.FlagSet, error) {
@@ -76,6 +77,7 @@ func parse(args []string) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for client connections")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file: require client certificates it signed")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&f.clockSkew, "debug-clock-skew", 0, "test only: shift this node's local clock by DURATION (e.g. 30s, -30s)")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -179,6 +181,9 @@ func (f flags) config() (node.Config, error) {
 	}
 	if f.sessionTimeout != 0 {
 		cfg.SessionTimeout = f.sessionTimeout
+	}
+	if f.clockSkew != 0 {
+		cfg.ClockSkew = f.clockSkew
 	}
 	if f.tlsCert != "" {
 		cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = f.tlsCert, f.tlsKey, f.tlsClientCA
