@@ -114,7 +114,7 @@ func TestChaosActors(t *testing.T) {
 	s := seed(t)
 	rng := rand.New(rand.NewPCG(uint64(s), 7))
 	ac := startActorCluster(t)
-	w := startWorkload(ac.endpoints(), *flagSessions, s)
+	w := startWorkload(ac.endpoints(), *flagSessions, *flagIdle, s)
 	stopped := false
 	defer func() {
 		if !stopped {

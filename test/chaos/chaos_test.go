@@ -56,7 +56,7 @@ func chaosRun(t *testing.T, kinds []string) string {
 	}
 	mon := startMonitor(c)
 	defer mon.close()
-	w := startWorkload(c.endpoints(), *flagSessions, s)
+	w := startWorkload(c.endpoints(), *flagSessions, *flagIdle, s)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -168,12 +168,13 @@ func readLedger(ctx context.Context, endpoints []string) (int64, error) {
 func report(t *testing.T, h *history, faults []fault, mon *monitor, end time.Time, linStats string, final int64) string {
 	succ := h.sortedSuccesses()
 	type agg struct {
-		n               int
-		gap, leaderless time.Duration
+		n                      int
+		gap, stall, leaderless time.Duration
 	}
 	byKind := map[string]*agg{}
 	var b strings.Builder
-	fmt.Fprintf(&b, "faults (gap: longest time without a successful call; no leader: longest time the healthy members agreed on no live leader):\n")
+	fmt.Fprintf(&b, "faults (gap: longest time without any successful call; stall: longest time one busy session went without one;\n"+
+		"no leader: longest time the healthy members agreed on no live leader; each from the fault to the next fault):\n")
 	for i := range faults {
 		f := &faults[i]
 		to := end
@@ -181,6 +182,7 @@ func report(t *testing.T, h *history, faults []fault, mon *monitor, end time.Tim
 			to = faults[i+1].start
 		}
 		f.gap = maxGap(succ, f.start, to)
+		f.stall, _ = h.stall(f.start, to, *flagSessions)
 		faulty := f.member
 		if f.kind == faultConnKill || f.kind == faultSkew {
 			// The member stays a healthy voter (a skewed member's leader
@@ -200,9 +202,9 @@ func report(t *testing.T, h *history, faults []fault, mon *monitor, end time.Tim
 			byKind[key] = a
 		}
 		a.n++
-		a.gap, a.leaderless = max(a.gap, f.gap), max(a.leaderless, f.leaderless)
-		fmt.Fprintf(&b, "  +%6.1fs %-9s member %d leader=%-5v gap %5.2fs  no leader %5.2fs %s\n",
-			f.start.Sub(h.start).Seconds(), f.kind, f.member, f.wasLeader, f.gap.Seconds(), f.leaderless.Seconds(), f.note)
+		a.gap, a.stall, a.leaderless = max(a.gap, f.gap), max(a.stall, f.stall), max(a.leaderless, f.leaderless)
+		fmt.Fprintf(&b, "  +%6.1fs %-9s member %d leader=%-5v gap %5.2fs  stall %5.2fs  no leader %5.2fs %s\n",
+			f.start.Sub(h.start).Seconds(), f.kind, f.member, f.wasLeader, f.gap.Seconds(), f.stall.Seconds(), f.leaderless.Seconds(), f.note)
 	}
 	keys := make([]string, 0, len(byKind))
 	for k := range byKind {
@@ -213,8 +215,8 @@ func report(t *testing.T, h *history, faults []fault, mon *monitor, end time.Tim
 	var parts []string
 	for _, k := range keys {
 		a := byKind[k]
-		fmt.Fprintf(&b, "  %-20s x%-2d gap %5.2fs  no leader %5.2fs\n", k, a.n, a.gap.Seconds(), a.leaderless.Seconds())
-		parts = append(parts, fmt.Sprintf("%s gap %.2fs", k, a.gap.Seconds()))
+		fmt.Fprintf(&b, "  %-20s x%-2d gap %5.2fs  stall %5.2fs  no leader %5.2fs\n", k, a.n, a.gap.Seconds(), a.stall.Seconds(), a.leaderless.Seconds())
+		parts = append(parts, fmt.Sprintf("%s gap %.2fs stall %.2fs", k, a.gap.Seconds(), a.stall.Seconds()))
 	}
 	h.mu.Lock()
 	fmt.Fprintf(&b, "workload: %d successful calls, %d sessions dialled, %d sessions lost, %d errors; ledger final %d (acknowledged %d, unknown %d)\n",

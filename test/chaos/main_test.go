@@ -38,7 +38,8 @@ var (
 		"fault kinds the process nemesis cycles through (kill, stop, partition, connkill, skew)")
 	flagTarget = flag.String("chaos.target", "mixed",
 		"which member faults hit: leader, follower, or mixed (the leader two times in three)")
-	flagSessions = flag.Int("chaos.sessions", 8, "client sessions running the workload")
+	flagSessions = flag.Int("chaos.sessions", 8, "busy client sessions running the workload (a call every 15 ms)")
+	flagIdle     = flag.Int("chaos.idle", 2, "idle client sessions (a call every 4 s, alive on keep-alives in between)")
 	flagSeed     = flag.Int64("chaos.seed", 0, "random seed (0: from the clock; printed)")
 	flagActorDur = flag.Duration("chaos.actor-duration", 15*time.Second,
 		"how long TestChaosActors panics actors of the in-process cluster")

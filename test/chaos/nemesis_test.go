@@ -42,6 +42,7 @@ type fault struct {
 	start, end time.Time // injected, healed
 	note       string
 	gap        time.Duration // longest time without a successful call
+	stall      time.Duration // longest time one busy session went without one
 	leaderless time.Duration // longest time the healthy members agreed on no live leader
 }
 

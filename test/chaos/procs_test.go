@@ -26,13 +26,13 @@ import (
 // member is one cmd/node process of the cluster. Its ports and data
 // directory stay the same across restarts.
 type member struct {
-	id                               uint64
-	raftPort, clientPort, httpPort   int
-	raftAddr, clientAddr, httpAddr   string
-	dir                              string
-	logPath                          string
-	cred                             *syscall.Credential // nil: runs as the test's user
-	uid                              int                 // -1 when cred is nil
+	id                             uint64
+	raftPort, clientPort, httpPort int
+	raftAddr, clientAddr, httpAddr string
+	dir                            string
+	logPath                        string
+	cred                           *syscall.Credential // nil: runs as the test's user
+	uid                            int                 // -1 when cred is nil
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd

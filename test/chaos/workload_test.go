@@ -28,6 +28,9 @@ const (
 	// complete an operation every few milliseconds (the resolution of the
 	// measured gaps).
 	thinkTime = 15 * time.Millisecond
+	// idleThink is the pause of the idle sessions, which live on
+	// keep-alives between calls (they are what a session-expiry bug hits).
+	idleThink = 4 * time.Second
 	// dialTimeout bounds creating a session.
 	dialTimeout = 30 * time.Second
 )
@@ -86,8 +89,10 @@ type history struct {
 	start     time.Time
 	ops       []record
 	successes []time.Time // completion time of every successful call
-	acked     int64       // sum of acknowledged increments
-	unknown   int64       // sum of increments with unknown outcome
+	// bySession holds the same per session, in order.
+	bySession map[int][]time.Time
+	acked     int64 // sum of acknowledged increments
+	unknown   int64 // sum of increments with unknown outcome
 	incrs     []incrRecord
 	errs      []clientErr
 	lost      []clientErr // sessions lost (EventSessionLost)
@@ -95,11 +100,28 @@ type history struct {
 	total     int
 }
 
-func newHistory() *history { return &history{start: time.Now()} }
+func newHistory() *history { return &history{start: time.Now(), bySession: map[int][]time.Time{}} }
 
-func (h *history) success(at time.Time) {
+func (h *history) success(session int, at time.Time) {
 	h.successes = append(h.successes, at)
+	h.bySession[session] = append(h.bySession[session], at)
 	h.total++
+}
+
+// stall returns the longest time within [from, to] that one busy session
+// (one that completed a call at least every second before from) went
+// without a successful call, and which session that was.
+func (h *history) stall(from, to time.Time, busy int) (time.Duration, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var longest time.Duration
+	who := -1
+	for id := 0; id < busy; id++ {
+		if g := maxGap(h.bySession[id], from, to); g > longest {
+			longest, who = g, id
+		}
+	}
+	return longest, who
 }
 
 func (h *history) addErr(session int, what string, err error) {
@@ -127,12 +149,18 @@ type workload struct {
 	seed      int64
 }
 
-func startWorkload(endpoints []string, sessions int, seed int64) *workload {
+// startWorkload starts busy sessions (an operation every thinkTime) and
+// idle ones (every idleThink).
+func startWorkload(endpoints []string, busy, idle int, seed int64) *workload {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &workload{endpoints: endpoints, h: newHistory(), ctx: ctx, cancel: cancel, seed: seed}
-	for i := 0; i < sessions; i++ {
+	for i := 0; i < busy+idle; i++ {
 		w.wg.Add(1)
-		go w.session(i)
+		think := thinkTime
+		if i >= busy {
+			think = idleThink
+		}
+		go w.session(i, think)
 	}
 	return w
 }
@@ -148,7 +176,7 @@ func (w *workload) stop() *history {
 
 // session is one client: it dials, runs operations, and when its session is
 // lost records that and dials a new one.
-func (w *workload) session(id int) {
+func (w *workload) session(id int, think time.Duration) {
 	defer w.wg.Done()
 	rng := rand.New(rand.NewPCG(uint64(w.seed), uint64(id)))
 	seq := 0
@@ -165,7 +193,7 @@ func (w *workload) session(id int) {
 		for w.ctx.Err() == nil && conn.State() != client.StateSessionLost && conn.State() != client.StateClosed {
 			seq++
 			w.one(conn, id, rng, last, seq)
-			sleep(w.ctx, thinkTime)
+			sleep(w.ctx, think)
 		}
 		_ = conn.Close()
 	}
@@ -222,7 +250,7 @@ func (w *workload) one(conn *client.Conn, id int, rng *rand.Rand, last map[strin
 		}
 		w.h.acked += delta
 		w.h.incrs = append(w.h.incrs, incrRecord{delta: delta, value: v})
-		w.h.success(now)
+		w.h.success(id, now)
 	case p < 55:
 		call := time.Now()
 		res, err := conn.Query(ctx, kv.EncodeGet(key))
@@ -243,7 +271,7 @@ func (w *workload) one(conn *client.Conn, id int, rng *rand.Rand, last map[strin
 		}
 		last[key] = out.value
 		w.h.ops = append(w.h.ops, record{session: id, key: key, in: regInput{op: opGet}, out: out, call: call, ret: now})
-		w.h.success(now)
+		w.h.success(id, now)
 	case p < 80 || last[key] == "":
 		in := regInput{op: opSet, value: value}
 		w.write(conn, ctx, id, key, in, kv.EncodeSet(key, []byte(value)))
@@ -280,7 +308,7 @@ func (w *workload) write(conn *client.Conn, ctx context.Context, id int, key str
 		w.h.errs = append(w.h.errs, clientErr{at: now, session: id,
 			what: fmt.Sprintf("%s %s=%s (called %s)", in.op, key, in.value, call.Format(tsFormat)), err: err})
 	} else {
-		w.h.success(now)
+		w.h.success(id, now)
 	}
 	w.h.ops = append(w.h.ops, r)
 }
