@@ -428,7 +428,7 @@ func TestDecodeAliasesPayload(t *testing.T) {
 }
 
 func TestUnknownCodesDecode(t *testing.T) {
-	for _, c := range []Code{21, 99, 255} {
+	for _, c := range []Code{22, 99, 255} {
 		frame := hdr(KindCloseSession, []byte{byte(c)})
 		m, err := Decode(frame, nil)
 		if err != nil {
@@ -525,6 +525,7 @@ func TestRetryable(t *testing.T) {
 	retryable := map[Code]bool{
 		CodeNotLeader: true, CodeClusterUnavailable: true, CodeRateLimited: true, CodeTooManySessions: true,
 		CodeOverloaded: true, CodeOutcomeUnknown: true, CodeTooManyInFlight: true, CodeShuttingDown: true,
+		CodeOutOfOrder: true,
 	}
 	for c := range 256 {
 		if got := Code(c).Retryable(); got != retryable[Code(c)] {

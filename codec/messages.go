@@ -106,6 +106,7 @@ const (
 	CodeSessionMoved       Code = 18 // the session was continued on another connection
 	CodeInternal           Code = 19 // a broken invariant on the server
 	CodeUnsupported        Code = 20 // the request asks for something this server does not offer
+	CodeOutOfOrder         Code = 21 // an earlier request id of the session has not run yet; resend after it
 )
 
 // Consistency selects how a query is served. Every byte value decodes, so a

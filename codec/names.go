@@ -53,6 +53,7 @@ var codeNames = [...]string{
 	CodeSessionMoved:       "SessionMoved",
 	CodeInternal:           "Internal",
 	CodeUnsupported:        "Unsupported",
+	CodeOutOfOrder:         "OutOfOrder",
 }
 
 // String returns the code's name, such as "NotLeader", or "Code(99)" for a
@@ -78,7 +79,7 @@ func (c Code) Known() bool { return int(c) < len(codeNames) }
 func (c Code) Retryable() bool {
 	switch c {
 	case CodeNotLeader, CodeClusterUnavailable, CodeRateLimited, CodeTooManySessions,
-		CodeOverloaded, CodeOutcomeUnknown, CodeTooManyInFlight, CodeShuttingDown:
+		CodeOverloaded, CodeOutcomeUnknown, CodeTooManyInFlight, CodeShuttingDown, CodeOutOfOrder:
 		return true
 	}
 	return false
