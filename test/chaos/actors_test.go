@@ -169,7 +169,7 @@ func TestChaosActors(t *testing.T) {
 		faults = append(faults, f)
 	}
 	// Let the armed panics fire while the workload still runs.
-	for wait := time.Now().Add(8 * time.Second); len(pending()) > 0 && time.Now().Before(wait); {
+	for wait := time.Now().Add(5 * time.Second); len(pending()) > 0 && time.Now().Before(wait); {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if p := pending(); len(p) > 0 {

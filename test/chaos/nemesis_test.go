@@ -359,7 +359,7 @@ func (n *nemesis) inject(f *fault, m *member) error {
 	return fmt.Errorf("unknown fault kind %q", f.kind)
 }
 
-// skew restarts m with its clock 30 s off (ahead and behind in turn), makes
+// skew restarts m with its clock 30 s off (ahead, then behind, in turn), makes
 // it the leader by pausing whoever else leads (a skewed member counts as
 // healthy: Raft must not depend on clocks), lets it lead for a while and
 // then kills it, so that a leader with an unskewed clock takes over the
@@ -367,8 +367,10 @@ func (n *nemesis) inject(f *fault, m *member) error {
 // correct clock.
 func (n *nemesis) skew(f *fault, m *member) error {
 	c := n.c
+	// Ahead first: a new leader whose clock is ahead is the case that
+	// expires live sessions when stamps of two clocks are compared.
 	skew := skewMagnitude
-	if n.skews%2 == 0 {
+	if n.skews%2 == 1 {
 		skew = -skew
 	}
 	n.skews++
