@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"time"
 
 	"github.com/sony/gobreaker/v2"
 )
@@ -18,6 +19,8 @@ type endpoint struct {
 	// which gobreaker calls synchronously from Allow and the done callback;
 	// only the event loop calls those, so the loop owns the field.
 	open bool
+	// lastTry is when the last connection attempt to addr started.
+	lastTry time.Time
 }
 
 // pass asks the breaker for an attempt. The returned function reports the
@@ -54,10 +57,8 @@ type endpointSet struct {
 // list is full an unknown address gets a transient endpoint that is not
 // remembered.
 func (s *endpointSet) add(addr string) *endpoint {
-	for _, e := range s.list {
-		if e.addr == addr {
-			return e
-		}
+	if e := s.lookup(addr); e != nil {
+		return e
 	}
 	e := &endpoint{addr: addr}
 	e.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](s.settings(addr, e))
@@ -67,13 +68,23 @@ func (s *endpointSet) add(addr string) *endpoint {
 	return e
 }
 
-// pick chooses the endpoint for the next connection attempt: the hinted
-// address when there is one and its breaker lets it through, otherwise the
-// next endpoint in rotation whose breaker is not open. ok is false when every
-// breaker is open.
-func (s *endpointSet) pick(hint string) (e *endpoint, done func(error), ok bool) {
-	if hint != "" {
-		e = s.add(hint)
+// lookup returns the endpoint for addr, or nil when it is not in the list.
+func (s *endpointSet) lookup(addr string) *endpoint {
+	for _, e := range s.list {
+		if e.addr == addr {
+			return e
+		}
+	}
+	return nil
+}
+
+// pick chooses the endpoint for the next connection attempt: target when
+// there is one (a leader hint, or the endpoint to bind again) and its breaker
+// lets it through, otherwise the next endpoint in rotation whose breaker is
+// not open. ok is false when every breaker is open.
+func (s *endpointSet) pick(target string) (e *endpoint, done func(error), ok bool) {
+	if target != "" {
+		e = s.add(target)
 		if done, ok = e.pass(); ok {
 			return e, done, true
 		}
@@ -98,5 +109,31 @@ func (s *endpointSet) skip(addr string) {
 			s.next = (i + 1) % len(s.list)
 			return
 		}
+	}
+}
+
+// breakerSettings builds the circuit breaker of one endpoint. Only the loop
+// calls the breaker, so OnStateChange runs on the loop and may touch its
+// state; it must not call the breaker back (gobreaker holds its mutex).
+func (c *Conn) breakerSettings(addr string, ep *endpoint) gobreaker.Settings {
+	threshold := c.opts.breakerFailures
+	return gobreaker.Settings{
+		Name:        addr,
+		MaxRequests: 1,
+		Timeout:     c.opts.breakerOpen,
+		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= threshold },
+		IsSuccessful: func(err error) bool {
+			return err == nil
+		},
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			ep.open = to == gobreaker.StateOpen
+			c.log.Info("client: breaker state", "endpoint", name, "from", from.String(), "to", to.String())
+			switch {
+			case to == gobreaker.StateOpen:
+				c.emit(Event{Type: EventBreakerOpened, Endpoint: name})
+			case to == gobreaker.StateClosed:
+				c.emit(Event{Type: EventBreakerClosed, Endpoint: name})
+			}
+		},
 	}
 }

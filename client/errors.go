@@ -1,8 +1,12 @@
 package client
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 
 	"github.com/zraft/zraft/codec"
 )
@@ -102,6 +106,14 @@ var (
 	// ErrInvalidOption is returned by Dial when an option's value is out of
 	// range.
 	ErrInvalidOption = errors.New("client: invalid option")
+
+	// ErrTLS means a TLS handshake failed for a reason that retrying cannot
+	// fix: the server's certificate did not verify (unknown authority,
+	// wrong name, expired), or the server refused this client's
+	// certificate or its lack of one. Dial returns it at once, wrapping the
+	// cause; an established Conn treats it as a failure of that member
+	// only.
+	ErrTLS = errors.New("client: TLS handshake failed")
 )
 
 // AppError is an error the replicated application returned for a command or a
@@ -197,49 +209,6 @@ func remoteError(code codec.Code, appCode uint32, msg string) error {
 	return &ServerError{Code: code, Message: msg}
 }
 
-// retryAction says what the client does itself with a code a server returned
-// for a command or a query.
-type retryAction int
-
-const (
-	// actionFail ends the call with the mapped error.
-	actionFail retryAction = iota
-	// actionRedirect moves the session to the hinted leader; the call stays
-	// pending and is resent there with the same id.
-	actionRedirect
-	// actionBackoff resends the same id on the current connection after a
-	// backoff delay; the attempt counts against the maximum.
-	actionBackoff
-	// actionReconnect continues the session on a connection again (the
-	// server forgot the binding); the call stays pending.
-	actionReconnect
-	// actionLost ends the session: everything pending fails with
-	// ErrSessionExpired.
-	actionLost
-)
-
-// classify is the retry policy for request and query errors, kept as a pure
-// function so that a table test pins it down.
-func classify(c codec.Code) retryAction {
-	switch c {
-	case codec.CodeNotLeader, codec.CodeShuttingDown:
-		return actionRedirect
-	case codec.CodeOverloaded, codec.CodeClusterUnavailable, codec.CodeOutcomeUnknown,
-		codec.CodeTooManyInFlight:
-		return actionBackoff
-	case codec.CodeSessionNotFound, codec.CodeSessionMoved:
-		return actionReconnect
-	case codec.CodeSessionExpired:
-		return actionLost
-	default:
-		return actionFail
-	}
-}
-
-// ambiguousCode reports whether a server answer with this code leaves open
-// whether the command executed.
-func ambiguousCode(c codec.Code) bool { return c == codec.CodeOutcomeUnknown }
-
 // lostError builds the error pending calls fail with when the session is
 // lost: it always matches ErrSessionExpired and carries the cause.
 func lostError(cause error) error {
@@ -250,4 +219,44 @@ func lostError(cause error) error {
 		return cause
 	}
 	return fmt.Errorf("%w: %w", ErrSessionExpired, cause)
+}
+
+// certError reports whether err is a certificate verification failure on
+// either side of a TLS handshake: this client's check of the server's
+// certificate, or the server's refusal of this client's certificate (or of
+// its lack of one). Such failures are configuration errors, not outages.
+func certError(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+		op       *net.OpError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return true
+	case errors.As(err, &alert):
+		// AlertError's text lacks the "tls: " that the alert's own has.
+		return certAlerts["tls: "+strings.TrimPrefix(alert.Error(), "tls: ")]
+	case errors.As(err, &op) && op.Op == "remote error" && op.Err != nil:
+		// crypto/tls reports an alert received over TCP as a net.OpError
+		// around an unexported alert type; its text is all there is.
+		return certAlerts[op.Err.Error()]
+	}
+	return false
+}
+
+// certAlerts are the texts of the TLS alerts (RFC 8446 §6.2) that refuse a
+// certificate.
+var certAlerts = map[string]bool{
+	"tls: bad certificate":               true,
+	"tls: unsupported certificate":       true,
+	"tls: revoked certificate":           true,
+	"tls: expired certificate":           true,
+	"tls: unknown certificate":           true,
+	"tls: unknown certificate authority": true,
+	"tls: access denied":                 true,
+	"tls: certificate required":          true,
 }

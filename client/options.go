@@ -22,6 +22,8 @@ type options struct {
 	keepAliveMisses int
 	backoff         backoff
 	maxAttempts     int
+	leaderRetry     time.Duration
+	window          int
 	requestTimeout  time.Duration
 	dialTimeout     time.Duration
 	maxPending      int
@@ -49,7 +51,18 @@ const (
 	defaultBackoffFactor   = 2.0
 	defaultBackoffJitter   = 0.25
 	defaultMaxAttempts     = 5
-	defaultRequestTimeout  = 2 * time.Second
+	// defaultLeaderRetry is about a tenth of the servers' default election
+	// timeout (1 s), so a new leader is found within one interval of its
+	// election without flooding members while there is none.
+	defaultLeaderRetry = 150 * time.Millisecond
+	// defaultWindow keeps request ids within 512 of the oldest pending one,
+	// below the servers' default cache of 1,024 responses per session, so
+	// the oldest request can always run (see WithRequestWindow).
+	defaultWindow = 512
+	// defaultRequestTimeout is above the servers' default proposal timeout
+	// (5 s): a request the server is still working on is not sent again,
+	// and a server that gave up answers OutcomeUnknown before it fires.
+	defaultRequestTimeout  = 7 * time.Second
 	defaultDialTimeout     = 5 * time.Second
 	defaultMaxPending      = 1024
 	defaultSRBuffer        = 64
@@ -79,6 +92,8 @@ func defaultOptions() *options {
 			jitter:  defaultBackoffJitter,
 		},
 		maxAttempts:     defaultMaxAttempts,
+		leaderRetry:     defaultLeaderRetry,
+		window:          defaultWindow,
 		requestTimeout:  defaultRequestTimeout,
 		dialTimeout:     defaultDialTimeout,
 		maxPending:      defaultMaxPending,
@@ -134,12 +149,16 @@ func WithKeepAliveMisses(n int) Option {
 	}
 }
 
-// WithBackoff sets the exponential backoff used between reconnection
-// attempts, between redirects that do not reach a leader, and before
-// resending a command the server refused as overloaded or unavailable. The
-// n-th delay (from 0) is min(initial*factor^n, max), varied at random by
-// ±jitter (a fraction) and never above max. Default: 100 ms, 30 s, 2, 0.25.
-// initial must be positive, max >= initial, factor >= 1 and jitter in [0, 1).
+// WithBackoff sets the exponential backoff used after transport failures
+// (cannot connect, the handshake fails, a connection drops without
+// answering), after members refuse a session for now (RateLimited,
+// TooManySessions), and before resending a command the server refused as
+// Overloaded, TooManyInFlight or OutcomeUnknown. Leader hints are followed
+// at once and "no leader yet" answers are retried after WithLeaderRetry's
+// interval instead: neither grows the backoff. The n-th delay (from 0) is
+// min(initial*factor^n, max), varied at random by ±jitter (a fraction) and
+// never above max. Default: 100 ms, 30 s, 2, 0.25. initial must be positive,
+// max >= initial, factor >= 1 and jitter in [0, 1).
 func WithBackoff(initial, max time.Duration, factor, jitter float64) Option {
 	return func(o *options) {
 		b := backoff{initial: initial, max: max, factor: factor, jitter: jitter}
@@ -165,9 +184,46 @@ func WithMaxAttempts(n int) Option {
 	}
 }
 
+// WithLeaderRetry sets how soon the client asks the next member after one
+// answered that it knows no leader (ClusterUnavailable, or NotLeader or
+// ShuttingDown without a hint), varied at random by ±25 %. Members are asked
+// in turn, so a new leader is found within about one interval of its
+// election. Keep it well below the servers' election timeout. Default:
+// 150 ms. Must be positive.
+func WithLeaderRetry(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.invalid("leader retry %v <= 0", d)
+			return
+		}
+		o.leaderRetry = d
+	}
+}
+
+// WithRequestWindow bounds how far request ids may run ahead of the oldest
+// pending command: a command whose id is window or more above it waits in
+// the Conn, unsent, until older commands complete. The server caches each
+// session's answered responses until the client's oldest pending id passes
+// them, so the window must be at most the servers' per-session cache
+// (max_cached_responses, default 1,024) for the oldest command to always
+// have room. Default: 512. Must be at least 1.
+func WithRequestWindow(n int) Option {
+	return func(o *options) {
+		if n < 1 {
+			o.invalid("request window %d < 1", n)
+			return
+		}
+		o.window = n
+	}
+}
+
 // WithRequestTimeout sets how long the client waits for the answer to one
 // attempt before resending the command or query with the same id on the
-// current connection. Default: 2 s. Must be positive.
+// current connection. Keep it above the servers' proposal timeout
+// (proposal_timeout, default 5 s): a server that gives up on a proposal
+// answers OutcomeUnknown itself, and a shorter client timeout only makes
+// slow commands be proposed twice (harmless, but wasted). Default: 7 s.
+// Must be positive.
 func WithRequestTimeout(d time.Duration) Option {
 	return func(o *options) {
 		if d <= 0 {

@@ -179,7 +179,8 @@ func TestRetryPolicy(t *testing.T) {
 		{codec.CodeNotLeader, actionRedirect},
 		{codec.CodeShuttingDown, actionRedirect},
 		{codec.CodeOverloaded, actionBackoff},
-		{codec.CodeClusterUnavailable, actionBackoff},
+		{codec.CodeClusterUnavailable, actionRedirect},
+		{codec.CodeOutOfOrder, actionReorder},
 		{codec.CodeOutcomeUnknown, actionBackoff},
 		{codec.CodeTooManyInFlight, actionBackoff},
 		{codec.CodeSessionNotFound, actionReconnect},
@@ -198,7 +199,7 @@ func TestRetryPolicy(t *testing.T) {
 		}
 		// The client retries itself exactly what the protocol calls
 		// retryable (except the session-creation-only codes).
-		if retried := tt.want == actionRedirect || tt.want == actionBackoff; retried != tt.code.Retryable() {
+		if retried := tt.want == actionRedirect || tt.want == actionBackoff || tt.want == actionReorder; retried != tt.code.Retryable() {
 			t.Errorf("code %v: client retries = %v, protocol Retryable = %v", tt.code, retried, tt.code.Retryable())
 		}
 	}
@@ -300,10 +301,10 @@ func TestPendingTable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p.schedule(a, base.Add(3*time.Second))
-	p.schedule(b, base.Add(1*time.Second))
-	p.schedule(c, base.Add(2*time.Second))
-	p.schedule(a, base.Add(500*time.Millisecond)) // rescheduled earlier
+	p.setTimer(a, stateInFlight, base.Add(3*time.Second))
+	p.setTimer(b, stateWaiting, base.Add(1*time.Second))
+	p.setTimer(c, stateInFlight, base.Add(2*time.Second))
+	p.setTimer(a, stateInFlight, base.Add(500*time.Millisecond)) // rescheduled earlier
 	if d, _ := p.nextDeadline(); !d.Equal(base.Add(500 * time.Millisecond)) {
 		t.Errorf("nextDeadline = %v", d)
 	}
@@ -320,5 +321,76 @@ func TestPendingTable(t *testing.T) {
 	all := p.inOrder()
 	if len(all) != 4 || all[0] != a || all[1] != b || all[2] != c || all[3] != q {
 		t.Errorf("inOrder is not commands by id then queries")
+	}
+}
+
+// TestPendingWindowAndOrder pins down which calls pump sends: queries at
+// once, commands only below lowest pending + window, and a command refused
+// as OutOfOrder only after an earlier one is sent again or once it is the
+// oldest.
+func TestPendingWindowAndOrder(t *testing.T) {
+	p := newPending(100)
+	mk := func(query bool) *call { return &call{query: query, pub: &Call{Done: make(chan *Call, 1)}} }
+	ids := func(cs []*call) []uint64 {
+		var out []uint64
+		for _, c := range cs {
+			out = append(out, c.id)
+		}
+		return out
+	}
+	send := func(cs []*call) {
+		for _, c := range cs {
+			c.sent = true
+			p.setTimer(c, stateInFlight, time.Unix(0, 0))
+		}
+	}
+	var cmds []*call
+	for range 6 {
+		c := mk(false)
+		if err := p.add(c); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, c)
+	}
+	q := mk(true)
+	_ = p.add(q)
+	got := p.sendable(3)
+	if want := []uint64{1, 1, 2, 3}; !slices.Equal(ids(got), want) {
+		t.Fatalf("sendable(3) = %v, want query 1 then commands 1 2 3 (window of 3 above lowest pending 1)", ids(got))
+	}
+	send(got)
+	if got := p.sendable(3); len(got) != 0 {
+		t.Fatalf("nothing may be sent while ids 1-3 are in flight, got %v", ids(got))
+	}
+	// 2 and 3 are answered: the window moves only as far as id 1 allows.
+	p.remove(cmds[1])
+	p.remove(cmds[2])
+	if got := ids(p.sendable(3)); len(got) != 0 {
+		t.Fatalf("window must stay anchored at the oldest pending id 1, got %v", got)
+	}
+	// 1 is answered: 4, 5 and 6 may go.
+	p.remove(cmds[0])
+	got = p.sendable(3)
+	if want := []uint64{4, 5, 6}; !slices.Equal(ids(got), want) {
+		t.Fatalf("sendable = %v, want %v", ids(got), want)
+	}
+	send(got)
+	// 5 and 6 overtook 4 on the server: they wait for 4.
+	p.block(cmds[4])
+	p.block(cmds[5])
+	if got := ids(p.sendable(3)); len(got) != 0 {
+		t.Fatalf("blocked commands sent before 4 was sent again: %v", got)
+	}
+	// 4 times out and is due again: 4, 5, 6 go in order.
+	p.setDue(cmds[3], true)
+	if want, got := []uint64{4, 5, 6}, ids(p.sendable(3)); !slices.Equal(got, want) {
+		t.Fatalf("sendable = %v, want %v", got, want)
+	}
+	send([]*call{cmds[3], cmds[4], cmds[5]})
+	// 5 blocked again, and 4 completes: 5 is now the oldest and goes alone.
+	p.block(cmds[4])
+	p.remove(cmds[3])
+	if want, got := []uint64{5}, ids(p.sendable(3)); !slices.Equal(got, want) {
+		t.Fatalf("sendable = %v, want %v", got, want)
 	}
 }

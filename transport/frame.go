@@ -196,6 +196,7 @@ type guard struct {
 	size      uint64 // length accumulated so far
 	bodyLeft  uint64 // body bytes of the current frame not yet passed
 	err       error  // sticky: the first violation
+	readErr   error  // the first error from the connection itself
 }
 
 // Read implements io.Reader for zmq4.
@@ -204,6 +205,9 @@ func (g *guard) Read(p []byte) (int, error) {
 		return 0, g.err
 	}
 	n, err := g.r.Read(p)
+	if err != nil && g.readErr == nil {
+		g.readErr = err
+	}
 	if verr := g.scan(p[:n]); verr != nil {
 		g.err = verr
 		// The bytes are withheld: zmq4 must not see the offending length.
@@ -271,6 +275,11 @@ func handshake(nc net.Conn, br *bufio.Reader, limit int, typ zmq4.SocketType, id
 	if _, err := zmq4.Open(g, null.Security(), typ, id, server, nil); err != nil {
 		if g.err != nil {
 			return fmt.Errorf("%w: %w", ErrHandshake, g.err)
+		}
+		if g.readErr != nil && !errors.Is(g.readErr, io.EOF) {
+			// zmq4 keeps only the text of the connection's error; the
+			// error itself (a TLS alert, a reset) tells the caller more.
+			return fmt.Errorf("%w: %w", ErrHandshake, g.readErr)
 		}
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
