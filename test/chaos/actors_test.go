@@ -206,7 +206,7 @@ func TestChaosActors(t *testing.T) {
 	if err == nil && len(rp) == 0 && replicaLedger != final {
 		problems = append(problems, fmt.Sprintf("replicas hold ledger %d, the cluster answered %d", replicaLedger, final))
 	}
-	lin, linStats := checkLinearizable(h, outDir("zraft-chaos-actors-"))
+	lin, linStats := checkLinearizable(h, "zraft-chaos-actors-")
 	problems = append(problems, lin...)
 	if err == nil {
 		problems = append(problems, checkLedger(h, final)...)

@@ -34,6 +34,12 @@ func TestChaosProcesses(t *testing.T) {
 			t.Fatalf("-chaos.faults: unknown fault kind %q", k)
 		}
 	}
+	// Each run takes its duration plus about a minute of setup and checks.
+	need := time.Duration(*flagRuns) * (*flagDuration + 90*time.Second)
+	if d, ok := t.Deadline(); ok && time.Until(d) < need {
+		t.Fatalf("%d runs of %v need about %v; go test's -timeout leaves %v: add -timeout %v",
+			*flagRuns, *flagDuration, need.Round(time.Minute), time.Until(d).Round(time.Second), (need + 5*time.Minute).Round(time.Minute))
+	}
 	var summaries []string
 	for run := 1; run <= *flagRuns; run++ {
 		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
@@ -103,8 +109,7 @@ func chaosRun(t *testing.T, kinds []string) string {
 		problems = append(problems, fmt.Sprintf("replicas hold ledger %d, the cluster answered %d", replicaLedger, final))
 	}
 
-	dir := outDir("zraft-chaos-out-")
-	lin, linStats := checkLinearizable(h, dir)
+	lin, linStats := checkLinearizable(h, "zraft-chaos-out-")
 	problems = append(problems, lin...)
 	if err == nil {
 		problems = append(problems, checkLedger(h, final)...)

@@ -73,8 +73,8 @@ const checkTimeout = 60 * time.Second
 
 // checkLinearizable checks each key's history and returns one problem per
 // key that is not linearizable; for those it writes porcupine's
-// visualization into dir.
-func checkLinearizable(h *history, dir string) (problems []string, stats string) {
+// visualization into a new temporary directory named prefix*.
+func checkLinearizable(h *history, prefix string) (problems []string, stats string) {
 	h.mu.Lock()
 	byKey := map[string][]porcupine.Operation{}
 	unknown := 0
@@ -103,7 +103,7 @@ func checkLinearizable(h *history, dir string) (problems []string, stats string)
 		case porcupine.Unknown:
 			problems = append(problems, fmt.Sprintf("linearizability of key %s (%d ops) inconclusive after %v", k, len(ops), checkTimeout))
 		default:
-			path := filepath.Join(dir, "linearizability-"+k+".html")
+			path := filepath.Join(outDir(prefix), "linearizability-"+k+".html")
 			if err := porcupine.VisualizePath(registerModel, info, path); err != nil {
 				path = "(visualization failed: " + err.Error() + ")"
 			}

@@ -20,6 +20,9 @@ func TestLeaderKillGap(t *testing.T) {
 	if trials <= 0 {
 		t.Skip("measurement: run with -chaos.gap-trials=N (see docs/benchmarks.md)")
 	}
+	if d, ok := t.Deadline(); ok && time.Until(d) < time.Duration(trials)*20*time.Second+time.Minute {
+		t.Fatalf("%d trials need about %v: add -timeout", trials, time.Duration(trials)*20*time.Second+time.Minute)
+	}
 	s := seed(t)
 	c := startProcCluster(t)
 	w := startWorkload(c.endpoints(), *flagSessions, *flagIdle, s)

@@ -31,7 +31,7 @@ import (
 )
 
 var (
-	flagDuration = flag.Duration("chaos.duration", 40*time.Second,
+	flagDuration = flag.Duration("chaos.duration", 30*time.Second,
 		"how long the nemesis injects faults into the process cluster in each run")
 	flagRuns   = flag.Int("chaos.runs", 1, "how many process-cluster runs TestChaosProcesses makes")
 	flagFaults = flag.String("chaos.faults", "kill,stop,partition,connkill,skew",
@@ -41,7 +41,7 @@ var (
 	flagSessions = flag.Int("chaos.sessions", 8, "busy client sessions running the workload (a call every 15 ms)")
 	flagIdle     = flag.Int("chaos.idle", 2, "idle client sessions (a call every 4 s, alive on keep-alives in between)")
 	flagSeed     = flag.Int64("chaos.seed", 0, "random seed (0: from the clock; printed)")
-	flagActorDur = flag.Duration("chaos.actor-duration", 12*time.Second,
+	flagActorDur = flag.Duration("chaos.actor-duration", 10*time.Second,
 		"how long TestChaosActors panics actors of the in-process cluster")
 	flagGapTrials = flag.Int("chaos.gap-trials", 0,
 		"TestLeaderKillGap: leader kills to measure (0 skips the test); the median is printed")
