@@ -17,6 +17,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -85,6 +86,9 @@ type Config struct {
 	// preloading excluded), so that a run ends even if the clock misbehaves.
 	// Default 100,000,000.
 	MaxOps uint64
+	// TLS, when set, is passed to every client.Dial of RunZraft (see
+	// client.WithTLS). Default nil: plaintext.
+	TLS *tls.Config `json:"-"`
 }
 
 // DefaultConfig returns the defaults documented on Config's fields.

@@ -75,7 +75,11 @@ func dialAll(ctx context.Context, cfg Config) ([]*client.Conn, error) {
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 			defer cancel()
-			conns[i], errs[i] = client.Dial(dctx, cfg.Endpoints)
+			var opts []client.Option
+			if cfg.TLS != nil {
+				opts = append(opts, client.WithTLS(cfg.TLS))
+			}
+			conns[i], errs[i] = client.Dial(dctx, cfg.Endpoints, opts...)
 		}()
 	}
 	wg.Wait()

@@ -19,7 +19,7 @@ func (c *Conn) pump(now time.Time) {
 	if l == nil || !l.ready {
 		return
 	}
-	for _, cl := range c.pend.sendable(c.opts.window) {
+	for _, cl := range c.pend.take(c.opts.window) {
 		if c.link != l {
 			return // the connection failed while sending
 		}

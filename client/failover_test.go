@@ -309,7 +309,7 @@ func TestOldestRequestNeverStarved(t *testing.T) {
 	srv := newFakeServer(t)
 	var refused atomic.Int64
 	srv.setRespond(cacheServer(1024, &refused)) // the servers' default cache
-	c := dialT(t, []string{srv.addr()}, WithRequestTimeout(50*time.Millisecond), WithMaxPending(2000))
+	c := dialT(t, []string{srv.addr()}, WithRequestTimeout(300*time.Millisecond), WithMaxAttempts(20), WithMaxPending(2000))
 	var calls []*Call
 	for i := 0; i < 1100; i++ {
 		calls = append(calls, c.Go([]byte("x")))

@@ -22,7 +22,8 @@ type Call struct {
 type callState int
 
 const (
-	// stateNew: just created, not yet in the table.
+	// stateNew: in none of the table's queues: just created, or taken to
+	// be sent.
 	stateNew callState = iota
 	// stateDue: to be sent (again) as soon as the session is bound and,
 	// for commands, the request window allows.
@@ -82,7 +83,8 @@ type pending struct {
 	// command leaves dueCmds only when the window lets it be sent.
 	dueCmds    []*call
 	dueQueries []*call
-	blocked    int // commands in stateBlocked
+	blocked    int     // commands in stateBlocked
+	scratch    []*call // take's result, reused
 }
 
 func newPending(max int) *pending {
@@ -235,40 +237,47 @@ func (p *pending) popDue(now time.Time) *call {
 	return heap.Pop(&p.timers).(*call)
 }
 
-// sendable returns, in id order, the calls to send now: every due query,
-// then the due commands below the window's end (lowest pending id + window)
-// merged with the blocked commands that may go: those above a command sent
-// in this round, and the oldest pending command. Queries come first: they
-// have no order to keep.
-func (p *pending) sendable(window int) []*call {
+// take removes from the table's queues, and returns in id order, the calls
+// to send now: every due query, then the due commands below the window's end
+// (lowest pending id + window) merged with the blocked commands that may go:
+// those above a command sent in this round, and the oldest pending command.
+// Queries come first: they have no order to keep. The calls are left in
+// stateNew for the caller to send; the returned slice is reused by the next
+// take.
+func (p *pending) take(window int) []*call {
+	out := p.scratch[:0]
+	defer func() { p.scratch = out[:0] }()
 	if len(p.dueQueries) == 0 && len(p.dueCmds) == 0 && p.blocked == 0 {
 		return nil
 	}
-	out := slices.Clone(p.dueQueries)
+	out = append(out, p.dueQueries...)
+	clear(p.dueQueries)
+	p.dueQueries = p.dueQueries[:0]
 	lo := p.lowestPending()
 	end := lo + uint64(window)
 	if p.blocked == 0 {
-		for _, c := range p.dueCmds {
+		k := 0
+		for k < len(p.dueCmds) && p.dueCmds[k].id < end {
+			k++
+		}
+		out = append(out, p.dueCmds[:k]...)
+		clear(p.dueCmds[:k])
+		p.dueCmds = p.dueCmds[k:]
+	} else {
+		sentBelow := false
+		for _, c := range p.cmds {
 			if c.id >= end {
 				break
 			}
-			out = append(out, c)
+			if c.state == stateDue || c.state == stateBlocked && (sentBelow || c.id == lo) {
+				p.leave(c)
+				out = append(out, c)
+				sentBelow = true
+			}
 		}
-		return out
 	}
-	sentBelow := false
-	for _, c := range p.cmds {
-		if c.id >= end {
-			break
-		}
-		switch {
-		case c.state == stateDue:
-			out = append(out, c)
-			sentBelow = true
-		case c.state == stateBlocked && (sentBelow || c.id == lo):
-			out = append(out, c)
-			sentBelow = true
-		}
+	for _, c := range out {
+		c.state = stateNew
 	}
 	return out
 }

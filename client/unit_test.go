@@ -354,43 +354,43 @@ func TestPendingWindowAndOrder(t *testing.T) {
 	}
 	q := mk(true)
 	_ = p.add(q)
-	got := p.sendable(3)
+	got := p.take(3)
 	if want := []uint64{1, 1, 2, 3}; !slices.Equal(ids(got), want) {
-		t.Fatalf("sendable(3) = %v, want query 1 then commands 1 2 3 (window of 3 above lowest pending 1)", ids(got))
+		t.Fatalf("take(3) = %v, want query 1 then commands 1 2 3 (window of 3 above lowest pending 1)", ids(got))
 	}
 	send(got)
-	if got := p.sendable(3); len(got) != 0 {
+	if got := p.take(3); len(got) != 0 {
 		t.Fatalf("nothing may be sent while ids 1-3 are in flight, got %v", ids(got))
 	}
 	// 2 and 3 are answered: the window moves only as far as id 1 allows.
 	p.remove(cmds[1])
 	p.remove(cmds[2])
-	if got := ids(p.sendable(3)); len(got) != 0 {
+	if got := ids(p.take(3)); len(got) != 0 {
 		t.Fatalf("window must stay anchored at the oldest pending id 1, got %v", got)
 	}
 	// 1 is answered: 4, 5 and 6 may go.
 	p.remove(cmds[0])
-	got = p.sendable(3)
+	got = p.take(3)
 	if want := []uint64{4, 5, 6}; !slices.Equal(ids(got), want) {
-		t.Fatalf("sendable = %v, want %v", ids(got), want)
+		t.Fatalf("take = %v, want %v", ids(got), want)
 	}
 	send(got)
 	// 5 and 6 overtook 4 on the server: they wait for 4.
 	p.block(cmds[4])
 	p.block(cmds[5])
-	if got := ids(p.sendable(3)); len(got) != 0 {
+	if got := ids(p.take(3)); len(got) != 0 {
 		t.Fatalf("blocked commands sent before 4 was sent again: %v", got)
 	}
 	// 4 times out and is due again: 4, 5, 6 go in order.
 	p.setDue(cmds[3], true)
-	if want, got := []uint64{4, 5, 6}, ids(p.sendable(3)); !slices.Equal(got, want) {
-		t.Fatalf("sendable = %v, want %v", got, want)
+	if want, got := []uint64{4, 5, 6}, ids(p.take(3)); !slices.Equal(got, want) {
+		t.Fatalf("take = %v, want %v", got, want)
 	}
 	send([]*call{cmds[3], cmds[4], cmds[5]})
 	// 5 blocked again, and 4 completes: 5 is now the oldest and goes alone.
 	p.block(cmds[4])
 	p.remove(cmds[3])
-	if want, got := []uint64{5}, ids(p.sendable(3)); !slices.Equal(got, want) {
-		t.Fatalf("sendable = %v, want %v", got, want)
+	if want, got := []uint64{5}, ids(p.take(3)); !slices.Equal(got, want) {
+		t.Fatalf("take = %v, want %v", got, want)
 	}
 }

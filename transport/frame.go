@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"net"
 
 	"github.com/go-zeromq/zmq4"
@@ -24,6 +25,10 @@ const (
 	greetingLen = 64
 	// maxShortFrame is the largest body a short (2-byte) header describes.
 	maxShortFrame = 255
+	// bodyChunk is the most a frame body is allocated ahead of the bytes
+	// that have arrived: a header announcing a large frame pins at most
+	// this much until its body actually comes.
+	bodyChunk = 64 << 10
 )
 
 // ZMTP command names this package reacts to after the handshake.
@@ -133,8 +138,8 @@ func readMessage(br *bufio.Reader, limit int) ([]byte, msgKind, error) {
 			if more || multipart {
 				return nil, kindData, fmt.Errorf("%w: command frame inside a multi-part message", ErrProtocol)
 			}
-			body := make([]byte, size)
-			if _, err := io.ReadFull(br, body); err != nil {
+			body, err := readBody(br, size)
+			if err != nil {
 				return nil, kindData, unexpected(err)
 			}
 			return body, kindCommand, nil
@@ -149,12 +154,38 @@ func readMessage(br *bufio.Reader, limit int) ([]byte, msgKind, error) {
 			}
 			continue
 		}
-		body := make([]byte, size)
-		if _, err := io.ReadFull(br, body); err != nil {
+		body, err := readBody(br, size)
+		if err != nil {
 			return nil, kindData, unexpected(err)
 		}
 		return body, kindData, nil
 	}
+}
+
+// readBody reads a frame body of size bytes (size is at most the frame
+// limit). Memory follows the bytes that arrive: the buffer starts at
+// bodyChunk and doubles as it fills, so a peer that announces a large frame
+// and sends little costs little. Small bodies take one exact allocation.
+func readBody(br *bufio.Reader, size int) ([]byte, error) {
+	if size <= bodyChunk {
+		body := make([]byte, size)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	body := make([]byte, 0, bodyChunk)
+	for len(body) < size {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(cap(body), size-len(body)))
+		}
+		n, err := br.Read(body[len(body):min(cap(body), size)])
+		body = body[:len(body)+n]
+		if err != nil && len(body) < size {
+			return nil, err
+		}
+	}
+	return body, nil
 }
 
 // parseCommand splits a command frame body into its name and data.

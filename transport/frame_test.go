@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 	"testing/iotest"
 )
@@ -173,4 +174,40 @@ func FuzzGuard(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = readAllGuarded(data, 512, iotest.OneByteReader)
 	})
+}
+
+// TestAnnouncedSizeIsNotAllocatedAhead: a header announcing a frame at the
+// limit, followed by a few bytes, costs about one bodyChunk, not the
+// announced size (issue 10: 9-byte headers pinned 4 MiB each).
+func TestAnnouncedSizeIsNotAllocatedAhead(t *testing.T) {
+	const announced = 4 << 20
+	stream := cat(longHeader(0, announced), []byte("only these bytes arrive"))
+	br := bufio.NewReaderSize(bytes.NewReader(stream), 4096)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err := readMessage(br, announced)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("readMessage = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > announced/4 {
+		t.Fatalf("a truncated %d-byte frame allocated %d bytes", announced, got)
+	}
+}
+
+// TestLargeBodyArrivingInPieces: a body larger than bodyChunk, delivered a
+// little at a time, is read whole and exact.
+func TestLargeBodyArrivingInPieces(t *testing.T) {
+	for _, size := range []int{bodyChunk, bodyChunk + 1, 3*bodyChunk + 7, 1 << 20} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i * 7)
+		}
+		stream := cat(longHeader(0, uint64(size)), body)
+		br := bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(stream)), 4096)
+		got, kind, err := readMessage(br, 1<<20)
+		if err != nil || kind != kindData || !bytes.Equal(got, body) {
+			t.Fatalf("size %d: readMessage = %d bytes, kind %v, %v", size, len(got), kind, err)
+		}
+	}
 }

@@ -1,14 +1,19 @@
 // Command node runs zraft nodes serving the built-in key-value application.
 //
 //	node --dev                       a 3-node cluster in this process on 127.0.0.1
+//	node --dev --tls                 the same with mutual TLS and throwaway certificates
 //	node --config member.json        one member of a real cluster
 //	node --id 1 --members 1=10.0.0.1:7201/10.0.0.1:7101,2=...,3=... --data /var/lib/zraft
 //
 // In --dev mode the client endpoints are 127.0.0.1:7101-7103 (change the
 // first port with --dev-client-port), the Raft ports 7201-7203 and the HTTP
 // endpoints (/metrics, /healthz, /status) 7301-7303. Data goes to --data
-// (default ./zraft-data). The process runs until SIGINT or SIGTERM, then
-// shuts down gracefully.
+// (default ./zraft-data). With --tls, a throwaway CA, server and client
+// certificates are generated afresh in DATA/tls at every start, the client
+// port and HTTP serve mutual TLS, and the exact zraft command to reach them is
+// printed. The process runs until SIGINT or SIGTERM, then shuts down
+// gracefully. Every start prints the effective TLS mode of the client port
+// and of HTTP.
 package main
 
 import (
@@ -16,21 +21,27 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/internal/devtls"
 	"github.com/zraft/zraft/kv"
 	"github.com/zraft/zraft/node"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -38,6 +49,7 @@ func main() {
 
 type flags struct {
 	dev            bool
+	devTLS         bool
 	devClientPort  int
 	devRaftPort    int
 	devHTTPPort    int
@@ -55,14 +67,16 @@ type flags struct {
 	clockSkew      time.Duration
 }
 
-func parse(args []string) (flags, *flag.FlagSet, error) {
+func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	var f flags
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage:\n  node --dev [--data DIR]\n  node --config FILE\n  node --id N --members ID=RAFT/CLIENT,... --data DIR [flags]\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage:\n  node --dev [--tls] [--data DIR]\n  node --config FILE\n  node --id N --members ID=RAFT/CLIENT,... --data DIR [flags]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&f.dev, "dev", false, "run a 3-node cluster in this process on 127.0.0.1")
+	fs.BoolVar(&f.devTLS, "tls", false, "with --dev: generate a throwaway CA and certificates in DATA/tls and serve mutual TLS")
 	fs.IntVar(&f.devClientPort, "dev-client-port", 7101, "with --dev: first client port (members use it, +1, +2)")
 	fs.IntVar(&f.devRaftPort, "dev-raft-port", 7201, "with --dev: first Raft port")
 	fs.IntVar(&f.devHTTPPort, "dev-http-port", 7301, "with --dev: first HTTP port (0 disables HTTP)")
@@ -73,9 +87,9 @@ func parse(args []string) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.httpAddr, "http", "", "address for /metrics, /healthz and /status (empty: off)")
 	fs.DurationVar(&f.keepAlive, "keepalive", 0, "keep-alive interval clients are told to use (default 1s)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", 0, "session timeout (default 10s)")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file for client connections")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for client connections")
-	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file: require client certificates it signed")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM) for the client port and HTTP; needs --tls-key")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "key file (PEM) of --tls-cert")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file (PEM): require client certificates it signed (mutual TLS); needs --tls-cert")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&f.clockSkew, "debug-clock-skew", 0, "test only: shift this node's local clock by DURATION (e.g. 30s, -30s)")
 	err := fs.Parse(args)
@@ -85,8 +99,10 @@ func parse(args []string) (flags, *flag.FlagSet, error) {
 	return f, fs, err
 }
 
-func run(args []string) error {
-	f, fs, err := parse(args)
+// run is the command: main without the process (signals, exit code), so
+// that tests run it in-process. It returns when ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, fs, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -98,14 +114,18 @@ func run(args []string) error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg, err := f.config()
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if f.devTLS {
+		// Fresh at every start: nothing to expire or to go stale.
+		if _, err := devtls.Generate(devTLSDir(cfg), devtls.DefaultValidity); err != nil {
+			return err
+		}
+	}
 	newApp := func() fsm.Application {
 		s, err := kv.New(kv.DefaultConfig())
 		if err != nil {
@@ -122,8 +142,10 @@ func run(args []string) error {
 			return err
 		}
 		leader := c.Leader()
-		fmt.Printf("zraft dev cluster ready: client endpoints %s (leader %d, data in %s)\n",
+		fmt.Fprintf(stdout, "zraft dev cluster ready: client endpoints %s (leader %d, data in %s)\n",
 			strings.Join(c.Endpoints(), ","), leader.ID(), cfg.DataDir)
+		printTLSModes(stdout, cfg)
+		fmt.Fprintf(stdout, "Try it:\n  %s kv set k v\n", cliCommand(f, cfg, c.Endpoints()))
 		<-ctx.Done()
 		log.Info("shutting down")
 		return c.Close()
@@ -133,7 +155,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("zraft node %d serving clients on %s\n", cfg.ID, n.ClientAddr())
+	fmt.Fprintf(stdout, "zraft node %d serving clients on %s\n", cfg.ID, n.ClientAddr())
+	printTLSModes(stdout, cfg)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
@@ -160,6 +183,9 @@ func (f flags) config() (node.Config, error) {
 			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", f.devHTTPPort)
 		}
 	}
+	if f.devTLS && !f.dev {
+		return cfg, fmt.Errorf("%w: --tls goes with --dev; a real cluster takes --tls-cert, --tls-key and --tls-client-ca", node.ErrConfig)
+	}
 	if f.id != 0 {
 		cfg.ID = f.id
 	}
@@ -185,10 +211,73 @@ func (f flags) config() (node.Config, error) {
 	if f.clockSkew != 0 {
 		cfg.ClockSkew = f.clockSkew
 	}
+	// Each TLS flag overrides its own field only: a flag never drops the
+	// file's other TLS settings, and Validate refuses half a configuration.
 	if f.tlsCert != "" {
-		cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = f.tlsCert, f.tlsKey, f.tlsClientCA
+		cfg.TLSCertFile = f.tlsCert
+	}
+	if f.tlsKey != "" {
+		cfg.TLSKeyFile = f.tlsKey
+	}
+	if f.tlsClientCA != "" {
+		cfg.TLSClientCAFile = f.tlsClientCA
+	}
+	if f.devTLS {
+		if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" || cfg.TLSClientCAFile != "" {
+			return cfg, fmt.Errorf("%w: --tls generates its own certificates; drop it or the other TLS settings", node.ErrConfig)
+		}
+		files := devtls.Paths(devTLSDir(cfg))
+		cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = files.ServerCert, files.ServerKey, files.CA
 	}
 	return cfg, cfg.Validate()
+}
+
+// devTLSDir is where --dev --tls keeps its certificates.
+func devTLSDir(cfg node.Config) string { return filepath.Join(cfg.DataDir, "tls") }
+
+// printTLSModes prints the effective TLS mode of the client port and HTTP,
+// so that a node never runs in plaintext without saying so.
+func printTLSModes(w io.Writer, cfg node.Config) {
+	fmt.Fprintf(w, "client port: %s\n", cfg.ClientTLSMode())
+	fmt.Fprintf(w, "HTTP: %s\n", cfg.HTTPTLSMode())
+}
+
+// cliCommand is the zraft command line (without its subcommand) that
+// reaches the dev cluster: endpoints that differ from the CLI's defaults
+// and, with --tls, the generated CA and client certificate.
+func cliCommand(f flags, cfg node.Config, endpoints []string) string {
+	args := []string{"go", "run", "./cmd/zraft"}
+	if f.devClientPort != 7101 {
+		args = append(args, "--endpoints", strings.Join(endpoints, ","))
+	}
+	if f.devHTTPPort != 7301 && f.devHTTPPort != 0 {
+		var https []string
+		for i := range endpoints {
+			https = append(https, fmt.Sprintf("127.0.0.1:%d", f.devHTTPPort+i))
+		}
+		args = append(args, "--http", strings.Join(https, ","))
+	}
+	if f.devTLS {
+		files := devtls.Paths(devTLSDir(cfg))
+		args = append(args, "--cacert", shellQuote(files.CA), "--cert", shellQuote(files.ClientCert),
+			"--key", shellQuote(files.ClientKey))
+	}
+	return strings.Join(args, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain
+// path characters.
+func shellQuote(s string) string {
+	plain := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:,=@", r)) {
+			plain = false
+		}
+	}
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parseMembers reads "1=10.0.0.1:7201/10.0.0.1:7101,2=...".

@@ -1,9 +1,8 @@
-package main
+package zraftcli
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,12 +24,12 @@ type memberStatus struct {
 // maxBody bounds what the CLI reads from one HTTP answer.
 const maxBody = 64 << 20
 
-func getJSON(ctx context.Context, url string, v any) error {
+func getJSON(ctx context.Context, c common, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -55,7 +54,7 @@ func statuses(ctx context.Context, c common) []memberStatus {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			var s memberStatus
-			if err := getJSON(ctx, "http://"+ep+"/status", &s); err != nil {
+			if err := getJSON(ctx, c, c.httpURL(ep, "/status"), &s); err != nil {
 				s = memberStatus{Status: httpapi.Status{Role: "unreachable"}, Error: err.Error()}
 			}
 			s.HTTP = ep
@@ -80,11 +79,12 @@ func listingFlags(name string, args []string, e env) (c common, asJSON bool, err
 	if fs.NArg() > 0 {
 		return c, false, fmt.Errorf("%w: %s takes no arguments", errUsage, name)
 	}
-	return c, asJSON, nil
+	return c, asJSON, c.prepare(e)
 }
 
 func statusCommand(ctx context.Context, args []string, e env) error {
 	c, asJSON, err := listingFlags("status", args, e)
+	defer c.release()
 	if err != nil {
 		return err
 	}
@@ -124,9 +124,20 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 		}
 	}
 	if reachable == 0 {
-		return errors.New("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP)")
+		return noAnswer(sts)
 	}
 	return nil
+}
+
+// noAnswer is the error when no member answered: the first member's reason
+// (a refused TLS handshake, 403 without a client certificate, a closed port)
+// and what to check.
+func noAnswer(sts []memberStatus) error {
+	reason := ""
+	if len(sts) > 0 {
+		reason = ": " + sts[0].HTTP + ": " + sts[0].Error
+	}
+	return fmt.Errorf("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP; TLS: --cacert, --cert, --key)%s", reason)
 }
 
 // maxListed bounds how many sessions the command lists.
@@ -134,6 +145,7 @@ const maxListed = 1_000_000
 
 func sessionsCommand(ctx context.Context, args []string, e env) error {
 	c, asJSON, err := listingFlags("sessions", args, e)
+	defer c.release()
 	if err != nil {
 		return err
 	}
@@ -148,13 +160,13 @@ func sessionsCommand(ctx context.Context, args []string, e env) error {
 		if s.Error != "" {
 			continue
 		}
-		all, lastErr = listSessions(ctx, s.HTTP)
+		all, lastErr = listSessions(ctx, c, s.HTTP)
 		if lastErr == nil {
 			break
 		}
 	}
 	if all == nil && lastErr == nil {
-		return errors.New("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP)")
+		return noAnswer(sts)
 	}
 	if lastErr != nil {
 		return lastErr
@@ -189,16 +201,16 @@ func stamp(ns int64) string {
 	return time.Unix(0, ns).UTC().Format("15:04:05.000")
 }
 
-func listSessions(ctx context.Context, httpAddr string) ([]httpapi.Session, error) {
+func listSessions(ctx context.Context, c common, httpAddr string) ([]httpapi.Session, error) {
 	all := []httpapi.Session{}
 	after := ""
 	for len(all) < maxListed {
-		url := fmt.Sprintf("http://%s/sessions?limit=%d", httpAddr, httpapi.MaxSessionsPage)
+		url := c.httpURL(httpAddr, fmt.Sprintf("/sessions?limit=%d", httpapi.MaxSessionsPage))
 		if after != "" {
 			url += "&after=" + after
 		}
 		var page []httpapi.Session
-		if err := getJSON(ctx, url, &page); err != nil {
+		if err := getJSON(ctx, c, url, &page); err != nil {
 			return nil, err
 		}
 		all = append(all, page...)

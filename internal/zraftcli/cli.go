@@ -1,34 +1,16 @@
-// Command zraft is the command-line client of a zraft cluster running the
-// built-in key-value application.
-//
-//	zraft kv set KEY VALUE      prints OK
-//	zraft kv get KEY            prints the value; exit 1 with "not found"
-//	zraft kv del KEY            prints OK; exit 1 with "not found"
-//	zraft kv cas KEY OLD NEW    prints OK; exit 1 with "mismatch"
-//	zraft kv incr KEY [N]       prints the new value
-//	zraft kv watch KEY          prints KEY=VALUE per change until interrupted
-//	zraft status [--json]       members, roles, leader, term, sessions
-//	zraft sessions [--json]     live sessions
-//	zraft bench [flags]         load generator (see zraft bench --help)
-//
-// Client endpoints come from --endpoints or ZRAFT_ENDPOINTS (default: the
-// `node --dev` cluster, 127.0.0.1:7101-7103); status and sessions use the
-// members' HTTP endpoints from --http or ZRAFT_HTTP (default 127.0.0.1:7301-7303).
-//
-// Exit codes: 0 success, 1 the operation failed (not found, mismatch,
-// unreachable cluster, timeout: the message says which), 2 bad usage.
-package main
+// Package zraftcli is the zraft command-line client (cmd/zraft), in a
+// package of its own so that other commands' tests can run it in-process.
+package zraftcli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
+	"net/http"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -46,11 +28,13 @@ type env struct {
 	getenv         func(string) string
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
-	stop()
-	os.Exit(code)
+// Run runs the zraft command line args (without the program name) as the
+// zraft binary does, printing to stdout and stderr and reading ZRAFT_*
+// variables through getenv, and returns the exit code: 0 success, 1 the
+// operation failed, 2 bad usage. It returns when the command is done or,
+// for kv watch, when ctx ends.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	return run(ctx, args, env{stdout: stdout, stderr: stderr, getenv: getenv})
 }
 
 const usage = `zraft talks to a zraft cluster running the kv application.
@@ -69,6 +53,9 @@ Usage:
 Every command takes --help. Endpoints: --endpoints or ZRAFT_ENDPOINTS
 (default ` + defaultEndpoints + `); HTTP endpoints for status and sessions:
 --http or ZRAFT_HTTP (default ` + defaultHTTP + `).
+TLS: --cacert (ZRAFT_CACERT) verifies the nodes, --cert and --key (ZRAFT_CERT,
+ZRAFT_KEY) present a client certificate; either turns TLS on for the client
+port and HTTP. These flags may also come before the command.
 `
 
 func run(ctx context.Context, args []string, e env) int {
@@ -88,7 +75,8 @@ func run(ctx context.Context, args []string, e env) int {
 }
 
 func dispatch(ctx context.Context, args []string, e env) error {
-	if len(args) == 0 {
+	args = hoistCommonFlags(args)
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") && commonFlag(args[0]) {
 		fmt.Fprint(e.stderr, usage)
 		return fmt.Errorf("%w: no command", errUsage)
 	}
@@ -110,11 +98,18 @@ func dispatch(ctx context.Context, args []string, e env) error {
 	}
 }
 
-// common are the flags every cluster-facing command accepts.
+// common are the flags every cluster-facing command accepts, and what
+// prepare derives from them.
 type common struct {
 	endpoints string
 	http      string
 	timeout   time.Duration
+	cacert    string
+	cert      string
+	key       string
+
+	tls    *tls.Config  // nil: plaintext
+	client *http.Client // for the HTTP endpoints
 }
 
 func (c *common) register(fs *flag.FlagSet, e env) {
@@ -123,6 +118,11 @@ func (c *common) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&c.http, "http", firstNonEmpty(e.getenv("ZRAFT_HTTP"), defaultHTTP),
 		"comma-separated HTTP endpoints of the members, for status and sessions (env ZRAFT_HTTP)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "give up after this long")
+	fs.StringVar(&c.cacert, "cacert", e.getenv("ZRAFT_CACERT"),
+		"CA certificate file (PEM) that signed the nodes' certificates; turns TLS on (env ZRAFT_CACERT)")
+	fs.StringVar(&c.cert, "cert", e.getenv("ZRAFT_CERT"),
+		"client certificate file (PEM) for clusters that require one; turns TLS on (env ZRAFT_CERT)")
+	fs.StringVar(&c.key, "key", e.getenv("ZRAFT_KEY"), "key file (PEM) of --cert (env ZRAFT_KEY)")
 }
 
 func (c *common) endpointList() []string { return splitList(c.endpoints) }

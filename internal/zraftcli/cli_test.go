@@ -1,4 +1,4 @@
-package main
+package zraftcli
 
 import (
 	"bytes"
@@ -52,10 +52,17 @@ type cli struct {
 	envs map[string]string
 }
 
-func startCLICluster(t *testing.T) *cli {
+func startCLICluster(t *testing.T) *cli { return startCLIClusterWith(t, nil) }
+
+// startCLIClusterWith starts a 3-member kv cluster with HTTP, its config
+// adjusted by tweak when not nil.
+func startCLIClusterWith(t *testing.T, tweak func(*node.Config)) *cli {
 	t.Helper()
 	cfg := node.DefaultConfig()
 	cfg.InMemory = true
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	var httpBase int
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

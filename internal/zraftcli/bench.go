@@ -1,4 +1,4 @@
-package main
+package zraftcli
 
 import (
 	"context"
@@ -42,6 +42,11 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("%w: bench takes no arguments", errUsage)
 	}
 	cfg.Endpoints = c.endpointList()
+	if err := c.prepare(e); err != nil {
+		return err
+	}
+	defer c.release()
+	cfg.TLS = c.tls
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -1,4 +1,4 @@
-package main
+package zraftcli
 
 import (
 	"bufio"
@@ -44,6 +44,10 @@ func kvCommand(ctx context.Context, args []string, e env) error {
 		fs.Usage()
 		return fmt.Errorf("%w: kv %s takes %s", errUsage, sub, joinNames(names))
 	}
+	if err := c.prepare(e); err != nil {
+		return err
+	}
+	defer c.release()
 	if sub == "watch" {
 		return watch(ctx, c, pos[0], e)
 	}
@@ -115,11 +119,32 @@ func dial(ctx context.Context, c common, opts ...client.Option) (*client.Conn, e
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("%w: no endpoints", errUsage)
 	}
+	if c.tls != nil {
+		opts = append(opts, client.WithTLS(c.tls))
+	}
 	conn, err := client.Dial(ctx, eps, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the cluster at %s: %w", c.endpoints, err)
+		return nil, fmt.Errorf("cannot reach the cluster at %s: %w%s", c.endpoints, err, dialHint(c, err))
 	}
 	return conn, nil
+}
+
+// dialHint is what to check when the cluster cannot be reached. A TLS
+// handshake that failed for good (client.ErrTLS, returned at once) is a
+// certificate problem; without TLS, a TLS cluster closes the connection
+// before the greeting, which looks like any unreachable node.
+func dialHint(c common, err error) string {
+	switch {
+	case c.tls == nil:
+		return " (if the cluster uses TLS, give --cacert, and --cert/--key for mutual TLS; env ZRAFT_CACERT, ZRAFT_CERT, ZRAFT_KEY)"
+	case !errors.Is(err, client.ErrTLS):
+		return ""
+	case c.cert == "":
+		return " (if the cluster uses mutual TLS, give a client certificate with --cert and --key; " +
+			"--cacert must be the CA that signed the nodes' certificates)"
+	default:
+		return " (check that --cacert is the CA that signed the nodes' certificates and that --cert is signed by the CA the nodes trust for clients)"
+	}
 }
 
 func okOr(e env, err error) error {
