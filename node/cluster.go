@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,18 +34,35 @@ type Cluster struct {
 // non-zero, member i (from 1) uses ports raftBase+i-1 and clientBase+i-1;
 // with zero, free ports are picked by asking the OS.
 func LocalMembers(n, raftBase, clientBase int) ([]Member, error) {
+	// Every chosen port stays bound until all are chosen: a port released
+	// at once could be handed out again for the next member (dragonboat
+	// then refuses the duplicate address).
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	pick := func() (int, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("node: find a free port: %w", err)
+		}
+		held = append(held, l)
+		return l.Addr().(*net.TCPAddr).Port, nil
+	}
 	ms := make([]Member, n)
 	for i := range ms {
 		ms[i].ID = uint64(i + 1)
 		rp, cp := raftBase+i, clientBase+i
 		var err error
 		if raftBase == 0 {
-			if rp, err = freePort(); err != nil {
+			if rp, err = pick(); err != nil {
 				return nil, err
 			}
 		}
 		if clientBase == 0 {
-			if cp, err = freePort(); err != nil {
+			if cp, err = pick(); err != nil {
 				return nil, err
 			}
 		}
@@ -67,6 +85,18 @@ func freePort() (int, error) {
 // is ignored), each with a fresh application from newApp, and waits until a
 // leader is elected or ctx ends.
 func StartCluster(ctx context.Context, base Config, newApp func() fsm.Application, opts ...Option) (*Cluster, error) {
+	if base.ClusterID == "" {
+		// All members are here: they share one id, the one a member's
+		// data dir holds from an earlier run, else a new one.
+		id, err := storedClusterID(base)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			id = NewClusterID()
+		}
+		base.ClusterID = id
+	}
 	c := &Cluster{base: base, newApp: newApp, opts: opts, nodes: make(map[uint64]*Node), fs: make(map[uint64]vfs.FS)}
 	for _, m := range base.Members {
 		if err := c.Start(ctx, m.ID); err != nil {
@@ -113,6 +143,24 @@ func (c *Cluster) Start(ctx context.Context, id uint64) error {
 	c.mu.Unlock()
 	return nil
 }
+
+// storedClusterID returns the cluster id a member's on-disk data dir holds,
+// or "".
+func storedClusterID(base Config) (string, error) {
+	if base.InMemory || base.DataDir == "" {
+		return "", nil
+	}
+	for _, m := range base.Members {
+		id, err := readClusterID(vfs.Default, filepath.Join(base.DataDir, fmt.Sprintf("node-%d", m.ID)))
+		if err != nil || id != "" {
+			return id, err
+		}
+	}
+	return "", nil
+}
+
+// ClusterID returns the id the members share.
+func (c *Cluster) ClusterID() string { return c.base.ClusterID }
 
 // Stop closes member id (gracefully) and keeps its slot for Start.
 func (c *Cluster) Stop(id uint64) error {

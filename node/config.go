@@ -93,6 +93,41 @@ type Config struct {
 	// TLSClientCAFile, when set, requires client certificates signed by it.
 	TLSClientCAFile string `json:"tls_client_ca_file"`
 
+	// ClusterID identifies the cluster: 16 hex digits, a random non-zero
+	// 64-bit value that every member must be given when the cluster is
+	// created (generate one with `node --new-cluster-id`). It is stored in
+	// each member's data dir on first start; later starts use the stored id
+	// (a different configured id is an error). Every message and snapshot
+	// chunk between members carries it; others are dropped. Optional for a
+	// one-member cluster and for StartCluster (both generate one).
+	ClusterID string `json:"cluster_id"`
+	// PeerTLSCAFile, PeerTLSCertFile and PeerTLSKeyFile turn on mutual TLS
+	// between members (all three or none): each member presents its
+	// certificate and accepts only peers whose certificate the CA signed.
+	// A certificate must name its member's Raft host (IP or DNS SAN) and
+	// allow both server and client use.
+	PeerTLSCAFile   string `json:"peer_tls_ca_file"`
+	PeerTLSCertFile string `json:"peer_tls_cert_file"`
+	PeerTLSKeyFile  string `json:"peer_tls_key_file"`
+	// InsecurePeer lets a member listen for Raft traffic on an address that
+	// is not loopback without peer TLS. Anyone who reaches the port can then
+	// rewrite the replicated state; a warning is logged at every start.
+	InsecurePeer bool `json:"insecure_peer"`
+	// MaxPeerConns bounds connections accepted on the Raft port; past it
+	// new connections are closed at once. Default 64.
+	MaxPeerConns int `json:"max_peer_conns"`
+	// PeerIdleTimeout closes a Raft-port connection that sends nothing for
+	// this long after a frame (a new connection must start its first frame
+	// within 10 s, or this if shorter). Default 90 s: longer than the minute
+	// after which dragonboat closes a sending connection it has not used,
+	// so that members close their idle connections before the receiver
+	// does.
+	PeerIdleTimeout time.Duration `json:"peer_idle_timeout"`
+	// HashCheckEntries is the distance, in Raft log indexes, between the
+	// checkpoints at which replicas hash their state and compare it with
+	// the leader's. 0 disables the check. Default 10,000.
+	HashCheckEntries uint64 `json:"hash_check_entries"`
+
 	// HTTPAddr serves /metrics, /healthz and /status. Empty disables it.
 	HTTPAddr string `json:"http_addr"`
 
@@ -133,6 +168,9 @@ func DefaultConfig() Config {
 		MaxProposals:      8192,
 		MaxInbox:          65536,
 		SessionCreateRate: 1000,
+		MaxPeerConns:      64,
+		PeerIdleTimeout:   90 * time.Second,
+		HashCheckEntries:  10000,
 	}
 }
 
@@ -190,6 +228,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"proposal_timeout": c.ProposalTimeout, "ack_batch_interval": c.AckBatchInterval,
 		"redeliver_interval": c.RedeliverInterval, "shutdown_grace": c.ShutdownGrace,
+		"peer_idle_timeout": c.PeerIdleTimeout,
 	} {
 		if d <= 0 {
 			return configErr("%s must be positive", name)
@@ -198,7 +237,7 @@ func (c *Config) Validate() error {
 	for name, n := range map[string]int{
 		"max_sessions": c.MaxSessions, "max_conns": c.MaxConns, "max_frame": c.MaxFrame,
 		"max_payload": c.MaxPayload, "max_in_flight": c.MaxInFlight, "max_proposals": c.MaxProposals,
-		"max_inbox": c.MaxInbox, "session_create_rate": c.SessionCreateRate,
+		"max_inbox": c.MaxInbox, "session_create_rate": c.SessionCreateRate, "max_peer_conns": c.MaxPeerConns,
 	} {
 		if n <= 0 {
 			return configErr("%s must be positive", name)
@@ -213,7 +252,66 @@ func (c *Config) Validate() error {
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		return configErr("tls_client_ca_file needs tls_cert_file and tls_key_file")
 	}
+	return c.validatePeer()
+}
+
+// validatePeer checks the Raft-port settings: the cluster id's form, peer
+// TLS all or nothing, and no plaintext Raft port off loopback unless the
+// operator said insecure_peer.
+func (c *Config) validatePeer() error {
+	if c.ClusterID != "" {
+		if _, err := ParseClusterID(c.ClusterID); err != nil {
+			return fmt.Errorf("%w: cluster_id: %w", ErrConfig, err)
+		}
+	}
+	set := 0
+	for _, f := range []string{c.PeerTLSCAFile, c.PeerTLSCertFile, c.PeerTLSKeyFile} {
+		if f != "" {
+			set++
+		}
+	}
+	if set != 0 && set != 3 {
+		return configErr("peer_tls_ca_file, peer_tls_cert_file and peer_tls_key_file go together (peer TLS is mutual)")
+	}
+	if hb := c.RTT * time.Duration(c.HeartbeatRTT); c.PeerIdleTimeout < 2*hb {
+		return configErr("peer_idle_timeout (%v) must be at least two heartbeats (%v)", c.PeerIdleTimeout, 2*hb)
+	}
+	if set == 0 && !c.InsecurePeer && !loopback(c.self().RaftAddr) {
+		return configErr("raft_addr %s is not a loopback address and peer TLS is off: anyone who reaches it "+
+			"could rewrite the replicated state. Set peer_tls_ca_file, peer_tls_cert_file and peer_tls_key_file "+
+			"(--peer-tls-ca, --peer-tls-cert, --peer-tls-key), or accept the risk with insecure_peer (--insecure-peer)",
+			c.self().RaftAddr)
+	}
 	return nil
+}
+
+// PeerTLS reports whether members authenticate each other with mutual TLS.
+func (c *Config) PeerTLS() bool { return c.PeerTLSCAFile != "" }
+
+// insecurePeerWarning is what a member logs at every start when it listens
+// for Raft traffic off loopback without peer TLS; "" when it does not.
+func (c *Config) insecurePeerWarning() string {
+	if c.PeerTLS() || loopback(c.self().RaftAddr) {
+		return ""
+	}
+	return "peer TLS is off on a Raft address that is not loopback (insecure_peer): anyone who reaches " +
+		c.self().RaftAddr + " and reads the cluster id from the traffic can forge Raft messages and rewrite " +
+		"the replicated state; turn on peer TLS for production"
+}
+
+// loopback reports whether a host:port listens only on the loopback
+// interface: a loopback IP or "localhost". An empty host (all interfaces)
+// is not.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // self returns this node's member entry. Validate guarantees it exists.
@@ -241,7 +339,7 @@ func LoadConfig(path string) (Config, error) {
 	// Accept "1s"-style strings for duration fields by rewriting them to
 	// nanoseconds before the strict decode below.
 	for _, k := range []string{"rtt", "keepalive_interval", "session_timeout", "proposal_timeout",
-		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "debug_clock_skew"} {
+		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "peer_idle_timeout", "debug_clock_skew"} {
 		var s string
 		if v, ok := raw[k]; ok && json.Unmarshal(v, &s) == nil {
 			d, err := time.ParseDuration(s)

@@ -69,6 +69,13 @@ func (d *dbLogger) Errorf(f string, a ...any) {
 	}
 	d.log(dblogger.ERROR, level, f, a)
 }
+
+// Panicf logs and panics, as dragonboat requires: its callers go on
+// assuming Panicf did not return (a broken invariant), so returning would
+// run Raft on corrupt state. Peer input no longer reaches the Panicf calls
+// it used to (inconsistent registry target, a message without a recipient,
+// an applied entry without a key or with a bad encoding header): node/raftnet
+// drops such input first.
 func (d *dbLogger) Panicf(f string, a ...any) {
 	msg := fmt.Sprintf(f, a...)
 	dependencyLogger().Error(msg, "component", "dragonboat/"+d.pkg)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
 	"github.com/zraft/zraft/fsm/raftsm"
+	"github.com/zraft/zraft/node/raftnet"
 	"github.com/zraft/zraft/supervision"
 	"github.com/zraft/zraft/transport"
 )
@@ -47,6 +47,8 @@ type Node struct {
 	http     *http.Server
 	httpWG   sync.WaitGroup
 	unwatch  func()
+	hashes   *hashChecker
+	hashWG   sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -154,19 +156,25 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	// The state machine, with the observer that relays to the dispatcher.
 	observer := actors.NewObserver(n.system, n.refs.Dispatcher, cfg.MaxInbox)
 	fcfg := fsm.DefaultConfig()
+	// The capability limits a client can hit are the protocol's (codec
+	// limits, answered TooLarge when a CreateSession is decoded); the state
+	// machine's own check must never be the tighter one.
+	wireLimits := codec.DefaultLimits()
+	fcfg.MaxCapabilities, fcfg.MaxCapabilityBytes = wireLimits.MaxCapabilities, wireLimits.MaxString
 	fcfg.MaxSessions = cfg.MaxSessions
 	fcfg.MaxCachedResponses = cfg.MaxInFlight
 	fcfg.MaxPayloadBytes = cfg.MaxFrame
 	fcfg.MaxResultBytes = cfg.MaxPayload
 	fcfg.MaxServerRequestBytes = cfg.MaxPayload
-	factory := raftsm.Factory(func(shardID, replicaID uint64) *fsm.Machine {
+	n.hashes = newHashChecker(n.log, n.registry)
+	factory := raftsm.FactoryWith(func(shardID, replicaID uint64) *fsm.Machine {
 		m, err := fsm.New(app, fcfg, observer)
 		if err != nil {
 			// fcfg is validated below before dragonboat can call this.
 			panic(err)
 		}
 		return m
-	})
+	}, raftsm.Options{HashEvery: cfg.HashCheckEntries, Monitor: n.hashes})
 	if err := fcfg.Validate(); err != nil {
 		cancel()
 		n.system.Shutdown()
@@ -175,7 +183,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 
 	// The NodeHost is published to the adapter once it runs; until then
 	// every call answers ErrUnavailable.
-	raft := &raftAdapter{shard: cfg.ShardID}
+	raft := &raftAdapter{shard: cfg.ShardID, replica: cfg.ID}
 	n.raft = raft
 	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
 	limits := codec.DefaultLimits()
@@ -231,6 +239,10 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		return nil, err
 	}
 	raft.nh.Store(n.nh)
+	if cfg.HashCheckEntries > 0 {
+		n.hashWG.Add(1)
+		go n.reportHashes(workCtx)
+	}
 
 	rcfg := transport.DefaultRouterConfig()
 	rcfg.Addr = cfg.self().ClientAddr
@@ -251,7 +263,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 			return nil, err
 		}
 	}
-	n.log.Info("node started", "client_addr", n.router.Addr().String(), "raft_addr", cfg.self().RaftAddr)
+	n.log.Info("node started", "client_addr", n.router.Addr().String(), "raft_addr", cfg.self().RaftAddr,
+		"cluster_id", n.cfg.ClusterID, "peer_tls", cfg.PeerTLS())
 	return n, nil
 }
 
@@ -265,19 +278,41 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		RaftEventListener: &leaderListener{system: n.system, raft: n.refs.Raft},
 		Expert:            dbconfig.ExpertConfig{LogDB: dbconfig.GetSmallMemLogDBConfig()},
 	}
+	fs := vfs.Default
 	switch {
 	case o.fs != nil:
+		fs = o.fs
 		nhc.Expert.FS = o.fs
 	case cfg.InMemory:
-		nhc.Expert.FS = vfs.NewMem()
+		fs = vfs.NewMem()
+		nhc.Expert.FS = fs
 	}
 	if cfg.InMemory {
 		nhc.Expert.LogDB = dbconfig.GetTinyMemLogDBConfig()
 		if cfg.DataDir == "" {
 			nhc.NodeHostDir = fmt.Sprintf("/zraft/node-%d", cfg.ID)
 		}
-	} else if err := os.MkdirAll(nhc.NodeHostDir, 0o750); err != nil {
+	}
+	if err := fs.MkdirAll(nhc.NodeHostDir, 0o750); err != nil {
 		return fmt.Errorf("node: data dir: %w", err)
+	}
+	// The cluster id is dragonboat's deployment id: its transport and ours
+	// drop messages carrying another, and it refuses to open a node
+	// directory written under another.
+	did, err := resolveClusterID(fs, nhc.NodeHostDir, &n.cfg)
+	if err != nil {
+		return err
+	}
+	nhc.DeploymentID = did
+	rnc, err := n.cfg.raftnetConfig()
+	if err != nil {
+		return err
+	}
+	rnc.Log = n.log.With("component", "raftnet")
+	rnc.Metrics = raftnet.NewMetrics(n.registry)
+	nhc.Expert.TransportFactory = raftnet.NewFactory(rnc)
+	if w := n.cfg.insecurePeerWarning(); w != "" {
+		n.log.Warn(w, "raft_addr", self.RaftAddr)
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {

@@ -63,7 +63,7 @@ func TestConfigValidate(t *testing.T) {
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.json")
-	body := `{"id": 2, "data_dir": "/var/lib/zraft", "session_timeout": "30s", "max_conns": 5,
+	body := `{"id": 2, "data_dir": "/var/lib/zraft", "session_timeout": "30s", "max_conns": 5, "insecure_peer": true, "peer_idle_timeout": "1m",
 	  "members": [{"id": 1, "raft_addr": "10.0.0.1:7201", "client_addr": "10.0.0.1:7101"},
 	              {"id": 2, "raft_addr": "10.0.0.2:7201", "client_addr": "10.0.0.2:7101"}]}`
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -74,6 +74,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.ID != 2 || c.SessionTimeout != 30*time.Second || c.MaxConns != 5 || len(c.Members) != 2 ||
+		!c.InsecurePeer || c.PeerIdleTimeout != time.Minute ||
 		c.KeepAliveInterval != DefaultConfig().KeepAliveInterval {
 		t.Fatalf("loaded %+v", c)
 	}

@@ -3,7 +3,13 @@
 //	node --dev                       a 3-node cluster in this process on 127.0.0.1
 //	node --dev --tls                 the same with mutual TLS and throwaway certificates
 //	node --config member.json        one member of a real cluster
-//	node --id 1 --members 1=10.0.0.1:7201/10.0.0.1:7101,2=...,3=... --data /var/lib/zraft
+//	node --id 1 --members 1=10.0.0.1:7201/10.0.0.1:7101,2=...,3=... --data /var/lib/zraft \
+//	     --cluster-id $(node --new-cluster-id, once per cluster) \
+//	     --peer-tls-ca ca.pem --peer-tls-cert member1.pem --peer-tls-key member1-key.pem
+//
+// A Raft address that is not loopback needs peer TLS (--peer-tls-*) or an
+// explicit --insecure-peer; a new member of a multi-member cluster needs the
+// cluster's id (see docs/operations.md, Security).
 //
 // In --dev mode the client endpoints are 127.0.0.1:7101-7103 (change the
 // first port with --dev-client-port), the Raft ports 7201-7203 and the HTTP
@@ -64,7 +70,14 @@ type flags struct {
 	tlsKey         string
 	tlsClientCA    string
 	logLevel       string
-	clockSkew      time.Duration
+	// Raft port (peer) security.
+	clusterID    string
+	newClusterID bool
+	peerTLSCA    string
+	peerTLSCert  string
+	peerTLSKey   string
+	insecurePeer bool
+	clockSkew    time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
@@ -91,6 +104,12 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "key file (PEM) of --tls-cert")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file (PEM): require client certificates it signed (mutual TLS); needs --tls-cert")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.clusterID, "cluster-id", "", "cluster id (16 hex digits), the same on every member of a new cluster; stored in the data dir")
+	fs.BoolVar(&f.newClusterID, "new-cluster-id", false, "print a new random cluster id and exit")
+	fs.StringVar(&f.peerTLSCA, "peer-tls-ca", "", "CA file: members must present certificates it signed (mutual TLS on the Raft port)")
+	fs.StringVar(&f.peerTLSCert, "peer-tls-cert", "", "this member's certificate for the Raft port (server and client use)")
+	fs.StringVar(&f.peerTLSKey, "peer-tls-key", "", "this member's key for the Raft port")
+	fs.BoolVar(&f.insecurePeer, "insecure-peer", false, "allow a Raft address that is not loopback without peer TLS (anyone reaching it can rewrite the state)")
 	fs.DurationVar(&f.clockSkew, "debug-clock-skew", 0, "test only: shift this node's local clock by DURATION (e.g. 30s, -30s)")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
@@ -109,6 +128,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		fs.Usage()
 		return err
+	}
+	if f.newClusterID {
+		fmt.Println(node.NewClusterID())
+		return nil
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
@@ -229,17 +252,39 @@ func (f flags) config() (node.Config, error) {
 		files := devtls.Paths(devTLSDir(cfg))
 		cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = files.ServerCert, files.ServerKey, files.CA
 	}
+	f.peerConfig(&cfg)
 	return cfg, cfg.Validate()
+}
+
+// peerConfig applies the Raft-port flags given over the config file's
+// fields, one field at a time.
+func (f flags) peerConfig(cfg *node.Config) {
+	if f.clusterID != "" {
+		cfg.ClusterID = f.clusterID
+	}
+	if f.peerTLSCA != "" {
+		cfg.PeerTLSCAFile = f.peerTLSCA
+	}
+	if f.peerTLSCert != "" {
+		cfg.PeerTLSCertFile = f.peerTLSCert
+	}
+	if f.peerTLSKey != "" {
+		cfg.PeerTLSKeyFile = f.peerTLSKey
+	}
+	if f.insecurePeer {
+		cfg.InsecurePeer = true
+	}
 }
 
 // devTLSDir is where --dev --tls keeps its certificates.
 func devTLSDir(cfg node.Config) string { return filepath.Join(cfg.DataDir, "tls") }
 
-// printTLSModes prints the effective TLS mode of the client port and HTTP,
-// so that a node never runs in plaintext without saying so.
+// printTLSModes prints the effective TLS mode of the client port, HTTP and
+// the Raft port, so that a node never runs in plaintext without saying so.
 func printTLSModes(w io.Writer, cfg node.Config) {
 	fmt.Fprintf(w, "client port: %s\n", cfg.ClientTLSMode())
 	fmt.Fprintf(w, "HTTP: %s\n", cfg.HTTPTLSMode())
+	fmt.Fprintf(w, "Raft port: %s\n", cfg.PeerTLSMode())
 }
 
 // cliCommand is the zraft command line (without its subcommand) that

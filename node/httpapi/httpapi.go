@@ -21,6 +21,33 @@ type Status struct {
 	Sessions int    `json:"sessions"`
 	Clock    int64  `json:"cluster_time_ns"`
 	Applied  uint64 `json:"applied"`
+	// HashCheck is this replica's replica-divergence check; absent when
+	// hash_check_entries is 0.
+	HashCheck *HashCheck `json:"hash_check,omitempty"`
+}
+
+// HashCheck reports how this replica's state hash compared with the hashes
+// leaders reported at the same log indexes.
+type HashCheck struct {
+	// Index is the newest index compared.
+	Index      uint64 `json:"index"`
+	Matches    uint64 `json:"matches"`
+	Mismatches uint64 `json:"mismatches"`
+	// Diverged is true once a comparison failed (until the node restarts).
+	Diverged     bool          `json:"diverged"`
+	LastMismatch *HashMismatch `json:"last_mismatch,omitempty"`
+	// UndecodableEntries counts log entries this replica skipped because
+	// it could not decode them.
+	UndecodableEntries uint64 `json:"undecodable_entries"`
+}
+
+// HashMismatch is one failed comparison: this replica's hash and the one
+// member Reporter reported, at log index Index (hashes as 16 hex digits).
+type HashMismatch struct {
+	Index    uint64 `json:"index"`
+	Local    string `json:"local_hash"`
+	Reported string `json:"reported_hash"`
+	Reporter uint64 `json:"reporter"`
 }
 
 // Session is one element of the body of GET /sessions.

@@ -42,9 +42,10 @@ func startActorCluster(t *testing.T) *actorCluster {
 			t.Fatal(err)
 		}
 		ac := &actorCluster{}
+		clusterID := node.NewClusterID()
 		for _, m := range members {
 			cfg := node.DefaultConfig()
-			cfg.ID, cfg.Members, cfg.InMemory = m.ID, members, true
+			cfg.ID, cfg.Members, cfg.InMemory, cfg.ClusterID = m.ID, members, true, clusterID
 			f := supervision.NewFaults()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			var n *node.Node

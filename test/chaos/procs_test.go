@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zraft/zraft/node"
 	"github.com/zraft/zraft/node/httpapi"
 )
 
@@ -52,9 +53,10 @@ type death struct {
 
 // procCluster is three cmd/node processes on 127.0.0.1.
 type procCluster struct {
-	t       testing.TB
-	root    string
-	members []*member
+	t         testing.TB
+	root      string
+	clusterID string
+	members   []*member
 	http    *http.Client
 
 	mu     sync.Mutex
@@ -123,7 +125,7 @@ func startProcCluster(t testing.TB) *procCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &procCluster{t: t, root: root, http: &http.Client{
+	c := &procCluster{t: t, root: root, clusterID: node.NewClusterID(), http: &http.Client{
 		Timeout:   300 * time.Millisecond,
 		Transport: &http.Transport{DisableKeepAlives: true},
 	}}
@@ -198,7 +200,7 @@ func (c *procCluster) start(m *member, skew time.Duration) error {
 	}
 	defer logf.Close() // the child has its own descriptor
 	fmt.Fprintf(logf, "=== %s chaos: start member %d (clock skew %v)\n", time.Now().Format(tsFormat), m.id, skew)
-	args := []string{"--id", fmt.Sprint(m.id), "--members", c.membersFlag(), "--data", m.dir,
+	args := []string{"--id", fmt.Sprint(m.id), "--members", c.membersFlag(), "--cluster-id", c.clusterID, "--data", m.dir,
 		"--http", m.httpAddr, "--log-level", "warn"}
 	if skew != 0 {
 		args = append(args, "--debug-clock-skew", skew.String())
