@@ -57,7 +57,7 @@ type procCluster struct {
 	root      string
 	clusterID string
 	members   []*member
-	http    *http.Client
+	http      *http.Client
 
 	mu     sync.Mutex
 	deaths []death
