@@ -292,6 +292,10 @@ func (n *nemesis) run(kinds []string, d time.Duration) {
 		}
 		kind := kinds[i%len(kinds)]
 		m := n.pick(l)
+		if kind == faultConnKill {
+			// Clients are connected to the leader only.
+			m = l
+		}
 		f := fault{kind: kind, member: m.id, wasLeader: m == l, start: time.Now()}
 		err := n.inject(&f, m)
 		f.end = time.Now()
@@ -361,7 +365,7 @@ func (n *nemesis) inject(f *fault, m *member) error {
 
 // skew restarts m with its clock 30 s off (ahead, then behind, in turn), makes
 // it the leader by pausing whoever else leads (a skewed member counts as
-// healthy: Raft must not depend on clocks), lets it lead for a while and
+// healthy: Raft must not depend on clocks; at most six pauses), lets it lead for a while and
 // then kills it, so that a leader with an unskewed clock takes over the
 // sessions whose liveness the skewed one recorded; then m restarts with a
 // correct clock.
@@ -387,7 +391,7 @@ func (n *nemesis) skew(f *fault, m *member) error {
 	}
 	time.Sleep(skewHold)
 	led := false
-	for try := 0; try < 4; try++ {
+	for try := 0; try < 6; try++ {
 		l, err := c.waitLeader(ctx, nil)
 		if err != nil {
 			return err
