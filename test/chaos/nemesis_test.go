@@ -416,6 +416,13 @@ func (n *nemesis) skew(f *fault, m *member) error {
 	f.note = fmt.Sprintf("(clock %+v; skewed member led: %v)", skew, led)
 	if led {
 		time.Sleep(skewHold)
+		// A leader whose clock is ahead stamps its proposals ahead, and the
+		// cluster time is the largest stamp applied: that shows the skew
+		// took effect (a clock behind cannot be seen this way).
+		if st, ok := c.status(m); ok && skew > 0 && time.Unix(0, st.Clock).Before(time.Now().Add(skew/2)) {
+			return fmt.Errorf("member %d led with its clock %v ahead, but the cluster time %s did not move ahead: the skew had no effect",
+				m.id, skew, time.Unix(0, st.Clock).Format(tsFormat))
+		}
 	}
 	if err := c.kill(m); err != nil {
 		return err
