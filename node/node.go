@@ -186,6 +186,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	raft := &raftAdapter{shard: cfg.ShardID, replica: cfg.ID}
 	n.raft = raft
 	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
+	n.work.UseClock(clock(cfg.ClockSkew))
 	limits := codec.DefaultLimits()
 	limits.MaxFrame, limits.MaxPayload = cfg.MaxFrame, cfg.MaxPayload
 	members := make([]actors.Member, len(cfg.Members))
