@@ -77,6 +77,7 @@ type flags struct {
 	peerTLSCert  string
 	peerTLSKey   string
 	insecurePeer bool
+	clockSkew    time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
@@ -109,6 +110,7 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.peerTLSCert, "peer-tls-cert", "", "this member's certificate for the Raft port (server and client use)")
 	fs.StringVar(&f.peerTLSKey, "peer-tls-key", "", "this member's key for the Raft port")
 	fs.BoolVar(&f.insecurePeer, "insecure-peer", false, "allow a Raft address that is not loopback without peer TLS (anyone reaching it can rewrite the state)")
+	fs.DurationVar(&f.clockSkew, "debug-clock-skew", 0, "test only: shift this node's local clock by DURATION (e.g. 30s, -30s)")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -228,6 +230,9 @@ func (f flags) config() (node.Config, error) {
 	}
 	if f.sessionTimeout != 0 {
 		cfg.SessionTimeout = f.sessionTimeout
+	}
+	if f.clockSkew != 0 {
+		cfg.ClockSkew = f.clockSkew
 	}
 	// Each TLS flag overrides its own field only: a flag never drops the
 	// file's other TLS settings, and Validate refuses half a configuration.
