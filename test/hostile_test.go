@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-zeromq/zmq4"
+	"github.com/go-zeromq/zmq4/security/null"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/zraft/zraft/client"
@@ -347,5 +350,57 @@ func TestHostileConnectionLimitTypedError(t *testing.T) {
 	}
 	if !errors.Is(err, client.ErrTooManyConnections) || !strings.Contains(err.Error(), "max_conns_per_source") {
 		t.Fatalf("Dial = %v, want client.ErrTooManyConnections naming max_conns_per_source", err)
+	}
+}
+
+// Issue 10, last row: 9-byte frame headers announcing 4 MiB used to make
+// the node allocate the whole 4 MiB before any body byte arrived (32
+// connections: +130 MiB of heap). Memory now follows the bytes received:
+// each such connection pins one 64 KiB chunk.
+func TestHostileHugeFrameHeaders(t *testing.T) {
+	conns := 100
+	if *hostileFull {
+		conns = 1000
+	}
+	c := startAppCluster(t, nil, kvApp)
+	leader := c.leader(t)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	d := net.Dialer{LocalAddr: attackerAddr, Timeout: waitTimeout}
+	header := []byte{0x02, 0, 0, 0, 0, 0, 0x3F, 0xFF, 0xFF} // long data frame of 4 MiB - 1
+	for range conns {
+		nc, err := d.Dial("tcp", leader.ClientAddr())
+		if err != nil {
+			t.Fatalf("attacker dial: %v", err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(waitTimeout))
+		if _, err := zmq4.Open(nc, null.Security(), zmq4.Dealer, nil, false, nil); err != nil {
+			t.Fatalf("attacker handshake: %v", err)
+		}
+		if _, err := nc.Write(header); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for metric(t, leader, "zraft_client_conns") < float64(conns) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let the readers reach the body
+	grown := int64(heap()) - int64(before)
+	if err := probeOnce(c); err != nil {
+		t.Fatalf("well-behaved client not served: %v", err)
+	}
+	t.Logf("%d connections each announcing a 4 MiB frame: heap grew %d MiB (the whole frames would be %d MiB)", conns, grown>>20, conns*4)
+	// 64 KiB pinned per connection plus its buffers and goroutines; the
+	// bound is 1 MiB each, a quarter of what allocating the announced
+	// frames would take.
+	if grown > int64(conns)<<20 {
+		t.Fatalf("heap grew %d MiB for %d connections: the announced frames were allocated", grown>>20, conns)
 	}
 }
