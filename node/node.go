@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,6 +50,15 @@ type Node struct {
 	unwatch  func()
 	hashes   *hashChecker
 	hashWG   sync.WaitGroup
+	// fs and nodeHostDir are where dragonboat keeps this member's data;
+	// backups are exported there (admin.go, backup.go).
+	fs           vfs.FS
+	nodeHostDir  string
+	snapshotting atomic.Bool
+	exports      atomic.Uint64
+	// noTransfer skips the leadership transfer of Close: set when the
+	// whole cluster stops at once (Cluster.Close).
+	noTransfer atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -300,6 +310,7 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 	if w := n.cfg.insecurePeerWarning(); w != "" {
 		n.log.Warn(w, "raft_addr", self.RaftAddr)
 	}
+	n.fs, n.nodeHostDir = fs, nhc.NodeHostDir
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
@@ -307,6 +318,12 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 	initial := make(map[uint64]string, len(cfg.Members))
 	for _, m := range cfg.Members {
 		initial[m.ID] = m.RaftAddr
+	}
+	if nh.HasNodeInfo(cfg.ShardID, cfg.ID) {
+		// A restart, or the first start after Restore: the membership is
+		// the one the data dir records (an imported snapshot's record is
+		// kept as a join, which dragonboat accepts only without a list).
+		initial = nil
 	}
 	rc := dbconfig.Config{
 		ShardID:            cfg.ShardID,

@@ -354,6 +354,7 @@ func (n *Node) startHTTP() error {
 		_ = json.NewEncoder(w).Encode(n.Status())
 	})
 	mux.HandleFunc("/sessions", n.serveSessions)
+	mux.Handle("/admin/", n.adminMux())
 	ln, handler, err := n.cfg.httpTLS(ln, mux)
 	if err != nil {
 		_ = ln.Close()
@@ -437,7 +438,7 @@ func (n *Node) Close() error {
 func (n *Node) close() error {
 	deadline := time.Now().Add(n.cfg.ShutdownGrace)
 	hint := actors.Member{}
-	if n.IsLeader() {
+	if n.IsLeader() && !n.noTransfer.Load() {
 		target := uint64(0)
 		for _, m := range n.cfg.Members {
 			if m.ID != n.cfg.ID {

@@ -77,6 +77,9 @@ type flags struct {
 	peerTLSCert  string
 	peerTLSKey   string
 	insecurePeer bool
+	// Admin and disaster recovery.
+	adminTokenFile string
+	restore        string
 }
 
 func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
@@ -109,6 +112,8 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.peerTLSCert, "peer-tls-cert", "", "this member's certificate for the Raft port (server and client use)")
 	fs.StringVar(&f.peerTLSKey, "peer-tls-key", "", "this member's key for the Raft port")
 	fs.BoolVar(&f.insecurePeer, "insecure-peer", false, "allow a Raft address that is not loopback without peer TLS (anyone reaching it can rewrite the state)")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (admin_token): required by leader transfer and snapshots")
+	fs.StringVar(&f.restore, "restore", "", "backup file (zraft snapshot save): prepare this member of a NEW cluster from it (empty data dir, new --cluster-id), then start")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -172,6 +177,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.Close()
 	}
 
+	if f.restore != "" {
+		if err := restore(cfg, f.restore); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "zraft node %d: restored from %s into %s as a member of new cluster %s\n", cfg.ID, f.restore, cfg.DataDir, cfg.ClusterID)
+	}
 	n, err := node.Start(ctx, cfg, newApp(), node.WithLogger(log))
 	if err != nil {
 		return err
@@ -202,6 +213,22 @@ func (f flags) config() (node.Config, error) {
 		cfg.DataDir = "zraft-data"
 		if f.devHTTPPort != 0 {
 			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", f.devHTTPPort)
+		}
+	}
+	if f.dev {
+		// The dev cluster's HTTP listens on 127.0.0.1 only; it says so.
+		cfg.AdminOpen = true
+	}
+	if f.restore != "" && f.dev {
+		return cfg, fmt.Errorf("%w: --restore goes with a real member (--id, --members, --data, --cluster-id), not --dev", node.ErrConfig)
+	}
+	if f.adminTokenFile != "" {
+		b, err := os.ReadFile(f.adminTokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: --admin-token-file: %v", node.ErrConfig, err)
+		}
+		if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+			return cfg, fmt.Errorf("%w: --admin-token-file %s is empty", node.ErrConfig, f.adminTokenFile)
 		}
 	}
 	if f.devTLS && !f.dev {
@@ -280,6 +307,17 @@ func printTLSModes(w io.Writer, cfg node.Config) {
 	fmt.Fprintf(w, "client port: %s\n", cfg.ClientTLSMode())
 	fmt.Fprintf(w, "HTTP: %s\n", cfg.HTTPTLSMode())
 	fmt.Fprintf(w, "Raft port: %s\n", cfg.PeerTLSMode())
+	fmt.Fprintf(w, "admin endpoints: %s\n", cfg.AdminMode())
+}
+
+// restore prepares the member's data dir from a backup file.
+func restore(cfg node.Config, file string) error {
+	fh, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("--restore: %w", err)
+	}
+	defer fh.Close()
+	return node.Restore(cfg, fh)
 }
 
 // cliCommand is the zraft command line (without its subcommand) that
