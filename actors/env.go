@@ -112,6 +112,7 @@ type Env struct {
 // logged and counted rather than crashing the caller.
 func (e *Env) send(conn ConnID, m codec.Message) {
 	e.clipMessage(m)
+	hintOnlyWhereActionable(m)
 	frame, err := codec.Append(make([]byte, 0, 64), m, &e.Settings.Limits)
 	if err != nil {
 		e.Log.Error("encode reply", "kind", m.Kind(), "err", err)
@@ -142,6 +143,31 @@ func (e *Env) clipMessage(m codec.Message) {
 		return
 	}
 	*p = clip(*p, e.Settings.Limits.MaxString)
+}
+
+// hintOnlyWhereActionable enforces protocol.md §6: a leader hint is carried
+// only with NotLeader and ShuttingDown, the codes that tell the client to go
+// to the leader. With any other code (ClusterUnavailable from a leader that
+// is not ready yet, SessionMoved, ...) a hint naming this node or a stale
+// leader would only send the client in circles, so it is zero.
+func hintOnlyWhereActionable(m codec.Message) {
+	var code codec.Code
+	var h *codec.LeaderHint
+	switch r := m.(type) {
+	case *codec.RequestError:
+		code, h = r.Reason, &r.Leader
+	case *codec.QueryError:
+		code, h = r.Reason, &r.Leader
+	case *codec.SessionRejected:
+		code, h = r.Reason, &r.Leader
+	case *codec.SessionClosed:
+		code, h = r.Reason, &r.Leader
+	default:
+		return
+	}
+	if code != codec.CodeNotLeader && code != codec.CodeShuttingDown {
+		*h = codec.LeaderHint{}
+	}
 }
 
 func clip(s string, max int) string {

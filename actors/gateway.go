@@ -153,6 +153,9 @@ func (g *gateway) reject(in *frameIn, err error) {
 			g.env.send(in.conn, &codec.QueryError{CorrelationID: id, Reason: code, Message: msg})
 		}
 	case codec.KindCreateSession, codec.KindContinueSession:
-		g.env.send(in.conn, &codec.SessionRejected{Reason: code, Message: msg})
+		// The nonce is echoed when the frame is long enough to hold it
+		// (0 otherwise), so the client can match the refusal.
+		nonce, _ := codec.PeekNonce(in.frame)
+		g.env.send(in.conn, &codec.SessionRejected{Nonce: nonce, Reason: code, Message: msg})
 	}
 }

@@ -4,8 +4,9 @@
 // flight (at most MaxInFlight; past that the client gets TooManyInFlight),
 // and delivery of its server-initiated requests: each is sent on arrival,
 // sent again at once when the session is bound to a new connection, and
-// retried with doubling intervals (RedeliverInterval up to 16 times it) until
-// the client acknowledges it. It reports liveness to the keepalive actor on
+// retried RedeliverInterval after its latest send, then after doubling
+// intervals up to 16 times RedeliverInterval, until the client acknowledges
+// it. It reports liveness to the keepalive actor on
 // every keep-alive and, at most once per keep-alive interval, on any other
 // valid message.
 //
@@ -46,7 +47,9 @@ type pendingTag struct{}
 
 type closeTag struct{}
 
-type redeliverTick struct{}
+// redeliverTick fires the redelivery timer of generation gen; a tick of a
+// timer that was replaced is ignored.
+type redeliverTick struct{ gen uint64 }
 
 type outgoing struct {
 	req      fsm.ServerRequest
@@ -68,6 +71,8 @@ type session struct {
 	acked    uint64
 	reported time.Time
 	timer    *time.Timer
+	timerDue time.Time // when timer fires
+	timerGen uint64    // generation of timer, carried by its tick
 	backlog  *atomic.Int64
 }
 
@@ -95,6 +100,7 @@ func (s *session) Receive(c actor.Context) {
 			for i := range s.pending {
 				s.deliver(&s.pending[i])
 			}
+			s.arm(c)
 		}
 	case *SessionMsg:
 		s.backlog.Add(-1)
@@ -108,6 +114,9 @@ func (s *session) Receive(c actor.Context) {
 	case *Resync:
 		c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: c.Self(), Tag: pendingTag{}})
 	case *redeliverTick:
+		if m.gen != s.timerGen {
+			return
+		}
 		s.timer = nil
 		s.redeliver(c)
 	}
@@ -142,6 +151,13 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		}, c.Self(), requestTag{id: m.RequestID})
 	case *codec.Query:
 		s.seen(c, false)
+		if !m.Consistency.Known() {
+			// §7: consistency levels may be added within version 1; a
+			// level this node does not serve is refused, never guessed.
+			s.env.send(in.Conn, &codec.QueryError{CorrelationID: m.CorrelationID, Reason: codec.CodeUnsupported,
+				Message: "consistency " + m.Consistency.String() + " is not supported"})
+			return
+		}
 		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID})
 	case *codec.ServerRequestAck:
 		s.seen(c, false)
@@ -332,20 +348,60 @@ func (s *session) ack(c actor.Context, upTo uint64) {
 	c.Send(s.env.Refs.Dispatcher, &Acked{Session: s.id, UpTo: upTo})
 }
 
+// redeliverAfter is how long after its latest send a request is sent
+// again: RedeliverInterval after the first send, then doubling up to 16
+// times RedeliverInterval (1, 2, 4, 8, 16, 16, ... intervals).
+func redeliverAfter(interval time.Duration, attempts int) time.Duration {
+	return interval << min(max(attempts-1, 0), 4)
+}
+
+// nextRedelivery is when the earliest pending request is due again; ok is
+// false when nothing is pending. Work queued while no connection was bound
+// (attempts 0) is sent on the next bind, not by the timer.
+func nextRedelivery(pending []outgoing, interval time.Duration) (due time.Time, ok bool) {
+	for i := range pending {
+		o := &pending[i]
+		if o.attempts == 0 {
+			continue
+		}
+		d := o.sentAt.Add(redeliverAfter(interval, o.attempts))
+		if !ok || d.Before(due) {
+			due, ok = d, true
+		}
+	}
+	return due, ok
+}
+
+// arm sets the redelivery timer for the earliest due request, so that each
+// request is redelivered on its own schedule (not on a shared tick, which
+// would delay a request sent between two ticks by up to one more interval).
 func (s *session) arm(c actor.Context) {
-	if s.timer != nil || len(s.pending) == 0 {
+	due, ok := nextRedelivery(s.pending, s.env.Settings.RedeliverInterval)
+	if !ok {
 		return
 	}
+	if s.timer != nil {
+		if !s.timerDue.After(due) {
+			return
+		}
+		s.timer.Stop()
+	}
 	system, self := c.ActorSystem(), c.Self()
-	s.timer = time.AfterFunc(s.env.Settings.RedeliverInterval, func() { system.Root.Send(self, &redeliverTick{}) })
+	s.timerGen++
+	s.timerDue = due
+	tick := &redeliverTick{gen: s.timerGen}
+	s.timer = time.AfterFunc(max(due.Sub(s.env.Now()), 0), func() { system.Root.Send(self, tick) })
 }
 
 func (s *session) redeliver(c actor.Context) {
+	if s.conn == 0 {
+		// Everything pending is sent again when a connection is bound.
+		return
+	}
 	now := s.env.Now()
 	for i := range s.pending {
 		o := &s.pending[i]
-		// attempts is 0 for work queued while no connection was bound.
-		if o.attempts == 0 || now.Sub(o.sentAt) >= s.env.Settings.RedeliverInterval<<min(o.attempts-1, 4) {
+		if o.attempts > 0 && !now.Before(o.sentAt.Add(redeliverAfter(s.env.Settings.RedeliverInterval, o.attempts))) {
 			s.deliver(o)
 		}
 	}

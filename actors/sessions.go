@@ -52,9 +52,22 @@ type SessionRemoved struct {
 // the replicated state (after the observer relay had to drop a notice).
 type Resync struct{}
 
-// Shutdown tells the directory the node is closing: every bound client is
-// told (SessionClosed(ShuttingDown) with the hint) and unbound. The reply is
-// a *ShutdownDone.
+// Drain tells the directory the node is about to close (and, if it leads,
+// to hand leadership over). From now on a client that loses its binding
+// because leadership moved is told SessionClosed(ShuttingDown) with the new
+// leader's hint, as soon as that leader is known, instead of NotLeader or
+// ClusterUnavailable; until then its messages are not answered (at most the
+// node's shutdown grace). Refusals say ShuttingDown. The reply is a
+// *DrainStarted.
+type Drain struct{}
+
+// DrainStarted answers Drain.
+type DrainStarted struct{}
+
+// Shutdown tells the directory the node is closing: every bound client, and
+// every client still waiting for the new leader's hint, is told
+// (SessionClosed(ShuttingDown) with the hint) and unbound. The reply is a
+// *ShutdownDone.
 type Shutdown struct{ Hint Member }
 
 // ShutdownDone answers Shutdown.
@@ -126,6 +139,14 @@ type directory struct {
 	reaper  *time.Timer
 	tokens  float64
 	refill  time.Time
+	// draining is set by Drain: the node is closing. handover holds the
+	// connections unbound by the loss of leadership while draining, which
+	// are told SessionClosed(ShuttingDown) once the new leader is known
+	// (or at Shutdown). Bounded by the transport's MaxConns. drainHint is
+	// the new leader given by Shutdown.
+	draining  bool
+	handover  map[ConnID]struct{}
+	drainHint codec.LeaderHint
 }
 
 // NewSessions returns the producer of the session directory.
@@ -138,6 +159,7 @@ func NewSessions(env *Env) actor.Producer {
 			busy:      make(map[ConnID]time.Time),
 			orphans:   make(map[ConnID]time.Time),
 			unbound:   make(map[ConnID]time.Time),
+			handover:  make(map[ConnID]struct{}),
 		}
 	}
 }
@@ -193,6 +215,11 @@ func (d *directory) Receive(c actor.Context) {
 		for _, e := range d.bySession {
 			c.Send(e.pid, m)
 		}
+	case *Drain:
+		d.draining = true
+		if c.Sender() != nil {
+			c.Respond(&DrainStarted{})
+		}
 	case *Shutdown:
 		d.shutdown(c, m)
 	}
@@ -207,8 +234,15 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 		// dropped (it is rebuilt from the replicated state by whoever leads).
 		now := d.env.Now()
 		for id, e := range d.bySession {
-			if e.conn != 0 {
-				d.env.send(e.conn, &codec.SessionClosed{Reason: d.notLeaderCode(), Leader: d.hint()})
+			switch {
+			case e.conn == 0:
+			case d.draining:
+				// Leadership was handed over because this node closes:
+				// the client is told ShuttingDown with the new leader.
+				d.handover[e.conn] = struct{}{}
+			default:
+				code, h := d.refusal()
+				d.env.send(e.conn, &codec.SessionClosed{Reason: code, Leader: h})
 				if m.LeaderID == 0 && len(d.orphans) < maxOrphans {
 					d.orphans[e.conn] = now
 				}
@@ -222,6 +256,9 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 		clear(d.byConn)
 		clear(d.busy)
 		d.env.Metrics.Sessions.Set(0)
+	}
+	if m.LeaderID != 0 && !m.IsLeader && len(d.handover) > 0 {
+		d.handOver(d.hint())
 	}
 	if m.LeaderID != 0 && len(d.orphans) > 0 {
 		now := d.env.Now()
@@ -239,17 +276,41 @@ func (d *directory) hint() codec.LeaderHint {
 	return codec.LeaderHint{ID: d.leader.Hint.ID, ClientAddr: d.leader.Hint.ClientAddr}
 }
 
-func (d *directory) notLeaderCode() codec.Code {
-	if d.leader.LeaderID == 0 {
-		return codec.CodeClusterUnavailable
+// refusal is the code and hint for a message this node does not serve
+// because it does not lead: NotLeader with the leader's hint, or, with no
+// leader known, ClusterUnavailable (which never carries a hint). A draining
+// node says ShuttingDown, with the new leader's hint when it knows one.
+func (d *directory) refusal() (codec.Code, codec.LeaderHint) {
+	if d.draining {
+		if d.leader.LeaderID != 0 && !d.leader.IsLeader {
+			return codec.CodeShuttingDown, d.hint()
+		}
+		return codec.CodeShuttingDown, d.drainHint
 	}
-	return codec.CodeNotLeader
+	if d.leader.LeaderID == 0 {
+		return codec.CodeClusterUnavailable, codec.LeaderHint{}
+	}
+	return codec.CodeNotLeader, d.hint()
+}
+
+// handOver tells the connections waiting for the new leader where it is.
+func (d *directory) handOver(h codec.LeaderHint) {
+	for conn := range d.handover {
+		d.env.send(conn, &codec.SessionClosed{Reason: codec.CodeShuttingDown, Leader: h,
+			Message: "node shutting down; continue the session at the leader"})
+	}
+	clear(d.handover)
 }
 
 // inbound handles a client message or routes it to its session's actor.
 func (d *directory) inbound(c actor.Context, in *Inbound) {
 	if !d.leader.IsLeader {
-		d.refuse(in, d.notLeaderCode(), "")
+		if _, waiting := d.handover[in.Conn]; waiting {
+			// Told where to go as soon as the new leader is known.
+			return
+		}
+		code, h := d.refusal()
+		d.refuseWith(in, code, h, "")
 		return
 	}
 	switch m := in.Msg.(type) {
@@ -298,7 +359,10 @@ func (d *directory) childStopped(pid *actor.PID) {
 // refuse answers a message this node will not serve, in the form the client
 // expects for its kind.
 func (d *directory) refuse(in *Inbound, code codec.Code, msg string) {
-	h := d.hint()
+	d.refuseWith(in, code, d.hint(), msg)
+}
+
+func (d *directory) refuseWith(in *Inbound, code codec.Code, h codec.LeaderHint, msg string) {
 	switch m := in.Msg.(type) {
 	case *codec.CreateSession:
 		d.env.send(in.Conn, &codec.SessionRejected{Nonce: m.Nonce, Reason: code, Leader: h, Message: msg})
@@ -400,7 +464,8 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 		return
 	}
 	if !d.leader.IsLeader {
-		reject(d.notLeaderCode(), "leadership changed")
+		code, h := d.refusal()
+		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: h, Message: "leadership changed"})
 		return
 	}
 	out, err := fsm.DecodeResult(fsm.Result{Value: p.Value, Data: p.Data})
@@ -426,7 +491,10 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 		reject(codec.CodeInternal, "session id collided repeatedly")
 		return
 	case fsm.StatusInvalid:
-		reject(codec.CodeRejected, out.Message)
+		// The state machine refused the request's form (the wire limits
+		// are the state machine's, so this is not a size): Malformed, as
+		// for a frame that did not decode. Rejected is the application's.
+		reject(codec.CodeMalformed, out.Message)
 		return
 	default:
 		reject(codec.CodeInternal, out.Status.String())
@@ -481,7 +549,8 @@ func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
 		return
 	}
 	if !d.leader.IsLeader {
-		reject(d.notLeaderCode(), "leadership changed")
+		code, h := d.refusal()
+		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: h, Message: "leadership changed"})
 		return
 	}
 	info, ok := r.Result.(fsm.SessionInfo)
@@ -565,6 +634,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 	delete(d.busy, conn)
 	delete(d.orphans, conn)
 	delete(d.unbound, conn)
+	delete(d.handover, conn)
 	id, ok := d.byConn[conn]
 	if !ok {
 		return
@@ -596,10 +666,15 @@ func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 
 func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 	h := codec.LeaderHint{ID: m.Hint.ID, ClientAddr: m.Hint.ClientAddr}
+	if h.ID == 0 && d.leader.LeaderID != 0 && !d.leader.IsLeader {
+		h = d.hint()
+	}
 	for conn := range d.byConn {
 		d.env.send(conn, &codec.SessionClosed{Reason: codec.CodeShuttingDown, Leader: h, Message: "node shutting down"})
 	}
 	clear(d.byConn)
+	d.handOver(h)
+	d.draining, d.drainHint = true, h
 	for id, e := range d.bySession {
 		c.Stop(e.pid)
 		delete(d.bySession, id)

@@ -21,8 +21,8 @@ const dialParallel = 64
 
 // RunZraft measures a zraft cluster running the kv application at
 // cfg.Endpoints: it opens cfg.Sessions sessions (one client.Conn each), runs
-// cfg.InFlight workers per session issuing kv set commands (Submit) and,
-// for the cfg.ReadRatio share, linearizable kv get queries (Query), back to
+// cfg.InFlight workers per session issuing kv set commands (kv.Client.Set)
+// and, for the cfg.ReadRatio share, linearizable kv gets (kv.Client.Get), back to
 // back, through cfg.Warmup and cfg.Duration, then closes every session.
 //
 // progress, when not nil, is called about once per second from a goroutine
@@ -39,21 +39,17 @@ func RunZraft(ctx context.Context, cfg Config, progress func(Progress)) (Result,
 	if err != nil {
 		return Result{}, err
 	}
+	kvs := make([]*kv.Client, len(conns))
+	for i, c := range conns {
+		kvs[i] = kv.NewClient(c)
+	}
 	do := func(ctx context.Context, w int, read bool, key string, value []byte) error {
-		c := conns[w/cfg.InFlight]
+		c := kvs[w/cfg.InFlight]
 		if read {
-			res, err := c.Query(ctx, kv.EncodeGet(key))
-			if err != nil {
-				return err
-			}
-			_, _, err = kv.DecodeGetResult(res)
+			_, err := c.Get(ctx, key)
 			return err
 		}
-		res, err := c.Submit(ctx, kv.EncodeSet(key, value))
-		if err != nil {
-			return err
-		}
-		_, err = kv.DecodeRevision(res)
+		_, err := c.Set(ctx, key, value)
 		return err
 	}
 	res, err := newRunner(cfg, NameZraft, do, zraftErrorType, progress).run(ctx)

@@ -397,7 +397,7 @@ func TestBreakerSkipsDeadEndpoint(t *testing.T) {
 	live := newFakeServer(t)
 	events := make(chan Event, 64)
 	c := dialT(t, []string{hole.addr(), live.addr()},
-		WithBreaker(2, time.Hour), WithDialTimeout(200*time.Millisecond), WithEvents(events))
+		WithBreaker(2, time.Hour), WithDialTimeout(time.Second), WithEvents(events))
 	waitEvent(t, events, EventConnected)
 	id, _ := live.next(t, codec.KindCreateSession)
 

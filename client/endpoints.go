@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -60,6 +61,7 @@ func (s *endpointSet) add(addr string) *endpoint {
 	if e := s.lookup(addr); e != nil {
 		return e
 	}
+	addr = normalAddr(addr)
 	e := &endpoint{addr: addr}
 	e.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](s.settings(addr, e))
 	if len(s.list) < maxEndpoints {
@@ -68,8 +70,14 @@ func (s *endpointSet) add(addr string) *endpoint {
 	return e
 }
 
+// normalAddr is the form endpoints are kept in: host:port, without the
+// tcp:// scheme that ZeroMQ users tend to write, so that both spellings of
+// one member share one endpoint and one breaker.
+func normalAddr(addr string) string { return strings.TrimPrefix(addr, "tcp://") }
+
 // lookup returns the endpoint for addr, or nil when it is not in the list.
 func (s *endpointSet) lookup(addr string) *endpoint {
+	addr = normalAddr(addr)
 	for _, e := range s.list {
 		if e.addr == addr {
 			return e
@@ -104,6 +112,7 @@ func (s *endpointSet) pick(target string) (e *endpoint, done func(error), ok boo
 // skip moves the rotation past addr, so that the next pick without a hint
 // starts with the endpoint after it.
 func (s *endpointSet) skip(addr string) {
+	addr = normalAddr(addr)
 	for i, e := range s.list {
 		if e.addr == addr {
 			s.next = (i + 1) % len(s.list)

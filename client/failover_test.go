@@ -141,9 +141,10 @@ func TestBreakerNotOpenedByIsolatedRequestTimeouts(t *testing.T) {
 		}
 		return standard(s, id, m)
 	})
+	srv.ka = time.Second // keep-alives must not be what this test is about
 	events := make(chan Event, 256)
-	c := dialT(t, []string{srv.addr()}, WithRequestTimeout(20*time.Millisecond), WithBreaker(3, time.Hour),
-		noBackoff(), WithEvents(events))
+	c := dialT(t, []string{srv.addr()}, WithRequestTimeout(20*time.Millisecond), WithMaxAttempts(1000),
+		WithBreaker(3, time.Hour), noBackoff(), WithEvents(events))
 	waitEvent(t, events, EventConnected)
 	var calls []*Call
 	for i := 0; i < 300; i++ {

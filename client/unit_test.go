@@ -394,3 +394,15 @@ func TestPendingWindowAndOrder(t *testing.T) {
 		t.Fatalf("take = %v, want %v", got, want)
 	}
 }
+
+func TestEndpointsShareOneEntryPerAddress(t *testing.T) {
+	c := &Conn{opts: defaultOptions(), log: defaultOptions().logger}
+	s := endpointSet{settings: c.breakerSettings}
+	a := s.add("127.0.0.1:7101")
+	if b := s.add("tcp://127.0.0.1:7101"); b != a || len(s.list) != 1 {
+		t.Fatalf("tcp://host:port and host:port are %d endpoints", len(s.list))
+	}
+	if s.lookup("tcp://127.0.0.1:7101") != a {
+		t.Fatal("lookup with the scheme misses the endpoint")
+	}
+}

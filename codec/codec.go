@@ -190,6 +190,32 @@ func PeekID(frame []byte) (id uint64, ok bool) {
 	return binary.BigEndian.Uint64(frame[HeaderLen:]), true
 }
 
+// PeekNonce returns the nonce of a CreateSession or ContinueSession whose
+// fields may be malformed or too large, so that a server can answer
+// SessionRejected with CodeMalformed or CodeTooLarge carrying the client's
+// nonce. Both kinds have fixed-size fields before the nonce (CreateSession:
+// none; ContinueSession: the 16-byte session id and the 32-byte secret). ok
+// is false when the header is invalid, the kind is another one, or the frame
+// is too short to hold the nonce.
+func PeekNonce(frame []byte) (nonce uint64, ok bool) {
+	k, err := PeekHeader(frame)
+	if err != nil {
+		return 0, false
+	}
+	off := HeaderLen
+	switch k {
+	case KindCreateSession:
+	case KindContinueSession:
+		off += len(SessionID{}) + len(Secret{})
+	default:
+		return 0, false
+	}
+	if len(frame) < off+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(frame[off:]), true
+}
+
 // Decode parses one frame into a new message (a pointer to the kind's type,
 // such as *ClientRequest). A nil lim means DefaultLimits.
 //

@@ -571,3 +571,27 @@ func TestSortHelpers(t *testing.T) {
 		t.Errorf("sorted members rejected: %v", err)
 	}
 }
+
+func TestPeekNonce(t *testing.T) {
+	sid, secret := make([]byte, 16), make([]byte, 32)
+	cases := []struct {
+		name  string
+		frame []byte
+		nonce uint64
+		ok    bool
+	}{
+		{"create with too many capabilities", hdr(KindCreateSession, u64(42), secret, []byte{0xff, 0xff}), 42, true},
+		{"create cut short", hdr(KindCreateSession, []byte{0, 1}), 0, false},
+		{"continue with trailing bytes", hdr(KindContinueSession, sid, secret, u64(43), []byte{1}), 43, true},
+		{"continue cut short", hdr(KindContinueSession, sid, secret, []byte{0, 0, 1}), 0, false},
+		{"other kind", hdr(KindClientRequest, u64(5), u64(1), u32(0)), 0, false},
+		{"bad signature", []byte("XXXXXXXXXXXXXXXX"), 0, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if n, ok := PeekNonce(c.frame); n != c.nonce || ok != c.ok {
+				t.Errorf("PeekNonce = %d, %v; want %d, %v", n, ok, c.nonce, c.ok)
+			}
+		})
+	}
+}

@@ -13,10 +13,13 @@ type Config struct {
 	// StatusTooManySessions. Default 250,000.
 	MaxSessions int
 	// MaxCapabilities is the number of capabilities one session may declare.
-	// More gets StatusInvalid. Default 16.
+	// More gets StatusInvalid. Default 64, the protocol's MaxCapabilities: a
+	// node sets it to its codec limit, so a client only ever meets the
+	// protocol's limit (answered TooLarge by the decoder), never this one.
 	MaxCapabilities int
 	// MaxCapabilityBytes bounds the length of each capability name and value.
-	// Longer gets StatusInvalid. Default 128.
+	// Longer gets StatusInvalid. Default 256, the protocol's MaxString (see
+	// MaxCapabilities).
 	MaxCapabilityBytes int
 	// MinSessionTimeout and MaxSessionTimeout bound the timeout an
 	// OpenSession may ask for; outside the range gets StatusInvalid.
@@ -62,8 +65,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxSessions:              250_000,
-		MaxCapabilities:          16,
-		MaxCapabilityBytes:       128,
+		MaxCapabilities:          64,
+		MaxCapabilityBytes:       256,
 		MinSessionTimeout:        time.Second,
 		MaxSessionTimeout:        24 * time.Hour,
 		MaxCachedResponses:       1024,

@@ -114,6 +114,25 @@ func EncodeGet(key string) []byte {
 // EncodeStats encodes the query for store counters. Result: DecodeStats.
 func EncodeStats() []byte { return header(OpStats, 0) }
 
+// The result encodings (docs/kv.md §5). The store builds its results with
+// these, and the golden tests check them against the documented bytes.
+
+func encodeIncrResult(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
+
+func encodeGetResult(value []byte, revision uint64) []byte {
+	out := make([]byte, 8, 8+len(value))
+	binary.BigEndian.PutUint64(out, revision)
+	return append(out, value...)
+}
+
+func encodeStats(st Stats) []byte {
+	out := make([]byte, 0, 32)
+	out = binary.BigEndian.AppendUint64(out, st.Keys)
+	out = binary.BigEndian.AppendUint64(out, st.Watches)
+	out = binary.BigEndian.AppendUint64(out, st.Revision)
+	return binary.BigEndian.AppendUint64(out, st.CancelledWatches)
+}
+
 // DecodeRevision decodes the result of set, delete and compare-and-set: the
 // store's revision after the change.
 func DecodeRevision(result []byte) (uint64, error) {

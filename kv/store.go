@@ -192,7 +192,7 @@ func (s *Store) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 		if err := s.put(ctx, c.key, strconv.AppendInt(nil, cur, 10)); err != nil {
 			return nil, err
 		}
-		return binary.BigEndian.AppendUint64(nil, uint64(cur)), nil
+		return encodeIncrResult(cur), nil
 	case OpWatch:
 		return nil, s.watch(ctx, c.key)
 	case OpUnwatch:
@@ -321,15 +321,10 @@ func (s *Store) Query(q []byte) ([]byte, error) {
 		if !ok {
 			return nil, wrap(ErrNotFound, "%q", c.key)
 		}
-		out := make([]byte, 8, 8+len(e.value))
-		binary.BigEndian.PutUint64(out, e.revision)
-		return append(out, e.value...), nil
+		return encodeGetResult(e.value, e.revision), nil
 	case OpStats:
-		out := make([]byte, 0, 32)
-		out = binary.BigEndian.AppendUint64(out, uint64(len(s.data)))
-		out = binary.BigEndian.AppendUint64(out, uint64(s.watches))
-		out = binary.BigEndian.AppendUint64(out, s.revision)
-		return binary.BigEndian.AppendUint64(out, s.cancelled), nil
+		return encodeStats(Stats{Keys: uint64(len(s.data)), Watches: uint64(s.watches), Revision: s.revision,
+			CancelledWatches: s.cancelled}), nil
 	default:
 		return nil, wrap(ErrMalformed, "%v is a command, not a query", c.op)
 	}

@@ -34,18 +34,35 @@ type Cluster struct {
 // non-zero, member i (from 1) uses ports raftBase+i-1 and clientBase+i-1;
 // with zero, free ports are picked by asking the OS.
 func LocalMembers(n, raftBase, clientBase int) ([]Member, error) {
+	// Every chosen port stays bound until all are chosen: a port released
+	// at once could be handed out again for the next member (dragonboat
+	// then refuses the duplicate address).
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	pick := func() (int, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("node: find a free port: %w", err)
+		}
+		held = append(held, l)
+		return l.Addr().(*net.TCPAddr).Port, nil
+	}
 	ms := make([]Member, n)
 	for i := range ms {
 		ms[i].ID = uint64(i + 1)
 		rp, cp := raftBase+i, clientBase+i
 		var err error
 		if raftBase == 0 {
-			if rp, err = freePort(); err != nil {
+			if rp, err = pick(); err != nil {
 				return nil, err
 			}
 		}
 		if clientBase == 0 {
-			if cp, err = freePort(); err != nil {
+			if cp, err = pick(); err != nil {
 				return nil, err
 			}
 		}

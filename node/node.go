@@ -157,6 +157,11 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	// The state machine, with the observer that relays to the dispatcher.
 	observer := actors.NewObserver(n.system, n.refs.Dispatcher, cfg.MaxInbox)
 	fcfg := fsm.DefaultConfig()
+	// The capability limits a client can hit are the protocol's (codec
+	// limits, answered TooLarge when a CreateSession is decoded); the state
+	// machine's own check must never be the tighter one.
+	wireLimits := codec.DefaultLimits()
+	fcfg.MaxCapabilities, fcfg.MaxCapabilityBytes = wireLimits.MaxCapabilities, wireLimits.MaxString
 	fcfg.MaxSessions = cfg.MaxSessions
 	fcfg.MaxCachedResponses = cfg.MaxInFlight
 	fcfg.MaxPayloadBytes = cfg.MaxFrame
@@ -179,7 +184,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 
 	// The NodeHost is published to the adapter once it runs; until then
 	// every call answers ErrUnavailable.
-	raft := &raftAdapter{shard: cfg.ShardID}
+	raft := &raftAdapter{shard: cfg.ShardID, replica: cfg.ID}
 	n.raft = raft
 	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
 	limits := codec.DefaultLimits()

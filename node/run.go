@@ -136,8 +136,9 @@ func (a *connsAdapter) CloseConn(conn actors.ConnID) error {
 // raftAdapter implements actors.Raft on a NodeHost, mapping dragonboat's
 // errors to the three classes the actors act on.
 type raftAdapter struct {
-	nh    atomic.Pointer[dragonboat.NodeHost] // nil until the NodeHost runs
-	shard uint64
+	nh      atomic.Pointer[dragonboat.NodeHost] // nil until the NodeHost runs
+	shard   uint64
+	replica uint64 // this node's member id
 }
 
 // errNotStarted answers calls made before the NodeHost runs.
@@ -172,23 +173,9 @@ func (a *raftAdapter) ReadBatch(ctx context.Context, qs []any) ([]any, []error, 
 	if nh == nil {
 		return nil, nil, errNotStarted
 	}
-	timeout := time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	rs, err := nh.ReadIndex(a.shard, timeout)
+	rs, err := a.readIndex(ctx, nh)
 	if err != nil {
 		return nil, nil, mapRaftErr(err)
-	}
-	// Released only after a completed round, as dragonboat's own SyncRead
-	// does: an unfinished request may still be referenced by the engine.
-	select {
-	case r := <-rs.ResultC():
-		if !r.Completed() {
-			return nil, nil, mapRaftErr(readIndexErr(r))
-		}
-	case <-ctx.Done():
-		return nil, nil, mapRaftErr(ctx.Err())
 	}
 	results, errs := make([]any, len(qs)), make([]error, len(qs))
 	for i, q := range qs {
@@ -199,6 +186,52 @@ func (a *raftAdapter) ReadBatch(ctx context.Context, qs []any) ([]any, []error, 
 	}
 	rs.Release()
 	return results, errs, nil
+}
+
+// notReadyPause is how long a ReadIndex round waits before it is asked
+// again after the shard said it is not ready.
+const notReadyPause = 5 * time.Millisecond
+
+// readIndex runs one completed ReadIndex round. A leader that was just
+// elected drops ReadIndex requests ("shard is not ready") until it has
+// committed an entry of its term, which takes one round trip; the round is
+// asked again until ctx ends, so a client sent to the new leader by a hint
+// is served instead of being told the cluster is unavailable.
+func (a *raftAdapter) readIndex(ctx context.Context, nh *dragonboat.NodeHost) (*dragonboat.RequestState, error) {
+	for {
+		timeout := time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = time.Until(d)
+		}
+		rs, err := nh.ReadIndex(a.shard, timeout)
+		if err == nil {
+			// Released only after a completed round, as dragonboat's own
+			// SyncRead does: an unfinished request may still be
+			// referenced by the engine.
+			select {
+			case r := <-rs.ResultC():
+				if r.Completed() {
+					return rs, nil
+				}
+				err = readIndexErr(r)
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if !errors.Is(err, dragonboat.ErrShardNotReady) {
+			return nil, err
+		}
+		if id, _, ok, lerr := nh.GetLeaderID(a.shard); lerr != nil || !ok || id != a.replica {
+			// Not the leader: the caller's answer (with the right hint)
+			// comes from the directory, not from waiting here.
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(notReadyPause):
+		}
+	}
 }
 
 // readIndexErr names why a ReadIndex round did not complete.
@@ -438,6 +471,13 @@ func (n *Node) Close() error {
 func (n *Node) close() error {
 	deadline := time.Now().Add(n.cfg.ShutdownGrace)
 	hint := actors.Member{}
+	if n.root != nil {
+		// From here on, clients that lose their binding because leadership
+		// moves away are told ShuttingDown with the new leader's hint (not
+		// NotLeader or ClusterUnavailable): the directory must know before
+		// leadership is transferred.
+		_, _ = n.system.Root.RequestFuture(n.refs.Sessions, &actors.Drain{}, time.Second).Result()
+	}
 	if n.IsLeader() && !n.noTransfer.Load() {
 		target := uint64(0)
 		for _, m := range n.cfg.Members {

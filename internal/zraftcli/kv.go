@@ -68,37 +68,30 @@ func kvCommand(ctx context.Context, args []string, e env) error {
 	}
 	defer conn.Close()
 
+	k := kv.NewClient(conn)
 	switch sub {
 	case "set":
-		_, err = conn.Submit(ctx, kv.EncodeSet(pos[0], []byte(pos[1])))
+		_, err = k.Set(ctx, pos[0], []byte(pos[1]))
 		return okOr(e, err)
 	case "del":
-		_, err = conn.Submit(ctx, kv.EncodeDelete(pos[0]))
+		_, err = k.Delete(ctx, pos[0])
 		return okOr(e, err)
 	case "cas":
-		_, err = conn.Submit(ctx, kv.EncodeCompareAndSet(pos[0], []byte(pos[1]), []byte(pos[2])))
+		_, err = k.CompareAndSet(ctx, pos[0], []byte(pos[1]), []byte(pos[2]))
 		return okOr(e, err)
 	case "incr":
-		res, err := conn.Submit(ctx, kv.EncodeIncr(pos[0], n))
+		v, err := k.Incr(ctx, pos[0], n)
 		if err != nil {
 			return explain(err)
-		}
-		v, err := kv.DecodeIncrResult(res)
-		if err != nil {
-			return err
 		}
 		fmt.Fprintln(e.stdout, v)
 		return nil
 	default: // get
-		res, err := conn.Query(ctx, kv.EncodeGet(pos[0]))
+		kv, err := k.Get(ctx, pos[0])
 		if err != nil {
 			return explain(err)
 		}
-		v, _, err := kv.DecodeGetResult(res)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(e.stdout, string(v))
+		fmt.Fprintln(e.stdout, string(kv.Value))
 		return nil
 	}
 }
@@ -180,50 +173,36 @@ func explain(err error) error {
 
 func watch(ctx context.Context, c common, key string, e env) error {
 	out := bufio.NewWriter(e.stdout)
-	lines := make(chan string, 64)
-	handler := func(r client.ServerRequest) {
-		n, err := kv.DecodeNotification(r.Payload)
-		if err != nil || n.Key != key {
-			return
-		}
-		line := n.Key + "=" + string(n.Value)
-		if n.Deleted {
-			line = n.Key + " deleted"
-		}
-		select {
-		case lines <- line:
-		case <-ctx.Done():
-		}
-	}
-	// The session's end (expiry after a long partition) ends the watch with
-	// an error instead of leaving it silently deaf.
-	events := make(chan client.Event, 16)
+	// The watcher ends the watch with an error when the session ends
+	// (expiry after a long partition) instead of leaving it silently deaf.
+	w := kv.NewWatcher()
 	dctx, cancel := context.WithTimeout(ctx, c.timeout)
-	conn, err := dial(dctx, c, client.WithServerRequestHandler(handler), client.WithEvents(events))
+	conn, err := dial(dctx, c, client.WithServerRequestHandler(w.HandleServerRequest), client.WithEventHandler(w.HandleEvent))
 	cancel()
 	if err != nil {
 		return err
 	}
+	k := kv.NewClient(conn, kv.WithWatcher(w))
+	defer k.Close()
+	// Closing the Conn first ends the session and its watch on the
+	// cluster, so k.Close has nothing to unwatch.
 	defer conn.Close()
-	sctx, cancel := context.WithTimeout(ctx, c.timeout)
-	_, err = conn.Submit(sctx, kv.EncodeWatch(key))
-	cancel()
+	wt, err := k.Watch(ctx, key)
 	if err != nil {
 		return explain(err)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev := <-events:
-			if ev.Type == client.EventSessionLost {
-				return fmt.Errorf("watch ended: %w", ev.Err)
-			}
-		case l := <-lines:
-			fmt.Fprintln(out, l)
-			if err := out.Flush(); err != nil {
-				return err
-			}
+	for ev := range wt.Events() {
+		line := ev.Key + "=" + string(ev.Value)
+		if ev.Deleted {
+			line = ev.Key + " deleted"
+		}
+		fmt.Fprintln(out, line)
+		if err := out.Flush(); err != nil {
+			return err
 		}
 	}
+	if err := wt.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("watch ended: %w", err)
+	}
+	return nil
 }

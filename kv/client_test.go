@@ -1,0 +1,392 @@
+package kv_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zraft/zraft/client"
+	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/kv"
+	"github.com/zraft/zraft/node"
+)
+
+const waitTimeout = 10 * time.Second
+
+var (
+	clusterOnce sync.Once
+	shared      *node.Cluster
+	sharedErr   error
+)
+
+// testCluster returns a real 3-node in-process kv cluster shared by the
+// client tests of this package (each test uses its own keys); TestMain
+// closes it.
+func testCluster(t *testing.T) *node.Cluster {
+	t.Helper()
+	clusterOnce.Do(func() {
+		cfg := node.DefaultConfig()
+		cfg.InMemory = true
+		cfg.KeepAliveInterval = 200 * time.Millisecond
+		cfg.SessionTimeout = 3 * time.Second
+		cfg.RedeliverInterval = 300 * time.Millisecond
+		cfg.ShutdownGrace = 2 * time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		shared, sharedErr = node.StartLocalCluster(ctx, 3, cfg, nil, func() fsm.Application {
+			s, err := kv.New(kv.DefaultConfig())
+			if err != nil {
+				panic(err)
+			}
+			return s
+		}, node.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	})
+	if sharedErr != nil {
+		t.Fatal(sharedErr)
+	}
+	return shared
+}
+
+func dialKV(t *testing.T, opts ...client.Option) *kv.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := kv.Dial(ctx, testCluster(t).Endpoints(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+var keySeq atomic.Int64
+
+// keyFor returns a key unique to this run of the test (the cluster is
+// shared, also across -count repetitions).
+func keyFor(t *testing.T, name string) string {
+	return fmt.Sprintf("%s/%d/%s", t.Name(), keySeq.Add(1), name)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestClientTypedResultsAndErrors(t *testing.T) {
+	kTypedA := keyFor(t, "a")
+	kTypedMissing := keyFor(t, "missing")
+	kTypedN := keyFor(t, "n")
+	c := dialKV(t)
+	ctx := ctxT(t)
+	rev1, err := c.Set(ctx, kTypedA, []byte("one"))
+	if err != nil || rev1 == 0 {
+		t.Fatalf("Set = %d, %v", rev1, err)
+	}
+	got, err := c.Get(ctx, kTypedA)
+	if err != nil || string(got.Value) != "one" || got.Revision != rev1 || got.Key != kTypedA {
+		t.Fatalf("Get = %+v, %v; want one at %d", got, err, rev1)
+	}
+	if stale, err := c.Get(ctx, kTypedA, client.AllowStale()); err != nil || stale.Revision > rev1 {
+		t.Fatalf("stale Get = %+v, %v", stale, err)
+	}
+	rev2, err := c.CompareAndSet(ctx, kTypedA, []byte("one"), []byte("two"))
+	if err != nil || rev2 <= rev1 {
+		t.Fatalf("CompareAndSet = %d, %v", rev2, err)
+	}
+	_, err = c.CompareAndSet(ctx, kTypedA, []byte("one"), []byte("three"))
+	if !errors.Is(err, kv.ErrMismatch) || !errors.Is(err, client.ErrApplication) {
+		t.Fatalf("CompareAndSet with a stale value: %v, want kv.ErrMismatch", err)
+	}
+	var app *client.AppError
+	if !errors.As(err, &app) || app.Code != kv.ErrMismatch.AppCode() {
+		t.Fatalf("error %v does not carry the application code", err)
+	}
+	if _, err := c.Get(ctx, kTypedMissing); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("Get missing: %v, want kv.ErrNotFound", err)
+	}
+	if _, err := c.Delete(ctx, kTypedMissing); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("Delete missing: %v, want kv.ErrNotFound", err)
+	}
+	if _, err := c.CompareAndSet(ctx, kTypedMissing, nil, []byte("x")); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("CompareAndSet missing: %v, want kv.ErrNotFound", err)
+	}
+	if _, err := c.Incr(ctx, kTypedA, 1); !errors.Is(err, kv.ErrNotInteger) {
+		t.Fatalf("Incr of text: %v, want kv.ErrNotInteger", err)
+	}
+	if _, err := c.Set(ctx, "", []byte("x")); !errors.Is(err, kv.ErrEmptyKey) {
+		t.Fatalf("Set empty key: %v, want kv.ErrEmptyKey", err)
+	}
+	if v, err := c.Incr(ctx, kTypedN, -5); err != nil || v != -5 {
+		t.Fatalf("Incr = %d, %v; want -5", v, err)
+	}
+	if v, err := c.Incr(ctx, kTypedN, 7); err != nil || v != 2 {
+		t.Fatalf("Incr = %d, %v; want 2", v, err)
+	}
+	if got, err := c.Get(ctx, kTypedN); err != nil || string(got.Value) != "2" {
+		t.Fatalf("Get counter = %+v, %v; want the decimal text 2", got, err)
+	}
+	rev3, err := c.Delete(ctx, kTypedA)
+	if err != nil || rev3 <= rev2 {
+		t.Fatalf("Delete = %d, %v", rev3, err)
+	}
+	if st, err := c.Stats(ctx); err != nil || st.Revision < rev3 {
+		t.Fatalf("Stats = %+v, %v", st, err)
+	}
+}
+
+func next(t *testing.T, w *kv.Watch) kv.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-w.Events():
+		if !ok {
+			t.Fatalf("watch ended: %v", w.Err())
+		}
+		return ev
+	case <-time.After(waitTimeout):
+		t.Fatal("no event")
+	}
+	return kv.Event{}
+}
+
+func ended(t *testing.T, w *kv.Watch) error {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case _, ok := <-w.Events():
+			if !ok {
+				return w.Err()
+			}
+		case <-deadline:
+			t.Fatal("watch did not end")
+		}
+	}
+}
+
+func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
+	kWatchK := keyFor(t, "k")
+	watcher := dialKV(t)
+	writer := dialKV(t)
+	ctx := ctxT(t)
+	rev0, err := writer.Set(ctx, kWatchK, []byte("v0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	w, err := watcher.Watch(wctx, kWatchK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first event is the current value.
+	if ev := next(t, w); string(ev.Value) != "v0" || ev.Revision != rev0 || ev.Deleted {
+		t.Fatalf("first event %+v, want v0 at %d", ev, rev0)
+	}
+	var revs []uint64
+	for _, v := range []string{"v1", "v2", "v3"} {
+		rev, err := writer.Set(ctx, kWatchK, []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, rev)
+	}
+	delRev, err := writer.Delete(ctx, kWatchK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{"v1", "v2", "v3"} {
+		if ev := next(t, w); string(ev.Value) != v || ev.Revision != revs[i] {
+			t.Fatalf("event %d = %+v, want %s at %d", i, ev, v, revs[i])
+		}
+	}
+	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != kWatchK {
+		t.Fatalf("delete event %+v, want deleted at %d", ev, delRev)
+	}
+
+	// A second watch of the same key on the same client starts with the
+	// current value too (read, since the cluster already sends changes).
+	rev4, err := writer.Set(ctx, kWatchK, []byte("v4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w); string(ev.Value) != "v4" {
+		t.Fatalf("event %+v, want v4", ev)
+	}
+	w2, err := watcher.Watch(ctx, kWatchK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w2); string(ev.Value) != "v4" || ev.Revision != rev4 {
+		t.Fatalf("second watch's first event %+v, want v4 at %d", ev, rev4)
+	}
+
+	// Cancelling the first watch ends it; the second still gets changes.
+	stop()
+	if err := ended(t, w); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled watch ended with %v", err)
+	}
+	if _, err := writer.Set(ctx, kWatchK, []byte("v5")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w2); string(ev.Value) != "v5" {
+		t.Fatalf("second watch got %+v, want v5", ev)
+	}
+}
+
+func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
+	kOverflowK := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher(kv.WithWatchBuffer(1))
+	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
+		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watcher := kv.NewClient(conn, kv.WithWatcher(wr))
+	defer watcher.Close()
+
+	stats := func() kv.Stats {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		st, err := writer.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// Earlier tests' sessions are closed but their closes may still be in
+	// flight: wait until no watch is left on the (shared) cluster.
+	waitWatches := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(waitTimeout)
+		for stats().Watches != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("watches on the cluster: %+v, want %d", stats(), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitWatches(0)
+	// A context of its own: waiting above may have used much of ctx.
+	w, err := watcher.Watch(ctxT(t), kOverflowK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stats().Watches; got != 1 {
+		t.Fatalf("watches on the cluster %d, want 1", got)
+	}
+	// Nobody reads: the second change does not fit the buffer of one.
+	for _, v := range []string{"a", "b", "c"} {
+		if _, err := writer.Set(ctxT(t), kOverflowK, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ev := next(t, w); string(ev.Value) != "a" {
+		t.Fatalf("buffered event %+v, want a", ev)
+	}
+	if err := ended(t, w); !errors.Is(err, kv.ErrWatchOverflow) {
+		t.Fatalf("overflowed watch ended with %v", err)
+	}
+	// Its key is unwatched on the cluster.
+	waitWatches(0)
+}
+
+func TestClientCloseEndsWatches(t *testing.T) {
+	kCloseK := keyFor(t, "k")
+	ctx := ctxT(t)
+	c := dialKV(t)
+	w, err := c.Watch(ctx, kCloseK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, w); !errors.Is(err, kv.ErrClientClosed) {
+		t.Fatalf("watch ended with %v, want ErrClientClosed", err)
+	}
+	if _, err := c.Watch(ctx, kCloseK); !errors.Is(err, kv.ErrClientClosed) {
+		t.Fatalf("Watch after Close: %v", err)
+	}
+	if _, err := c.Set(ctx, kCloseK, nil); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Set after Close: %v, want client.ErrClosed", err)
+	}
+	if _, err := kv.NewClient(c.Conn()).Watch(ctx, "x"); !errors.Is(err, kv.ErrNoWatcher) {
+		t.Fatalf("Watch without a watcher: %v", err)
+	}
+}
+
+// Two Clients on one Conn share its session and its Watcher: the second
+// watch of a key starts with the current value too, and the key stays
+// watched on the cluster until the last watch ends.
+func TestClientsSharingAWatcher(t *testing.T) {
+	kSharedK := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher()
+	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
+		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	a, b := kv.NewClient(conn, kv.WithWatcher(wr)), kv.NewClient(conn, kv.WithWatcher(wr))
+	rev, err := writer.Set(ctx, kSharedK, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa, err := a.Watch(ctx, kSharedK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := b.Watch(ctx, kSharedK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*kv.Watch{wa, wb} {
+		if ev := next(t, w); string(ev.Value) != "x" || ev.Revision != rev {
+			t.Fatalf("first event %+v, want x at %d", ev, rev)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, wa); !errors.Is(err, kv.ErrClientClosed) {
+		t.Fatalf("a's watch ended with %v", err)
+	}
+	if _, err := writer.Set(ctx, kSharedK, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, wb); string(ev.Value) != "y" {
+		t.Fatalf("b's watch got %+v after a closed, want y", ev)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Endpoints may be typed with or without the tcp:// scheme (protocol.md §3).
+func TestDialAcceptsEndpointsWithScheme(t *testing.T) {
+	ctx := ctxT(t)
+	var eps []string
+	for _, ep := range testCluster(t).Endpoints() {
+		eps = append(eps, "tcp://"+ep)
+	}
+	c, err := kv.Dial(ctx, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Set(ctx, keyFor(t, "k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+}
