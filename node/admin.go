@@ -75,6 +75,8 @@ func (n *Node) adminMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /admin/leader/transfer", n.serveTransfer)
 	mux.HandleFunc("POST /admin/snapshot", n.serveSnapshot)
+	mux.HandleFunc("POST /admin/members/add", n.serveAddMember)
+	mux.HandleFunc("POST /admin/members/remove", n.serveRemoveMember)
 	return n.adminAuth(mux)
 }
 

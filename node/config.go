@@ -131,6 +131,12 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz and /status. Empty disables it.
 	HTTPAddr string `json:"http_addr"`
 
+	// Join starts this member as a new member of a running cluster (added
+	// first with `zraft member add`): Members need list only this member
+	// (for its own addresses); ClusterID is required; the data dir must be
+	// empty on the first start. It catches up from the leader.
+	Join bool `json:"join"`
+
 	// AdminToken is the bearer token the admin endpoints (/admin/...:
 	// leadership transfer, snapshots) require in an "Authorization: Bearer"
 	// header; under mutual TLS a client certificate is needed as well.
@@ -254,6 +260,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		return configErr("tls_client_ca_file needs tls_cert_file and tls_key_file")
+	}
+	if c.Join && c.ClusterID == "" {
+		return configErr("join needs the running cluster's cluster_id (--cluster-id)")
 	}
 	if c.AdminOpen && c.HTTPAddr != "" && !loopback(c.HTTPAddr) {
 		return configErr("admin_open serves cluster-changing admin endpoints without a credential: "+

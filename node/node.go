@@ -59,6 +59,14 @@ type Node struct {
 	// noTransfer skips the leadership transfer of Close: set when the
 	// whole cluster stops at once (Cluster.Close).
 	noTransfer atomic.Bool
+	// dir is the replicated member directory the actors serve hints from;
+	// adminMu serializes membership changes and the reconciler (members.go).
+	dir     *actors.Directory
+	adminMu sync.Mutex
+	dirWG   sync.WaitGroup
+	// peers maps the directory's member ids to Raft addresses, for the
+	// Raft transport's sender check (members added while running).
+	peers atomic.Pointer[map[uint64]string]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -210,6 +218,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		Faults:  o.faults,
 		Now:     time.Now,
 	}
+	n.dir = &actors.Directory{}
+	env.Directory = n.dir
 	conns := &connsAdapter{}
 	env.Conns = conns
 	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox)
@@ -240,6 +250,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		return nil, err
 	}
 	raft.nh.Store(n.nh)
+	n.dirWG.Add(1)
+	go n.syncDirectory(workCtx)
 	if cfg.HashCheckEntries > 0 {
 		n.hashWG.Add(1)
 		go n.reportHashes(workCtx)
@@ -310,6 +322,7 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		return err
 	}
 	rnc.Log = n.log.With("component", "raftnet")
+	rnc.Lookup = n.lookupPeer
 	rnc.Metrics = raftnet.NewMetrics(n.registry)
 	nhc.Expert.TransportFactory = raftnet.NewFactory(rnc)
 	if w := n.cfg.insecurePeerWarning(); w != "" {
@@ -324,7 +337,7 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 	for _, m := range cfg.Members {
 		initial[m.ID] = m.RaftAddr
 	}
-	if nh.HasNodeInfo(cfg.ShardID, cfg.ID) {
+	if cfg.Join || nh.HasNodeInfo(cfg.ShardID, cfg.ID) {
 		// A restart, or the first start after Restore: the membership is
 		// the one the data dir records (an imported snapshot's record is
 		// kept as a join, which dragonboat accepts only without a list).
@@ -340,7 +353,8 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		SnapshotEntries:    cfg.SnapshotEntries,
 		CompactionOverhead: cfg.SnapshotEntries / 2,
 	}
-	if err := nh.StartReplica(initial, false, factory, rc); err != nil {
+	join := cfg.Join && !nh.HasNodeInfo(cfg.ShardID, cfg.ID)
+	if err := nh.StartReplica(initial, join, factory, rc); err != nil {
 		nh.Close()
 		return fmt.Errorf("node: start replica: %w", err)
 	}

@@ -346,10 +346,7 @@ func (n *Node) Restart(name string) {
 // Status returns the node's view of the cluster. Session counts come from
 // this replica's applied state.
 func (n *Node) Status() httpapi.Status {
-	s := httpapi.Status{ID: n.cfg.ID, Role: "follower"}
-	for _, m := range n.cfg.Members {
-		s.Members = append(s.Members, httpapi.Member{ID: m.ID, RaftAddr: m.RaftAddr, ClientAddr: m.ClientAddr})
-	}
+	s := httpapi.Status{ID: n.cfg.ID, Role: "follower", Members: n.statusMembers()}
 	if id, term, ok := n.leader(); ok {
 		s.LeaderID, s.Term = id, term
 		if id == n.cfg.ID {
@@ -480,7 +477,7 @@ func (n *Node) close() error {
 	}
 	if n.IsLeader() && !n.noTransfer.Load() {
 		target := uint64(0)
-		for _, m := range n.cfg.Members {
+		for _, m := range n.Directory() {
 			if m.ID != n.cfg.ID {
 				target = m.ID
 				break
@@ -502,7 +499,7 @@ func (n *Node) close() error {
 		}
 	}
 	if id, _, ok := n.leader(); ok && id != n.cfg.ID {
-		for _, m := range n.cfg.Members {
+		for _, m := range n.Directory() {
 			if m.ID == id {
 				hint = actors.Member{ID: m.ID, ClientAddr: m.ClientAddr}
 			}
@@ -539,6 +536,7 @@ func (n *Node) closeRaft() {
 		n.work.Wait()
 	}
 	n.hashWG.Wait()
+	n.dirWG.Wait()
 	if n.raft != nil {
 		n.raft.nh.Store(nil) // later calls answer ErrUnavailable
 	}
