@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/zraft/zraft/node/httpapi"
@@ -161,4 +163,77 @@ func snapshotCommand(ctx context.Context, args []string, e env) error {
 	}
 	fmt.Fprintf(e.stdout, "snapshot saved to %s (%d bytes, from %s)\n", file, n, ep)
 	return nil
+}
+
+func memberCommand(ctx context.Context, args []string, e env) error {
+	const synopsis = "zraft member list | add ID RAFTADDR CLIENTADDR | remove ID"
+	if len(args) == 0 {
+		return fmt.Errorf("%w: want: %s", errUsage, synopsis)
+	}
+	sub := args[0]
+	fs := newFlags("member "+sub, synopsis+" [flags]", e)
+	var c common
+	c.register(fs, e)
+	err := parse(fs, args[1:])
+	defer c.release()
+	if err != nil {
+		return err
+	}
+	var path string
+	switch {
+	case sub == "list" && fs.NArg() == 0:
+	case sub == "add" && fs.NArg() == 3:
+		id, err := strconv.ParseUint(fs.Arg(0), 10, 64)
+		if err != nil || id == 0 {
+			return fmt.Errorf("%w: member id %q: want a positive integer", errUsage, fs.Arg(0))
+		}
+		path = fmt.Sprintf("/admin/members/add?id=%d&raft=%s&client=%s", id, url.QueryEscape(fs.Arg(1)), url.QueryEscape(fs.Arg(2)))
+	case sub == "remove" && fs.NArg() == 1:
+		id, err := strconv.ParseUint(fs.Arg(0), 10, 64)
+		if err != nil || id == 0 {
+			return fmt.Errorf("%w: member id %q: want a positive integer", errUsage, fs.Arg(0))
+		}
+		path = fmt.Sprintf("/admin/members/remove?id=%d", id)
+	default:
+		return fmt.Errorf("%w: want: %s", errUsage, synopsis)
+	}
+	if err := c.prepare(e); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout+15*time.Second)
+	defer cancel()
+	if sub == "list" {
+		return listMembers(ctx, c, e)
+	}
+	ep, err := leaderHTTP(ctx, c)
+	if err != nil {
+		return err
+	}
+	resp, err := adminRequest(ctx, c, ep, http.MethodPost, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(e.stdout, io.LimitReader(resp.Body, 4096))
+	return err
+}
+
+// listMembers prints the member directory as the leader serves it.
+func listMembers(ctx context.Context, c common, e env) error {
+	sts := statuses(ctx, c)
+	var from *memberStatus
+	for i := range sts {
+		if sts[i].Error == "" && (from == nil || sts[i].Role == "leader") {
+			from = &sts[i]
+		}
+	}
+	if from == nil {
+		return noAnswer(sts)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT\tCLIENT\tLEADER")
+	for _, m := range from.Members {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\n", m.ID, m.RaftAddr, m.ClientAddr, m.ID == from.LeaderID)
+	}
+	return tw.Flush()
 }

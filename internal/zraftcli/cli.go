@@ -48,6 +48,9 @@ Usage:
   zraft kv watch KEY           print KEY=VALUE for every change until interrupted
   zraft status [--json]        cluster members, roles, leader, term, session count
   zraft sessions [--json]      live sessions
+  zraft member list            members: id, Raft and client address, leader
+  zraft member add ID RAFTADDR CLIENTADDR   add a member (admin); then start it with node --join
+  zraft member remove ID       remove a member; a leader hands over first (admin)
   zraft leader transfer ID     move leadership to member ID (admin)
   zraft snapshot save FILE     write a backup of the replicated state (admin)
   zraft bench [flags]          load generator with an optional raw-dragonboat baseline
@@ -90,6 +93,8 @@ func dispatch(ctx context.Context, args []string, e env) error {
 		return statusCommand(ctx, args[1:], e)
 	case "sessions":
 		return sessionsCommand(ctx, args[1:], e)
+	case "member":
+		return memberCommand(ctx, args[1:], e)
 	case "leader":
 		return leaderCommand(ctx, args[1:], e)
 	case "snapshot":
