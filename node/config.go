@@ -132,9 +132,11 @@ type Config struct {
 	HTTPAddr string `json:"http_addr"`
 
 	// Join starts this member as a new member of a running cluster (added
-	// first with `zraft member add`): Members need list only this member
-	// (for its own addresses); ClusterID is required; the data dir must be
-	// empty on the first start. It catches up from the leader.
+	// first with `zraft member add`): Members lists the cluster's current
+	// members (the only senders its Raft port accepts until it has the
+	// replicated member directory) and this one; ClusterID is required; the
+	// data dir must be empty on the first start. It catches up from the
+	// leader.
 	Join bool `json:"join"`
 
 	// AdminToken is the bearer token the admin endpoints (/admin/...:

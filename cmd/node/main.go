@@ -3,6 +3,8 @@
 //	node --dev                       a 3-node cluster in this process on 127.0.0.1
 //	node --dev --tls                 the same with mutual TLS and throwaway certificates
 //	node --config member.json        one member of a real cluster
+//	node --join --id 4 --members 1=...,2=...,3=...,4=RAFT/CLIENT --cluster-id ID --data DIR   a member added with zraft member add
+//	node --restore backup.tar --id 11 --members ... --cluster-id NEWID --data DIR   a new cluster from a backup
 //	node --id 1 --members 1=10.0.0.1:7201/10.0.0.1:7101,2=...,3=... --data /var/lib/zraft \
 //	     --cluster-id $(node --new-cluster-id, once per cluster) \
 //	     --peer-tls-ca ca.pem --peer-tls-cert member1.pem --peer-tls-key member1-key.pem
@@ -80,6 +82,7 @@ type flags struct {
 	// Admin and disaster recovery.
 	adminTokenFile string
 	restore        string
+	join           bool
 }
 
 func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
@@ -87,7 +90,7 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage:\n  node --dev [--tls] [--data DIR]\n  node --config FILE\n  node --id N --members ID=RAFT/CLIENT,... --data DIR [flags]\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage:\n  node --dev [--tls] [--data DIR]\n  node --config FILE\n  node --id N --members ID=RAFT/CLIENT,... --data DIR [flags]\n  node --join --id N --members CURRENT,...,N=RAFT/CLIENT --cluster-id ID --data DIR [flags]\n  node --restore FILE --id N --members ID=RAFT/CLIENT,... --cluster-id NEWID --data DIR [flags]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&f.dev, "dev", false, "run a 3-node cluster in this process on 127.0.0.1")
@@ -113,6 +116,7 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.peerTLSKey, "peer-tls-key", "", "this member's key for the Raft port")
 	fs.BoolVar(&f.insecurePeer, "insecure-peer", false, "allow a Raft address that is not loopback without peer TLS (anyone reaching it can rewrite the state)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (admin_token): required by leader transfer and snapshots")
+	fs.BoolVar(&f.join, "join", false, "start as a new member of a running cluster (after zraft member add); needs --cluster-id and an empty --data")
 	fs.StringVar(&f.restore, "restore", "", "backup file (zraft snapshot save): prepare this member of a NEW cluster from it (empty data dir, new --cluster-id), then start")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
@@ -218,6 +222,12 @@ func (f flags) config() (node.Config, error) {
 	if f.dev {
 		// The dev cluster's HTTP listens on 127.0.0.1 only; it says so.
 		cfg.AdminOpen = true
+	}
+	if f.join {
+		if f.dev {
+			return cfg, fmt.Errorf("%w: --join goes with a real member, not --dev", node.ErrConfig)
+		}
+		cfg.Join = true
 	}
 	if f.restore != "" && f.dev {
 		return cfg, fmt.Errorf("%w: --restore goes with a real member (--id, --members, --data, --cluster-id), not --dev", node.ErrConfig)
