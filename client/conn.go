@@ -118,6 +118,7 @@ type opKind int
 const (
 	opCall   opKind = iota // a new command or query
 	opCancel               // the caller's context ended
+	opAck                  // the application finished server request id (manual ack)
 )
 
 // op is a user call handed to the loop.
@@ -125,6 +126,7 @@ type op struct {
 	kind  opKind
 	call  *call
 	reply chan cancelResult // for opCancel
+	id    uint64            // for opAck
 }
 
 // cancelResult tells a cancelling caller what became of its call.
@@ -175,7 +177,7 @@ func Dial(ctx context.Context, endpoints []string, opts ...Option) (*Conn, error
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		pend:    newPending(o.maxPending),
-		order:   newReorder(o.srBuffer),
+		order:   newReorder(o.srBuffer, o.manualAck),
 	}
 	var seed [8]byte
 	// crypto/rand never fails on supported platforms (it panics instead),

@@ -21,8 +21,11 @@ func (c *Conn) onServerRequest(m *codec.ServerRequest) {
 }
 
 // deliver moves server requests that are next in order into the delivery
-// buffer and acknowledges them. It runs after every event so that room
-// freed by the consumer is used without the server having to resend.
+// buffer and, in ack-on-receipt mode, acknowledges them. In manual-ack mode
+// it delivers only while fewer than the in-flight limit are unfinished, and
+// acknowledgements follow the application's Acks (onAck). It runs after
+// every event so that room freed by the consumer is used without the server
+// having to resend.
 func (c *Conn) deliver() {
 	l := c.link
 	if l == nil || !l.ready || !c.order.ready() {
@@ -34,18 +37,50 @@ func (c *Conn) deliver() {
 		// shrink before the sends below.
 		room = cap(c.srCh) - len(c.srCh)
 	}
+	if r := c.order.room(); r >= 0 {
+		room = min(room, r)
+	}
 	batch := c.order.take(room)
 	if len(batch) == 0 {
 		return
 	}
+	manual := c.order.manual > 0
 	for _, r := range batch {
+		if manual {
+			r.ack = &acker{c: c, id: r.ID}
+		}
 		if c.srCh != nil {
 			c.srCh <- r
 		} else {
 			c.log.Debug("client: server request dropped: no handler", "id", r.ID)
 		}
 	}
-	_ = c.send(&codec.ServerRequestAck{RequestID: c.order.acked})
+	if !manual {
+		_ = c.send(&codec.ServerRequestAck{RequestID: c.order.acked})
+	}
+}
+
+// ackDone hands the application's acknowledgement of id to the loop. It
+// returns the Conn's terminal error when the loop has exited.
+func (c *Conn) ackDone(id uint64) error {
+	select {
+	case c.ops <- op{kind: opAck, id: id}:
+		return nil
+	case <-c.done:
+		return c.termErr
+	}
+}
+
+// onAck records that the application finished id (manual-ack mode) and
+// acknowledges every request up to the new cumulative id, if it moved. When
+// no connection is bound the next keep-alive carries it.
+func (c *Conn) onAck(id uint64) {
+	if !c.order.markDone(id) {
+		return
+	}
+	if l := c.link; l != nil && l.ready {
+		_ = c.send(&codec.ServerRequestAck{RequestID: c.order.acked})
+	}
 }
 
 // emit passes ev to the configured receiver without blocking the loop.
@@ -67,8 +102,8 @@ func (c *Conn) emit(ev Event) {
 	}
 }
 
-// deliverServerRequests is the goroutine that hands acknowledged server
-// requests to the application, in order.
+// deliverServerRequests is the goroutine that hands server requests to the
+// application, in order.
 func (c *Conn) deliverServerRequests() {
 	defer c.srWG.Done()
 	c.srGoroutine.Store(goid())
@@ -80,6 +115,9 @@ func (c *Conn) deliverServerRequests() {
 		}
 		if c.opts.srHandler != nil {
 			c.opts.srHandler(r)
+			// In manual-ack mode the handler's return acknowledges; an
+			// error means the Conn ended and the loop below sees closing.
+			_ = r.Ack()
 			continue
 		}
 		select {

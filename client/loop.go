@@ -86,6 +86,8 @@ func (c *Conn) lossDeadline() (time.Time, bool) {
 func (c *Conn) handleOp(o op, now time.Time) {
 	cl := o.call
 	switch o.kind {
+	case opAck:
+		c.onAck(o.id)
 	case opCall:
 		if err := c.pend.add(cl); err != nil {
 			cl.finish(nil, fmt.Errorf("%w: %d calls pending", err, c.opts.maxPending))

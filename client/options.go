@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zraft/zraft/codec"
@@ -30,6 +32,7 @@ type options struct {
 	srHandler       func(ServerRequest)
 	srChan          chan<- ServerRequest
 	srBuffer        int
+	manualAck       int // in-flight limit in manual-ack mode; 0: ack on receipt
 	eventHandler    func(Event)
 	eventChan       chan<- Event
 	tls             *tls.Config
@@ -117,10 +120,36 @@ func (o *options) validate() error {
 	if o.srHandler != nil && o.srChan != nil {
 		return fmt.Errorf("%w: WithServerRequestHandler and WithServerRequests are exclusive", ErrInvalidOption)
 	}
+	if o.manualAck > 0 && o.srHandler == nil && o.srChan == nil {
+		return fmt.Errorf("%w: WithManualAck needs WithServerRequestHandler or WithServerRequests", ErrInvalidOption)
+	}
 	if o.eventHandler != nil && o.eventChan != nil {
 		return fmt.Errorf("%w: WithEventHandler and WithEvents are exclusive", ErrInvalidOption)
 	}
+	if o.manualAck > 0 {
+		o.declareInFlight()
+	}
 	return nil
+}
+
+// capMaxInFlight is the capability by which a session tells the cluster how
+// many capability-routed server requests it takes unacknowledged; it is
+// fsm.CapMaxInFlight, spelled out here because the client does not import
+// fsm.
+const capMaxInFlight = "zraft.max_in_flight"
+
+// declareInFlight adds (or replaces) the capMaxInFlight capability with the
+// manual-ack limit, keeping the list sorted by name.
+func (o *options) declareInFlight() {
+	c := codec.Capability{Name: capMaxInFlight, Value: strconv.Itoa(o.manualAck)}
+	caps := slices.Clone(o.capabilities)
+	i, found := slices.BinarySearchFunc(caps, c.Name, func(x codec.Capability, name string) int { return strings.Compare(x.Name, name) })
+	if found {
+		caps[i] = c
+	} else {
+		caps = slices.Insert(caps, i, c)
+	}
+	o.capabilities = caps
 }
 
 // WithCapabilities declares name=value capabilities at session creation; the
@@ -263,10 +292,11 @@ func WithMaxPending(n int) Option {
 
 // WithServerRequestHandler sets a function called with each server-initiated
 // request, one at a time, in request-id order, on a goroutine the Conn owns.
-// The request is acknowledged to the server when it enters the delivery
-// buffer (see WithServerRequestBuffer), before h runs. Close waits for h to
-// return. Default: none (server requests are acknowledged and dropped).
-// Exclusive with WithServerRequests.
+// By default the request is acknowledged to the server when it enters the
+// delivery buffer (see WithServerRequestBuffer), before h runs; with
+// WithManualAck it is acknowledged when h returns (or calls r.Ack). Close
+// waits for h to return. Default: none (server requests are acknowledged
+// and dropped). Exclusive with WithServerRequests.
 func WithServerRequestHandler(h func(ServerRequest)) Option {
 	return func(o *options) { o.srHandler = h }
 }
@@ -275,6 +305,7 @@ func WithServerRequestHandler(h func(ServerRequest)) Option {
 // order. A slow reader makes the delivery buffer fill up; requests that do
 // not fit are not acknowledged, so the server retries them later. Close stops
 // delivery; requests acknowledged but not yet delivered are then dropped.
+// With WithManualAck the reader must call Ack on each request when done.
 // Default: none. Exclusive with WithServerRequestHandler.
 func WithServerRequests(ch chan<- ServerRequest) Option {
 	return func(o *options) { o.srChan = ch }
@@ -291,6 +322,37 @@ func WithServerRequestBuffer(n int) Option {
 			return
 		}
 		o.srBuffer = n
+	}
+}
+
+// WithManualAck switches server requests from ack-on-receipt to
+// acknowledge-after-processing: a request is acknowledged to the cluster only
+// when the handler given to WithServerRequestHandler returns, or when the
+// application calls its Ack method (required with WithServerRequests).
+// Acknowledgements stay cumulative, so id n is acknowledged once every id up
+// to n is done. Until then the request stays in the cluster's replicated
+// queue for this session: the cluster resends it after a reconnection (the
+// Conn drops copies of requests it is still working on), gives it to another
+// capable session if this session ends (ToCapable work) or reports it to the
+// application as dropped (ToSession work). Work is therefore at least once:
+// a request whose worker dies before acknowledging is processed again
+// elsewhere. At most maxInFlight requests are handed out unacknowledged at a
+// time; the others wait in the cluster (and up to WithServerRequestBuffer of
+// them in the Conn), unacknowledged. The limit is also declared to the
+// cluster as the capability zraft.max_in_flight=maxInFlight, so the cluster
+// assigns this session at most that many capability-routed requests at a
+// time and routes the rest to sessions with room (it must not exceed the
+// cluster's max pending server requests per session, default 1,024, or the
+// session is refused: Dial fails with ErrMalformed). Default: off (ack on
+// receipt: at most once). maxInFlight must be at least 1; needs
+// WithServerRequestHandler or WithServerRequests.
+func WithManualAck(maxInFlight int) Option {
+	return func(o *options) {
+		if maxInFlight < 1 {
+			o.invalid("manual ack in-flight limit %d < 1", maxInFlight)
+			return
+		}
+		o.manualAck = maxInFlight
 	}
 }
 

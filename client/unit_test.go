@@ -206,7 +206,7 @@ func TestRetryPolicy(t *testing.T) {
 }
 
 func TestReorderDeliversInOrderOnce(t *testing.T) {
-	o := newReorder(4)
+	o := newReorder(4, 0)
 	sr := func(id uint64) ServerRequest { return ServerRequest{ID: id} }
 	ids := func(rs []ServerRequest) []uint64 {
 		var out []uint64

@@ -44,8 +44,11 @@ type Application interface {
 	Query(query []byte) ([]byte, error)
 	// SessionOpened is called before a new session becomes live; returning
 	// an error rejects it and err.Error() is the reason the client sees.
-	// The session is not yet live, so Emit to it fails; Emits to others
-	// stand even when the session is rejected.
+	// The session is not yet live, so Emit to it (ToSession(info.ID))
+	// fails with ErrSessionNotFound; Emits to others stand even when the
+	// session is rejected. Selector-addressed work waiting in the
+	// unassigned queue is given to the new session right after this call
+	// returns nil; to greet a session, emit to it from its first command.
 	SessionOpened(ctx *Context, info SessionInfo) error
 	// SessionClosed is called after a session was removed (expired or
 	// closed) and its state dropped. dropped lists the work that was
@@ -94,8 +97,10 @@ type Target struct {
 func ToSession(id SessionID) Target { return Target{session: id} }
 
 // ToCapable targets one session that declared capability c. The machine picks
-// the capable session with the fewest pending server requests, ties broken by
-// the smaller session id. If no capable session has room the work waits in
+// the capable session with the fewest pending (unacknowledged) server
+// requests, ties broken by the smaller session id; with clients that
+// acknowledge after processing (client.WithManualAck) that is the session
+// with the least unfinished work. If no capable session has room the work waits in
 // the unassigned queue; if its session goes away it moves to another capable
 // session.
 func ToCapable(c Capability) Target { return Target{selector: c, bySelector: true} }
@@ -122,6 +127,22 @@ func (c *Context) Session() SessionID { return c.session }
 // session has room and the unassigned queue is full). On error nothing is
 // queued.
 func (c *Context) Emit(t Target, payload []byte) error {
+	_, err := c.m.emit(t, payload)
+	return err
+}
+
+// Place queues server-initiated work exactly like Emit and also says where
+// it went: the session the machine chose (for ToCapable, the capable session
+// with the fewest unacknowledged requests, ties broken by the smaller id)
+// and the request id it got there, or Queued when no capable session had
+// room and the work waits in the unassigned queue (it is then given to the
+// first capable session that opens or frees room, which the application
+// does not hear about). Selector-addressed work that moves to another
+// session because its session went away gets a new id there; an application
+// that follows its work should therefore identify it by its payload (for
+// example a job id inside it), as AckObserver and SessionClosed's dropped
+// list hand payloads back. The errors are Emit's.
+func (c *Context) Place(t Target, payload []byte) (Placement, error) {
 	return c.m.emit(t, payload)
 }
 

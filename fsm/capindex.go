@@ -3,7 +3,8 @@ package fsm
 import "container/heap"
 
 // capHeap holds the live sessions that declared one capability, as a
-// min-heap ordered by (pending server requests, session id). Selecting a
+// min-heap ordered by (full, pending server requests, session id), where a
+// session is full when it holds as many pending requests as its room. Selecting a
 // session for selector-addressed work is then O(1) and keeping the order as
 // queues change is O(log n), instead of a scan over every capable session.
 // Only the minimum is ever read, and the order is total, so the heap's
@@ -22,6 +23,9 @@ func (h capHeap) Len() int { return len(h) }
 
 func (h capHeap) Less(i, j int) bool {
 	a, b := h[i].s, h[j].s
+	if fa, fb := a.full(), b.full(); fa != fb {
+		return fb
+	}
 	if len(a.pending) != len(b.pending) {
 		return len(a.pending) < len(b.pending)
 	}
@@ -79,3 +83,7 @@ func (m *Machine) pendingChanged(s *session) {
 		heap.Fix(m.capable[cp], s.heapIdx[i])
 	}
 }
+
+// full reports whether selector work must skip s: it holds as many pending
+// requests as its room.
+func (s *session) full() bool { return len(s.pending) >= s.room }

@@ -15,6 +15,10 @@ type Machine struct {
 	app Application
 	obs Observer
 	cfg Config
+	// ackObs and moveObs are app when it implements AckObserver or
+	// MoveObserver, else nil.
+	ackObs  AckObserver
+	moveObs MoveObserver
 
 	clock   int64
 	applied uint64
@@ -61,6 +65,11 @@ type session struct {
 	nextID     uint64
 	// heapIdx[i] is the session's position in the heap of caps[i].
 	heapIdx []int
+	// room is how many pending requests the session may hold before
+	// selector work skips it: the capability CapMaxInFlight if declared,
+	// else Config.MaxPendingServerRequests. Derived from caps, so not in
+	// the snapshot.
+	room int
 	// responses is sorted by request id, so eviction below the watermark
 	// drops a prefix.
 	responses []cached
@@ -102,6 +111,8 @@ func New(app Application, cfg Config, obs Observer) (*Machine, error) {
 		return nil, err
 	}
 	m := &Machine{app: app, obs: obs, cfg: cfg}
+	m.ackObs, _ = app.(AckObserver)
+	m.moveObs, _ = app.(MoveObserver)
 	m.reset()
 	m.ctx.m = m
 	return m, nil
@@ -234,6 +245,9 @@ func (m *Machine) validateOpen(c OpenSession) string {
 			return "fsm: capabilities not sorted by name or duplicated"
 		}
 	}
+	if msg := m.validateInFlight(c.Capabilities); msg != "" {
+		return msg
+	}
 	if c.Timeout < m.cfg.MinSessionTimeout || c.Timeout > m.cfg.MaxSessionTimeout {
 		return fmt.Sprintf("fsm: session timeout %v outside [%v, %v]", c.Timeout, m.cfg.MinSessionTimeout, m.cfg.MaxSessionTimeout)
 	}
@@ -285,6 +299,7 @@ func (m *Machine) openSession(c OpenSession) Result {
 }
 
 func (m *Machine) insertSession(s *session) {
+	s.room = m.sessionRoom(s.caps)
 	m.sessions[s.id] = s
 	m.byOpenKey[openKey{hash: s.secretHash, nonce: s.nonce}] = s.id
 	m.indexSession(s)
@@ -438,11 +453,22 @@ func (m *Machine) ackServerRequests(c AckServerRequests) Result {
 			n++
 		}
 		if n > 0 {
+			var acked []ServerRequest
+			if m.ackObs != nil {
+				acked = make([]ServerRequest, n)
+				for i := range acked {
+					acked[i] = s.pending[i].req
+				}
+			}
 			clear(s.pending[:n])
 			s.pending = s.pending[n:]
 			m.pendingTotal -= n
 			m.pendingChanged(s)
 			freed = true
+			if acked != nil {
+				m.ctx.session = s.id
+				m.ackObs.ServerRequestsAcked(&m.ctx, s.id, acked)
+			}
 		}
 	}
 	if freed {
@@ -463,13 +489,20 @@ func (m *Machine) removeSession(s *session, reason RemoveReason) {
 	m.events = append(m.events, event{session: s.id, removed: reason})
 
 	var dropped []ServerRequest
+	var moved []move
 	for _, q := range s.pending {
-		if q.bySelector && m.place(q.selector, q.req.CreatedAt, q.req.Payload) {
-			continue
+		if q.bySelector {
+			if pl, ok := m.place(q.selector, q.req.CreatedAt, q.req.Payload); ok {
+				if m.moveObs != nil {
+					moved = append(moved, move{req: q.req, to: pl})
+				}
+				continue
+			}
 		}
 		dropped = append(dropped, q.req)
 	}
 	m.ctx.session = s.id
+	m.reportMoves(s.id, moved)
 	m.app.SessionClosed(&m.ctx, s.id, reason, dropped)
 }
 
@@ -488,64 +521,67 @@ func (m *Machine) addTombstone(id SessionID, reason RemoveReason) {
 	m.tombIndex[id] = reason
 }
 
-func (m *Machine) emit(t Target, payload []byte) error {
+func (m *Machine) emit(t Target, payload []byte) (Placement, error) {
 	if len(payload) > m.cfg.MaxServerRequestBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
+		return Placement{}, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
 	}
 	p := append([]byte(nil), payload...)
 	if !t.bySelector {
 		s := m.sessions[t.session]
 		if s == nil {
-			return fmt.Errorf("%w: %v", ErrSessionNotFound, t.session)
+			return Placement{}, fmt.Errorf("%w: %v", ErrSessionNotFound, t.session)
 		}
 		if len(s.pending) >= m.cfg.MaxPendingServerRequests {
-			return fmt.Errorf("%w: session %v has %d pending", ErrQueueFull, t.session, len(s.pending))
+			return Placement{}, fmt.Errorf("%w: session %v has %d pending", ErrQueueFull, t.session, len(s.pending))
 		}
-		m.enqueue(s, queued{req: ServerRequest{CreatedAt: m.clock, Payload: p}})
-		return nil
+		id := m.enqueue(s, queued{req: ServerRequest{CreatedAt: m.clock, Payload: p}})
+		return Placement{Session: s.id, ID: id}, nil
 	}
-	if !m.place(t.selector, m.clock, p) {
-		return fmt.Errorf("%w: no session with %v has room and %d are unassigned", ErrQueueFull, t.selector, len(m.unassigned))
+	pl, ok := m.place(t.selector, m.clock, p)
+	if !ok {
+		return Placement{}, fmt.Errorf("%w: no session with %v has room and %d are unassigned", ErrQueueFull, t.selector, len(m.unassigned))
 	}
-	return nil
+	return pl, nil
 }
 
 // place gives selector-addressed work to the best capable session, or parks
 // it in the unassigned queue. It reports false only when both are full.
-func (m *Machine) place(sel Capability, createdAt int64, payload []byte) bool {
+func (m *Machine) place(sel Capability, createdAt int64, payload []byte) (Placement, bool) {
 	q := queued{req: ServerRequest{CreatedAt: createdAt, Payload: payload}, selector: sel, bySelector: true}
 	if s := m.pick(sel); s != nil {
-		m.enqueue(s, q)
-		return true
+		id := m.enqueue(s, q)
+		return Placement{Session: s.id, ID: id}, true
 	}
 	if len(m.unassigned) >= m.cfg.MaxUnassigned {
-		return false
+		return Placement{}, false
 	}
 	m.unassigned = append(m.unassigned, q)
-	return true
+	return Placement{Queued: true}, true
 }
 
 // pick returns the capable session with room that has the fewest pending
-// requests, ties broken by the smaller id, or nil. If the heap's minimum is
-// full, every capable session is.
+// requests, ties broken by the smaller id, or nil. Full sessions sort after
+// all others (capHeap), so if the heap's minimum is full, every capable
+// session is.
 func (m *Machine) pick(sel Capability) *session {
 	h := m.capable[sel]
 	if h == nil {
 		return nil
 	}
-	if s := (*h)[0].s; len(s.pending) < m.cfg.MaxPendingServerRequests {
+	if s := (*h)[0].s; !s.full() {
 		return s
 	}
 	return nil
 }
 
-func (m *Machine) enqueue(s *session, q queued) {
+func (m *Machine) enqueue(s *session, q queued) uint64 {
 	q.req.ID = s.nextID
 	s.nextID++
 	s.pending = append(s.pending, q)
 	m.pendingTotal++
 	m.pendingChanged(s)
 	m.events = append(m.events, event{session: s.id, req: q.req})
+	return q.req.ID
 }
 
 // drainUnassigned assigns parked work, oldest first, to capable sessions that
@@ -556,11 +592,15 @@ func (m *Machine) drainUnassigned() {
 		return
 	}
 	var full map[Capability]bool
+	var moved []move
 	kept := m.unassigned[:0]
 	for _, q := range m.unassigned {
 		if !full[q.selector] {
 			if s := m.pick(q.selector); s != nil {
-				m.enqueue(s, q)
+				id := m.enqueue(s, q)
+				if m.moveObs != nil {
+					moved = append(moved, move{req: q.req, to: Placement{Session: s.id, ID: id}})
+				}
 				continue
 			}
 			if full == nil {
@@ -572,6 +612,9 @@ func (m *Machine) drainUnassigned() {
 	}
 	clear(m.unassigned[len(kept):])
 	m.unassigned = kept
+	// Reported after the queue is consistent again: the application may
+	// Emit from the callback.
+	m.reportMoves(SessionID{}, moved)
 }
 
 func (m *Machine) flushEvents() {
