@@ -200,10 +200,26 @@ func (n *Node) Directory() []Member {
 	return slices.Clone(n.cfg.Members)
 }
 
+// changeLockWait is how long a membership change waits for the one before
+// it (or a reconcile round, which is short) before it is refused.
+const changeLockWait = 3 * time.Second
+
+// lockChange takes adminMu, waiting up to changeLockWait.
+func (n *Node) lockChange(ctx context.Context) bool {
+	deadline := time.Now().Add(changeLockWait)
+	for !n.adminMu.TryLock() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 // beginChange takes the change lock and checks that this member leads and
 // that the directory matches Raft's voters (no change in flight).
 func (n *Node) beginChange(ctx context.Context) (map[uint64]string, map[uint64]bool, uint64, []fsm.MemberRecord, error) {
-	if !n.adminMu.TryLock() {
+	if !n.lockChange(ctx) {
 		return nil, nil, 0, nil, fmt.Errorf("%w: another membership change is in flight; retry when it is done", ErrMembership)
 	}
 	fail := func(err error) (map[uint64]string, map[uint64]bool, uint64, []fsm.MemberRecord, error) {
