@@ -168,6 +168,6 @@ func (d *dispatcher) flush(c actor.Context) {
 	clear(d.acks)
 	// Sorted so the proposal's bytes do not depend on map order.
 	slices.SortFunc(acks, func(a, b fsm.Ack) int { return a.Session.Compare(b.Session) })
-	cmd := fsm.EncodeCommand(nil, fsm.AckServerRequests{Time: d.env.Now().UnixNano(), Acks: acks})
+	cmd := fsm.EncodeCommand(nil, fsm.AckServerRequests{Time: fsm.Stamp(d.env.Now()), Acks: acks})
 	c.Send(d.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: ackTag{acks: acks}})
 }

@@ -43,6 +43,14 @@ type Conns interface {
 type Raft interface {
 	// Propose replicates cmd and returns the state machine's result.
 	Propose(ctx context.Context, cmd []byte) (value uint64, data []byte, err error)
+	// Start queues cmd for replication and returns as soon as it is queued,
+	// without waiting for the outcome. Commands started one after another
+	// (one Start returning before the next is called) enter the log in that
+	// order within a term, which is how Work keeps a session's batches in
+	// arrival order while several are in flight. An error means cmd was not
+	// queued (ErrOverloaded when dragonboat's queue is full). Otherwise the
+	// caller must call the Proposal's Wait exactly once.
+	Start(ctx context.Context, cmd []byte) (Proposal, error)
 	// Read performs a linearizable (ReadIndex) lookup of query.
 	Read(ctx context.Context, query any) (any, error)
 	// ReadBatch performs one ReadIndex round and then looks every query up;
@@ -54,6 +62,13 @@ type Raft interface {
 	StaleRead(query any) (any, error)
 	// TransferLeadership asks the leader to hand over to target.
 	TransferLeadership(target uint64) error
+}
+
+// Proposal is a command queued by Raft.Start.
+type Proposal interface {
+	// Wait blocks until the command was applied (its result), failed, or
+	// ctx ended (ErrOutcomeUnknown), and then releases the proposal.
+	Wait(ctx context.Context) (value uint64, data []byte, err error)
 }
 
 // Member is a cluster member as clients see it.

@@ -1,26 +1,44 @@
 // keepalive: leader-local liveness tracking.
 //
-// Owns: a table session → (last seen, liveness recorded in the log, timeout,
-// heard since the last record), bounded by the number of live sessions (the
-// state machine's MaxSessions). Keep-alives cost no Raft write: they only
-// update this table. Every half keep-alive interval, on the leader, it
+// Owns: a table session → (local deadline, timeout, when its liveness was
+// last recorded, heard since that record, check in flight), bounded by the
+// number of live sessions (the state machine's MaxSessions). Keep-alives
+// cost no Raft write: they only move a session's deadline.
+//
+// Two clocks meet here and are kept apart by their types. Deadlines are
+// instants of this node's local clock (time.Time from Env.Now, monotonic);
+// recorded liveness is fsm.ClusterTime, stamped by whichever leader wrote
+// it, and is only ever compared with other cluster times. The one bridge
+// is the stamp this node puts on its own proposals (fsm.Stamp).
+//
+// Every half keep-alive interval, on the leader, it
 //   - proposes one RecordLiveness batch (at most maxBatch sessions) naming
 //     the sessions heard from since their last record, once that record is
-//     older than a third of their timeout, so that a new leader inherits
-//     recent liveness (a failed batch is undone and retried);
-//   - proposes one ExpireSessions batch (at most maxBatch) naming each
-//     session not seen for its timeout and the recorded liveness the
-//     decision was based on, so that the state machine ignores an expiry
-//     that a newer record raced (the actor then reads that record and
-//     times the session from it).
+//     a third of their timeout old on the local clock, so that a new leader
+//     inherits recent liveness (a failed batch is undone and retried);
+//   - reads, in one ReadIndex round, the recorded liveness of every session
+//     whose local deadline passed (at most maxBatch), and then proposes one
+//     ExpireSessions batch naming those still past their deadline, each with
+//     the liveness just read: the state machine refuses an expiry (Stale)
+//     that a newer record raced, and the actor then counts that record as a
+//     sign of life. Reading first means one expiry proposal per expired
+//     session in the common case.
 //
-// When this node becomes leader it reads the live sessions from the
-// replicated state and starts each one's clock at its recorded liveness plus
-// a grace of one keep-alive interval and a third of the timeout (the most a
-// record can lag). A leader change therefore never expires a live session
-// (its client keeps sending keep-alives to whoever leads), and leader changes
-// cannot keep a dead session alive: only a real sign of life is ever
-// recorded, and the grace is well short of a fresh timeout.
+// When this node becomes leader (or the actor restarts) it first proposes an
+// empty RecordLiveness stamped with its clock, so that cluster time has moved
+// up to at least its own stamp, then reads, in one ReadIndex round, the
+// cluster time and every live session's recorded liveness, and gives each
+// session the local deadline
+//
+//	now + grace + remaining, remaining = clamp(timeout − age, 0, timeout)
+//
+// where age = cluster time − recorded liveness is measured in cluster time
+// alone, and grace is one keep-alive interval plus a third of the timeout
+// (the most a record can lag behind the last sign of life, and time for the
+// client to find the new leader). However skewed the clock of a previous
+// leader was, a live session therefore gets at least the grace to reach
+// this leader, and a dead one is expired within grace + timeout (plus up to
+// a tick) of the change.
 //
 // Spawned by the node root, supervised by it. On restart the table is rebuilt
 // the same way as on a leader change.
@@ -35,38 +53,48 @@ import (
 	"github.com/zraft/zraft/fsm"
 )
 
-// maxBatch bounds the sessions in one RecordLiveness proposal; the rest wait
-// for the next tick.
+// maxBatch bounds the sessions in one RecordLiveness proposal, one expiry
+// check and one ExpireSessions proposal; the rest wait for the next tick.
 const maxBatch = 4096
 
 type live struct {
-	seen     int64 // local wall clock, ns
-	recorded int64 // cluster time of the last liveness record known
-	// heard is set by a real sign of life (Seen) since the last record; only
-	// such sessions are recorded, so a new leader's loaded table or a
+	// deadline is the local instant after which the session is expired
+	// unless seen again.
+	deadline time.Time
+	timeout  time.Duration
+	// recordedAt is the local instant this node last had the session's
+	// liveness recorded (or learned it, at load or creation).
+	recordedAt time.Time
+	// heard is set by a real sign of life (Seen) since the last record;
+	// only such sessions are recorded, so a new leader's loaded table or a
 	// refused expiry never extends a dead session.
-	heard   bool
-	timeout time.Duration
-	// expiring is when an expiry was proposed (zero: none in flight). A
-	// proposal whose reply was lost stops counting after twice the proposal
-	// timeout, so the session is considered again.
-	expiring time.Time
+	heard bool
+	// checking is when an expiry check (read, then proposal) started; zero
+	// when none is in flight. A check whose reply was lost stops counting
+	// after twice the proposal timeout, so the session is considered again.
+	checking time.Time
 }
 
 type tick struct{}
 
 type sessionsTag struct{ term uint64 }
 
-// recordTag remembers, per session in a liveness batch, the recorded value
+// stampTag marks the clock stamp a new leader proposes before it loads.
+type stampTag struct{ term uint64 }
+
+// recordTag remembers, per session in a liveness batch, when it was recorded
 // before the batch, so that a failed batch can be undone and retried.
-type recordTag struct{ prev map[fsm.SessionID]int64 }
+type recordTag struct{ prev map[fsm.SessionID]time.Time }
+
+// checkTag marks the read of the recorded liveness of sessions past their
+// deadline, before their expiry is proposed.
+type checkTag struct {
+	term uint64
+	ids  []fsm.SessionID // sorted
+}
 
 // expireTag lists, in proposal order, the sessions of one expiry batch.
 type expireTag struct{ ids []fsm.SessionID }
-
-// livenessTag asks for a session's replicated liveness after an expiry lost
-// to a newer record.
-type livenessTag struct{ id fsm.SessionID }
 
 type keepalive struct {
 	env    *Env
@@ -89,11 +117,12 @@ func (k *keepalive) Receive(c actor.Context) {
 	case *LeaderChanged:
 		k.leaderChanged(c, m)
 	case *ReadDone:
-		if t, ok := m.Tag.(livenessTag); ok {
-			k.liveness(t.id, m)
-			return
+		switch t := m.Tag.(type) {
+		case sessionsTag:
+			k.loaded(c, t, m)
+		case checkTag:
+			k.checked(c, t, m)
 		}
-		k.loaded(c, m)
 	case *Seen:
 		k.seen(m)
 	case *SessionRemoved:
@@ -105,7 +134,15 @@ func (k *keepalive) Receive(c actor.Context) {
 			k.arm(c)
 		}
 	case *Proposed:
-		k.proposed(c, m)
+		if t, ok := m.Tag.(stampTag); ok {
+			// Load even if the stamp failed: the clamp still bounds
+			// every deadline by grace + timeout.
+			if k.leader.IsLeader && t.term == k.leader.Term {
+				k.load(c)
+			}
+			return
+		}
+		k.proposed(m)
 	}
 }
 
@@ -136,124 +173,172 @@ func (k *keepalive) leaderChanged(c actor.Context, m *LeaderChanged) {
 		return
 	}
 	clear(k.table)
-	c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionsQuery{}, ReplyTo: c.Self(), Tag: sessionsTag{term: m.Term}})
+	k.stampClock(c)
 	k.arm(c)
 }
 
-func (k *keepalive) loaded(c actor.Context, r *ReadDone) {
-	t, ok := r.Tag.(sessionsTag)
-	if !ok || !k.leader.IsLeader || t.term != k.leader.Term {
+// stampClock proposes an empty RecordLiveness stamped with this node's clock
+// and loads the table once it is applied (or failed). Cluster time moves
+// only when commands are applied, so in a quiet cluster it would still stand
+// at the last record, every session's age would read zero, and leaders
+// changing faster than a timeout would each give a dead session a fresh one.
+// After the stamp, the age is measured up to this leader's own clock.
+func (k *keepalive) stampClock(c actor.Context) {
+	cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(k.env.Now())})
+	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: stampTag{term: k.leader.Term}})
+}
+
+func (k *keepalive) load(c actor.Context) {
+	c.Send(k.env.Refs.Raft, &Read{Query: fsm.LivenessQuery{}, ReplyTo: c.Self(), Tag: sessionsTag{term: k.leader.Term}})
+}
+
+func (k *keepalive) loaded(c actor.Context, t sessionsTag, r *ReadDone) {
+	if !k.leader.IsLeader || t.term != k.leader.Term {
 		return
 	}
 	if r.Err != nil {
 		// Try again: without the table no session would ever expire.
-		c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionsQuery{}, ReplyTo: c.Self(), Tag: t})
+		k.load(c)
 		return
 	}
-	infos, _ := r.Result.([]fsm.SessionInfo)
-	for _, s := range infos {
+	lv, _ := r.Result.(fsm.Liveness)
+	now := k.env.Now()
+	for _, s := range lv.Sessions {
+		// remaining comes from cluster time alone (the clock and the
+		// record were both stamped by leaders) and is clamped to one
+		// timeout, so a skewed old leader can neither cut it below zero
+		// nor stretch it past a timeout; grace then covers the lag of the
+		// record and the client's move to this leader.
+		deadline := now.Add(Grace(s.Timeout, k.env.Settings.KeepAliveInterval) + s.Remaining(lv.Clock))
 		l := k.table[s.ID]
 		if l == nil {
-			l = &live{}
-			k.table[s.ID] = l
+			k.table[s.ID] = &live{deadline: deadline, timeout: s.Timeout, recordedAt: now}
+			continue
 		}
-		l.timeout, l.recorded = s.Timeout, s.Liveness
-		// Sessions seen since this node became leader keep their newer time.
-		l.seen = max(l.seen, s.Liveness+k.grace(s.Timeout))
+		// Seen since this node became leader: keep the later deadline.
+		l.timeout = s.Timeout
+		if deadline.After(l.deadline) {
+			l.deadline = deadline
+		}
 	}
 }
 
-// grace is how long past its replicated liveness a new leader gives a
-// session before its timeout starts: one keep-alive interval plus the most
-// the recorded liveness can lag behind the truth (a third of the timeout,
-// when records are written), so that no live client is expired by a leader
-// change, while it stays well short of a fresh timeout, so that leader
-// changes cannot keep a dead session alive.
-func (k *keepalive) grace(timeout time.Duration) int64 {
-	return (timeout/3 + k.env.Settings.KeepAliveInterval).Nanoseconds()
-}
-
-// liveness applies a session's replicated liveness read after its expiry
-// lost to a newer record (a request or acknowledgement the log recorded):
-// that record, not this moment, is the latest sign of life.
-func (k *keepalive) liveness(id fsm.SessionID, r *ReadDone) {
-	l := k.table[id]
-	if l == nil {
-		return
-	}
-	if _, gone := sessionGone(r.Err); gone {
-		delete(k.table, id)
-		return
-	}
-	if info, ok := r.Result.(fsm.SessionInfo); ok {
-		l.recorded = max(l.recorded, info.Liveness)
-		l.seen = max(l.seen, info.Liveness)
-	}
+// Grace is how long past what remains of its timeout (by recorded liveness)
+// a new leader gives a session: one keep-alive interval plus a third of the
+// timeout, the most a liveness record lags behind the last sign of life. It
+// lets every live client reach the new leader before its session is judged,
+// while a dead session is still expired within timeout + Grace of the change.
+func Grace(timeout, keepAliveInterval time.Duration) time.Duration {
+	return timeout/3 + keepAliveInterval
 }
 
 func (k *keepalive) seen(m *Seen) {
 	if !k.leader.IsLeader {
 		return
 	}
-	now := k.env.Now().UnixNano()
+	now := k.env.Now()
 	l := k.table[m.Session]
 	if l == nil {
 		if m.Timeout == 0 {
 			return
 		}
 		// A session this node just created or continued: its creation or
-		// continuation is recent enough to count as recorded liveness.
-		l = &live{recorded: now, timeout: m.Timeout}
+		// continuation is a liveness record.
+		l = &live{timeout: m.Timeout, recordedAt: now}
 		k.table[m.Session] = l
 	}
-	l.seen = max(l.seen, now)
+	if d := now.Add(l.timeout); d.After(l.deadline) {
+		l.deadline = d
+	}
 	l.heard = true
 }
 
 func (k *keepalive) tick(c actor.Context) {
-	now := k.env.Now().UnixNano()
-	var batch []fsm.SessionID
-	var expiries []fsm.Expiry
-	prev := map[fsm.SessionID]int64{}
+	now := k.env.Now()
+	var due, batch []fsm.SessionID
+	prev := map[fsm.SessionID]time.Time{}
 	for id, l := range k.table {
 		switch {
-		case now-l.seen > l.timeout.Nanoseconds() && k.env.Now().Sub(l.expiring) > 2*k.env.Settings.ProposalTimeout &&
-			len(expiries) < maxBatch:
-			l.expiring = k.env.Now()
-			k.env.Metrics.Expiries.Inc()
-			expiries = append(expiries, fsm.Expiry{Session: id, LivenessStamp: l.recorded})
-		case l.heard && now-l.recorded > l.timeout.Nanoseconds()/3 && len(batch) < maxBatch:
+		case now.After(l.deadline):
+			if (l.checking.IsZero() || now.Sub(l.checking) > 2*k.env.Settings.ProposalTimeout) && len(due) < maxBatch {
+				l.checking = now
+				due = append(due, id)
+			}
+		case l.heard && now.Sub(l.recordedAt) > l.timeout/3 && len(batch) < maxBatch:
 			batch = append(batch, id)
-			prev[id] = l.recorded
-			l.recorded, l.heard = now, false
+			prev[id] = l.recordedAt
+			l.recordedAt, l.heard = now, false
 		}
 	}
-	if len(expiries) > 0 {
-		// One proposal for every expiry due this tick, sorted so that its
-		// bytes do not depend on map order.
-		slices.SortFunc(expiries, func(a, b fsm.Expiry) int { return a.Session.Compare(b.Session) })
-		ids := make([]fsm.SessionID, len(expiries))
-		for i, e := range expiries {
-			ids[i] = e.Session
-		}
-		cmd := fsm.EncodeCommand(nil, fsm.ExpireSessions{Time: now, Expiries: expiries})
-		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{ids: ids}})
+	if len(due) > 0 {
+		// Sorted so that the expiry proposal's bytes do not depend on map
+		// order.
+		slices.SortFunc(due, fsm.SessionID.Compare)
+		c.Send(k.env.Refs.Raft, &Read{Query: fsm.LivenessQuery{Sessions: due}, ReplyTo: c.Self(), Tag: checkTag{term: k.leader.Term, ids: due}})
 	}
 	if len(batch) > 0 {
-		// Sorted so that the proposal's bytes do not depend on map order.
 		slices.SortFunc(batch, fsm.SessionID.Compare)
-		cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: now, Sessions: batch})
+		cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(now), Sessions: batch})
 		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{prev: prev}})
 	}
 }
 
-func (k *keepalive) proposed(c actor.Context, p *Proposed) {
+// checked proposes the expiry of every checked session still past its
+// deadline, naming the liveness just read, which the state machine requires
+// to be the latest record.
+func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
+	lv, ok := r.Result.(fsm.Liveness)
+	if r.Err != nil || !ok || !k.leader.IsLeader || t.term != k.leader.Term {
+		// Decided again next tick (a new term rebuilt the table anyway).
+		for _, id := range t.ids {
+			if l := k.table[id]; l != nil {
+				l.checking = time.Time{}
+			}
+		}
+		return
+	}
+	now := k.env.Now()
+	var expiries []fsm.Expiry
+	i := 0
+	for _, id := range t.ids {
+		// lv.Sessions is t.ids in order, less the sessions no longer live.
+		var s *fsm.SessionLiveness
+		if i < len(lv.Sessions) && lv.Sessions[i].ID == id {
+			s = &lv.Sessions[i]
+			i++
+		}
+		l := k.table[id]
+		switch {
+		case l == nil:
+		case s == nil:
+			// Gone from the replicated state: its removal notice reaches
+			// the directory, which stops its actor.
+			delete(k.table, id)
+		case !now.After(l.deadline):
+			l.checking = time.Time{} // seen while the read was in flight
+		default:
+			expiries = append(expiries, fsm.Expiry{Session: id, LivenessStamp: s.Liveness})
+		}
+	}
+	if len(expiries) == 0 {
+		return
+	}
+	k.env.Metrics.Expiries.Add(float64(len(expiries)))
+	ids := make([]fsm.SessionID, len(expiries))
+	for i, e := range expiries {
+		ids[i] = e.Session
+	}
+	cmd := fsm.EncodeCommand(nil, fsm.ExpireSessions{Time: fsm.Stamp(now), Expiries: expiries})
+	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{ids: ids}})
+}
+
+func (k *keepalive) proposed(p *Proposed) {
 	if rt, ok := p.Tag.(recordTag); ok {
 		if p.Err != nil {
 			// Undo the batch so the next tick records these sessions again.
 			for id, before := range rt.prev {
 				if l := k.table[id]; l != nil {
-					l.recorded, l.heard = min(l.recorded, before), true
+					l.recordedAt, l.heard = before, true
 				}
 			}
 		}
@@ -271,12 +356,13 @@ func (k *keepalive) proposed(c actor.Context, p *Proposed) {
 			results = nil // treated as a failed proposal: decided again next tick
 		}
 	}
+	now := k.env.Now()
 	for i, id := range t.ids {
 		l := k.table[id]
 		if l == nil {
 			continue
 		}
-		l.expiring = time.Time{}
+		l.checking = time.Time{}
 		if results == nil {
 			continue
 		}
@@ -284,9 +370,13 @@ func (k *keepalive) proposed(c actor.Context, p *Proposed) {
 		case fsm.StatusOK, fsm.StatusSessionNotFound, fsm.StatusSessionExpired, fsm.StatusSessionClosed:
 			delete(k.table, id)
 		case fsm.StatusStale:
-			// A newer liveness record won the race: learn it (the session
-			// lives on until its timeout runs from that record).
-			c.Send(k.env.Refs.Raft, &Read{Query: fsm.SessionQuery{ID: id}, ReplyTo: c.Self(), Tag: livenessTag{id: id}})
+			// A liveness record landed between the read and the expiry:
+			// the log only records real signs of life (a request, an
+			// acknowledgement, a keep-alive batch), so this is one, and
+			// a recent one. The session lives a timeout from now.
+			if d := now.Add(l.timeout); d.After(l.deadline) {
+				l.deadline = d
+			}
 		}
 	}
 }

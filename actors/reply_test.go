@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
@@ -25,6 +26,7 @@ func TestRequestReplyMapsEveryOutcome(t *testing.T) {
 		{"unknown session", Proposed{Value: uint64(fsm.StatusSessionNotFound)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeSessionNotFound}},
 		{"evicted", Proposed{Value: uint64(fsm.StatusResponseEvicted)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeResponseEvicted}},
 		{"in flight", Proposed{Value: uint64(fsm.StatusTooManyInFlight)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeTooManyInFlight}},
+		{"out of order", Proposed{Value: uint64(fsm.StatusOutOfOrder)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOutOfOrder}},
 		{"too large", Proposed{Value: uint64(fsm.StatusResultTooLarge)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeTooLarge}},
 		{"busy", Proposed{Err: fmt.Errorf("%w: x", ErrOverloaded)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOverloaded}},
 		{"timeout", Proposed{Err: fmt.Errorf("%w: x", ErrOutcomeUnknown)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOutcomeUnknown}},
@@ -97,5 +99,36 @@ func TestMergePendingKeepsOrderAndSkipsKnownAndAcked(t *testing.T) {
 	}
 	if fmt.Sprint(added) != "[0 1]" || p[2].attempts != 1 {
 		t.Fatalf("added at %v (want [0 1]); 5 kept its attempts: %d", added, p[2].attempts)
+	}
+}
+
+// TestAdmitAlwaysTakesTheLowestPendingRequest checks the session actor's
+// bound on requests in flight: later requests filling it must not keep out
+// the session's lowest unanswered one, which the state machine needs to run
+// first (issue 8's starvation), and a client cannot use that exception to
+// grow the table.
+func TestAdmitAlwaysTakesTheLowestPendingRequest(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := &session{env: &Env{Settings: Settings{MaxInFlight: 3, ProposalTimeout: time.Second}, Now: func() time.Time { return now }},
+		inFlight: map[uint64]time.Time{}}
+	for id := uint64(2); id <= 4; id++ {
+		if !s.admit(id, 1) {
+			t.Fatalf("request %d refused below the bound", id)
+		}
+	}
+	if s.admit(5, 1) {
+		t.Fatal("request 5 admitted past the bound")
+	}
+	if !s.admit(1, 1) {
+		t.Fatal("the lowest pending request was refused")
+	}
+	if !s.admit(1, 1) {
+		t.Fatal("a retry of the lowest pending request was refused")
+	}
+	if s.admit(6, 6) {
+		t.Fatal("a second request claiming to be the lowest pending was admitted past the bound")
+	}
+	if len(s.inFlight) != 4 {
+		t.Fatalf("%d in flight, want MaxInFlight+1", len(s.inFlight))
 	}
 }

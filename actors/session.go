@@ -141,7 +141,7 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		s.ack(c, m.AckedUpTo)
 	case *codec.ClientRequest:
 		s.seen(c, false)
-		if !s.admit(m.RequestID) {
+		if !s.admit(m.RequestID, m.LowestPending) {
 			s.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: codec.CodeTooManyInFlight,
 				Message: "too many requests in flight for this session"})
 			return
@@ -163,7 +163,7 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		s.seen(c, false)
 		s.ack(c, m.RequestID)
 	case *codec.CloseSession:
-		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: s.env.Now().UnixNano(), Session: s.id})
+		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: fsm.Stamp(s.env.Now()), Session: s.id})
 		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: closeTag{}})
 	}
 }
@@ -188,16 +188,25 @@ func (s *session) proposed(p *Proposed) {
 }
 
 // admit records a request as in flight, or reports that the session's bound
-// is reached even after forgetting entries whose replies were lost.
-func (s *session) admit(id uint64) bool {
+// is reached even after forgetting entries whose replies were lost. The
+// session's lowest unanswered request (its id is its own lowest pending id)
+// gets one slot above the bound: the state machine runs a session's requests
+// in id order, so later ones filling the bound while it is refused would
+// wait for it forever. One slot, not one per such request, so a client that
+// lies about its lowest pending id cannot grow the table past MaxInFlight+1.
+func (s *session) admit(id, lowest uint64) bool {
 	now := s.env.Now()
-	if len(s.inFlight) >= s.env.Settings.MaxInFlight {
+	limit := s.env.Settings.MaxInFlight
+	if id == lowest {
+		limit++
+	}
+	if _, again := s.inFlight[id]; !again && len(s.inFlight) >= limit {
 		for rid, at := range s.inFlight {
 			if now.Sub(at) > 2*s.env.Settings.ProposalTimeout {
 				delete(s.inFlight, rid)
 			}
 		}
-		if len(s.inFlight) >= s.env.Settings.MaxInFlight {
+		if len(s.inFlight) >= limit {
 			return false
 		}
 	}
@@ -228,6 +237,8 @@ func requestReply(id uint64, p *Proposed) codec.Message {
 		code = codec.CodeResponseEvicted
 	case fsm.StatusTooManyInFlight:
 		code = codec.CodeTooManyInFlight
+	case fsm.StatusOutOfOrder:
+		code = codec.CodeOutOfOrder
 	case fsm.StatusResultTooLarge:
 		code = codec.CodeTooLarge
 	case fsm.StatusInvalid:
@@ -330,7 +341,7 @@ func (s *session) deliver(o *outgoing) {
 	}
 	o.attempts++
 	o.sentAt = s.env.Now()
-	s.env.send(s.conn, &codec.ServerRequest{RequestID: o.req.ID, CreatedAt: o.req.CreatedAt, Payload: o.req.Payload})
+	s.env.send(s.conn, &codec.ServerRequest{RequestID: o.req.ID, CreatedAt: o.req.CreatedAt.UnixNano(), Payload: o.req.Payload})
 }
 
 // ack drops every pending request up to upTo and has the dispatcher record

@@ -444,7 +444,7 @@ func (d *directory) proposeOpen(c actor.Context, t createTag) {
 		caps[i] = fsm.Capability{Name: cp.Name, Value: cp.Value}
 	}
 	cmd := fsm.EncodeCommand(nil, fsm.OpenSession{
-		Time:         d.env.Now().UnixNano(),
+		Time:         fsm.Stamp(d.env.Now()),
 		ID:           id,
 		SecretHash:   fsm.SecretHash(sha256.Sum256(t.msg.Secret[:])),
 		Nonce:        t.nonce,

@@ -47,6 +47,11 @@ type Work struct {
 	// Client requests are batched the same way: each of proposeRounds
 	// proposers takes what is queued (at most maxRequestBatch requests or
 	// maxBatchBytes of payload) and proposes it as one fsm.Batch entry.
+	// Taking a batch and queuing it in dragonboat happen under one lock
+	// (batcher.order), so batches enter the log in arrival order and one
+	// session's requests are applied in the order its actor sent them;
+	// waiting for the outcome happens outside it, so up to proposeRounds
+	// batches are in flight at once.
 	requests *batcher[pendingRequest]
 	now      func() time.Time
 }
@@ -84,17 +89,26 @@ const (
 // batcher queues items and has servers goroutines each take what is
 // queued and serve it as one batch. Its queue is bounded by Work's
 // admission (calls in flight).
+//
+// Serving has two phases: start, which runs while the server holds order,
+// from taking the batch off the queue until start returns, and the wait it
+// returns, which runs after order is released. Batches are therefore
+// started in the order their items were queued, while several wait at once:
+// for client requests, start hands the batch to dragonboat (whose queue
+// order is log order), so a session's requests enter the log in the order
+// they arrived, however many batches are in flight.
 type batcher[T any] struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards queue
 	queue []T
 	ready chan struct{} // capacity 1: "something is queued"
+	order sync.Mutex    // held from taking a batch until it is started
 	take  func(q []T) int
-	serve func(batch []T)
+	start func(batch []T) (wait func())
 	fail  func(batch []T)
 }
 
-func newBatcher[T any](w *Work, servers int, take func([]T) int, serve, fail func([]T)) *batcher[T] {
-	b := &batcher[T]{ready: make(chan struct{}, 1), take: take, serve: serve, fail: fail}
+func newBatcher[T any](w *Work, servers int, take func([]T) int, start func([]T) func(), fail func([]T)) *batcher[T] {
+	b := &batcher[T]{ready: make(chan struct{}, 1), take: take, start: start, fail: fail}
 	for i := 0; i < servers; i++ {
 		w.wg.Add(1)
 		go b.run(w.ctx, &w.wg)
@@ -130,10 +144,22 @@ func (b *batcher[T]) run(ctx context.Context, wg *sync.WaitGroup) {
 			b.fail(q)
 			return
 		}
-		if batch := b.next(); len(batch) > 0 {
-			b.serve(batch)
+		if wait := b.startNext(); wait != nil {
+			wait()
 		}
 	}
+}
+
+// startNext takes the next batch and starts it, both under order, and
+// returns what is left to do (nil when nothing was queued).
+func (b *batcher[T]) startNext() func() {
+	b.order.Lock()
+	defer b.order.Unlock()
+	batch := b.next()
+	if len(batch) == 0 {
+		return nil
+	}
+	return b.start(batch)
 }
 
 // next removes the next batch, and wakes another server if more remain.
@@ -164,10 +190,15 @@ func NewWork(ctx context.Context, raft Raft, maxInFlight int, timeout time.Durat
 	w := &Work{ctx: ctx, raft: raft, max: int64(maxInFlight), timeout: timeout, metrics: m, log: log,
 		jobs: make(chan job), now: time.Now}
 	w.reads = newBatcher(w, readRounds, func(q []pendingRead) int { return min(len(q), maxReadBatch) },
-		w.serveReads, w.failReads)
-	w.requests = newBatcher(w, proposeRounds, takeRequests, w.serveRequests, w.failRequests)
+		func(batch []pendingRead) func() { return func() { w.serveReads(batch) } }, w.failReads)
+	w.requests = newBatcher(w, proposeRounds, takeRequests, w.startRequests, w.failRequests)
 	return w
 }
+
+// UseClock makes Work stamp the batches it proposes with now instead of
+// time.Now: the node passes the clock its actors use (Env.Now), so a node's
+// proposals carry one clock. Call it before the first request.
+func (w *Work) UseClock(now func() time.Time) { w.now = now }
 
 func (w *Work) serveReads(batch []pendingRead) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
@@ -214,18 +245,22 @@ func takeRequests(q []pendingRequest) int {
 	return n
 }
 
-// serveRequests proposes a batch of client requests as one log entry (a
-// single request as a plain ClientRequest) and answers each.
-func (w *Work) serveRequests(batch []pendingRequest) {
+// startRequests queues a batch of client requests for replication as one
+// log entry (a single request as a plain ClientRequest) and returns the wait
+// for its outcome, which answers each request; or answers them all at once
+// and returns nil when the batch could not be queued. It runs under the
+// batcher's order, so it must not wait for Raft.
+func (w *Work) startRequests(batch []pendingRequest) (wait func()) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
-	defer cancel()
-	now := w.now().UnixNano()
-	defer w.recovered(func(err error) {
+	failAll := func(err error) {
+		cancel()
 		for _, p := range batch {
 			w.inFlight.Add(-1)
 			p.system.Root.Send(p.replyTo, &Proposed{Tag: p.tag, Err: err})
 		}
-	})
+	}
+	defer w.recovered(func(err error) { failAll(err); wait = nil })
+	now := fsm.Stamp(w.now())
 	var cmd []byte
 	if len(batch) == 1 {
 		q := batch[0].req
@@ -239,9 +274,28 @@ func (w *Work) serveRequests(batch []pendingRequest) {
 		cmd = fsm.EncodeCommand(nil, b)
 	}
 	start := time.Now()
-	v, data, err := w.raft.Propose(ctx, cmd)
-	w.metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
-	w.metrics.Proposals.WithLabelValues(outcome(err)).Inc()
+	prop, err := w.raft.Start(ctx, cmd)
+	if err != nil {
+		w.metrics.Proposals.WithLabelValues(outcome(err)).Inc()
+		failAll(err)
+		return nil
+	}
+	return func() {
+		defer cancel()
+		var v uint64
+		var data []byte
+		func() {
+			defer w.recovered(func(e error) { err = e })
+			v, data, err = prop.Wait(ctx)
+		}()
+		w.metrics.ProposalSeconds.Observe(time.Since(start).Seconds())
+		w.metrics.Proposals.WithLabelValues(outcome(err)).Inc()
+		w.answerRequests(batch, v, data, err)
+	}
+}
+
+// answerRequests sends each request of a batch its own result.
+func (w *Work) answerRequests(batch []pendingRequest, v uint64, data []byte, err error) {
 	results := []fsm.Result{{Value: v, Data: data}}
 	if err == nil && len(batch) > 1 {
 		switch fsm.Status(v) {
@@ -328,7 +382,6 @@ func (w *Work) worker(j job) {
 }
 
 func (w *Work) do(j job) {
-	defer w.inFlight.Add(-1)
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
 	var reply any
@@ -336,6 +389,9 @@ func (w *Work) do(j job) {
 		defer w.recovered(func(err error) { reply = j.fail(err) })
 		reply = j.call(ctx)
 	}()
+	// The slot is free before the caller hears back, as in the batch
+	// servers, so a caller that counts calls in flight never sees its own.
+	w.inFlight.Add(-1)
 	j.system.Root.Send(j.replyTo, reply)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -20,20 +21,64 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeRaft answers reads with the query itself; a round blocks until
-// release is closed (when set), so tests can hold rounds open.
+// release is closed (when set), so tests can hold rounds open. It appends
+// every command to log when it is queued (Start) or, for Propose, when the
+// call gets to it; jitter, when set, delays that by up to jitter, as the
+// scheduler may delay a goroutine between taking a batch and queuing it.
 type fakeRaft struct {
 	mu        sync.Mutex
 	proposals int
 	rounds    [][]any
 	release   chan struct{}
+	log       [][]byte
+	jitter    time.Duration
+	// waiting counts proposals being waited for; maxWaiting is its peak.
+	waiting, maxWaiting int
+}
+
+func (f *fakeRaft) queue(cmd []byte) {
+	if f.jitter > 0 {
+		time.Sleep(time.Duration(rand.Int64N(int64(f.jitter))))
+	}
+	f.mu.Lock()
+	f.proposals++
+	f.log = append(f.log, cmd)
+	f.mu.Unlock()
 }
 
 // Propose answers a ClientRequest with its payload, and a Batch with each
 // request's payload in order, as the state machine would lay them out.
 func (f *fakeRaft) Propose(ctx context.Context, cmd []byte) (uint64, []byte, error) {
-	f.mu.Lock()
-	f.proposals++
-	f.mu.Unlock()
+	f.queue(cmd)
+	return f.result(cmd)
+}
+
+// fakeProposal is a queued command; Wait answers as Propose does.
+type fakeProposal struct {
+	f   *fakeRaft
+	cmd []byte
+}
+
+func (p fakeProposal) Wait(ctx context.Context) (uint64, []byte, error) {
+	p.f.mu.Lock()
+	p.f.waiting++
+	p.f.maxWaiting = max(p.f.maxWaiting, p.f.waiting)
+	p.f.mu.Unlock()
+	if p.f.jitter > 0 {
+		time.Sleep(time.Duration(rand.Int64N(int64(p.f.jitter))))
+	}
+	p.f.mu.Lock()
+	p.f.waiting--
+	p.f.mu.Unlock()
+	return p.f.result(p.cmd)
+}
+
+func (f *fakeRaft) Start(ctx context.Context, cmd []byte) (Proposal, error) {
+	f.queue(cmd)
+	return fakeProposal{f: f, cmd: cmd}, nil
+}
+
+func (f *fakeRaft) result(cmd []byte) (uint64, []byte, error) {
 	c, err := fsm.DecodeCommand(cmd)
 	if err != nil {
 		return 0, nil, err
@@ -208,6 +253,7 @@ func TestWorkBatchesClientRequestsAndAnswersEachWithItsOwnResult(t *testing.T) {
 type panicRaft struct{ fakeRaft }
 
 func (p *panicRaft) Propose(context.Context, []byte) (uint64, []byte, error)  { panic("boom") }
+func (p *panicRaft) Start(context.Context, []byte) (Proposal, error)          { panic("boom") }
 func (p *panicRaft) ReadBatch(context.Context, []any) ([]any, []error, error) { panic("boom") }
 
 func TestWorkRecoversPanicsAndAnswersCallers(t *testing.T) {
@@ -244,4 +290,68 @@ func TestWorkRecoversPanicsAndAnswersCallers(t *testing.T) {
 	cancel()
 	w.Wait()
 	sys.Root.Stop(pid)
+}
+
+// TestWorkKeepsASessionsRequestsInArrivalOrder checks that one session's
+// requests enter the log in the order its actor handed them to Work, while
+// proposeRounds batch servers run at once: taking a batch and queuing it in
+// Raft is one step. (Issue 8: with each server calling a synchronous
+// Propose, batches formed in order could enter the log in another.)
+func TestWorkKeepsASessionsRequestsInArrivalOrder(t *testing.T) {
+	sys := quietSystem()
+	raft := &fakeRaft{jitter: 200 * time.Microsecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	const n = 3000
+	w := NewWork(ctx, raft, n, 5*time.Second, NewMetrics(nil), nil)
+	out := make(chan any, n)
+	pid := collector(t, sys, out)
+	for i := 1; i <= n; i++ {
+		w.ProposeRequest(sys, fsm.ClientRequest{Session: fsm.SessionID{1}, RequestID: uint64(i), LowestPending: 1,
+			Payload: []byte(fmt.Sprint(i))}, pid, i)
+		if i%7 == 0 {
+			time.Sleep(20 * time.Microsecond) // let batches form while others are in flight
+		}
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-out:
+			if p := m.(*Proposed); p.Err != nil {
+				t.Fatalf("request %v: %v", p.Tag, p.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of %d requests answered", i, n)
+		}
+	}
+	cancel()
+	w.Wait()
+	sys.Root.Stop(pid)
+
+	raft.mu.Lock()
+	defer raft.mu.Unlock()
+	var ids []uint64
+	for _, cmd := range raft.log {
+		c, err := fsm.DecodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch c := c.(type) {
+		case fsm.ClientRequest:
+			ids = append(ids, c.RequestID)
+		case fsm.Batch:
+			for _, q := range c.Requests {
+				ids = append(ids, q.RequestID)
+			}
+		}
+	}
+	if len(raft.log) < 2*proposeRounds {
+		t.Fatalf("only %d batches: too few to overlap", len(raft.log))
+	}
+	if raft.maxWaiting < 2 {
+		t.Fatalf("at most %d batch in flight at once: ordering must not cost the pipelining", raft.maxWaiting)
+	}
+	for i, id := range ids {
+		if id != uint64(i+1) {
+			t.Fatalf("log position %d holds request %d (%d batches): out of arrival order", i, id, len(raft.log))
+		}
+	}
 }

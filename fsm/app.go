@@ -114,7 +114,7 @@ type Context struct {
 
 // Now returns the cluster time in Unix nanoseconds: the largest leader time
 // stamp applied so far, identical on every replica.
-func (c *Context) Now() int64 { return c.m.clock }
+func (c *Context) Now() ClusterTime { return c.m.clock }
 
 // Session returns the session the current command belongs to, or the zero id
 // for an AppCommand or a session lifecycle call about another session.

@@ -125,7 +125,7 @@ func TestExpireSessionsAppliesLikeSeparateExpiries(t *testing.T) {
 		// Session 2 shows life later: its expiry below is stale.
 		h.request(sid(2), 1, 1, "x")
 	}
-	stamp := func(h *harness, id byte) int64 {
+	stamp := func(h *harness, id byte) fsm.ClusterTime {
 		info, err := h.m.Session(sid(id))
 		if err != nil {
 			t.Fatal(err)

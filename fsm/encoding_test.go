@@ -136,7 +136,7 @@ func TestOutcomeErr(t *testing.T) {
 		fsm.StatusSessionRejected: fsm.ErrSessionRejected, fsm.StatusTooManySessions: fsm.ErrTooManySessions,
 		fsm.StatusInvalid: fsm.ErrInvalid, fsm.StatusStale: fsm.ErrStale, fsm.StatusNotDue: fsm.ErrNotDue,
 		fsm.StatusResultTooLarge: fsm.ErrResultTooLarge, fsm.StatusSessionExists: fsm.ErrSessionExists,
-		fsm.Status(77): fsm.ErrMalformed,
+		fsm.StatusOutOfOrder: fsm.ErrOutOfOrder, fsm.Status(77): fsm.ErrMalformed,
 	} {
 		err := fsm.Outcome{Status: s}.Err()
 		if want == nil && err != nil || want != nil && !errors.Is(err, want) {

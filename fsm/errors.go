@@ -30,6 +30,10 @@ var (
 	// ErrTooManyInFlight means the session already caches
 	// Config.MaxCachedResponses responses; nothing was executed.
 	ErrTooManyInFlight = errors.New("fsm: too many requests in flight")
+	// ErrOutOfOrder means the request id is above the next id its session
+	// may run: an earlier id has not run yet. Nothing was executed; the same
+	// id may be sent again once the earlier ones have run.
+	ErrOutOfOrder = errors.New("fsm: request out of order")
 	// ErrTooManySessions means Config.MaxSessions sessions are live.
 	ErrTooManySessions = errors.New("fsm: too many sessions")
 	// ErrSessionRejected means the Application refused to open the session.
@@ -42,7 +46,9 @@ var (
 	// record arrived after the leader's decision.
 	ErrStale = errors.New("fsm: expiry superseded by newer liveness")
 	// ErrNotDue means an expiry was not applied because, by cluster time, the
-	// session's timeout has not elapsed since its recorded liveness.
+	// session's timeout had not elapsed since its recorded liveness. The
+	// machine no longer refuses expiries this way (the leader's clock
+	// decides, see docs/fsm.md); the error stays for StatusNotDue results.
 	ErrNotDue = errors.New("fsm: session not due for expiry")
 	// ErrResultTooLarge means the command ran and its state changes stand,
 	// but its result exceeded Config.MaxResultBytes and was replaced.

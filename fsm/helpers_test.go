@@ -164,7 +164,7 @@ type harness struct {
 	m   *fsm.Machine
 	app *testApp
 	obs *recorder
-	now int64
+	now fsm.ClusterTime
 }
 
 func newHarness(t testing.TB, cfg fsm.Config) *harness {
@@ -175,7 +175,7 @@ func newHarness(t testing.TB, cfg fsm.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, m: m, app: app, obs: obs, now: int64(1_000_000_000_000)}
+	return &harness{t: t, m: m, app: app, obs: obs, now: fsm.ClusterTime(1_000_000_000_000)}
 }
 
 func sid(n byte) fsm.SessionID {
@@ -191,8 +191,8 @@ func hashOf(n byte) fsm.SecretHash {
 }
 
 // stamp advances the harness clock by d and returns it.
-func (h *harness) stamp(d time.Duration) int64 {
-	h.now += int64(d)
+func (h *harness) stamp(d time.Duration) fsm.ClusterTime {
+	h.now = h.now.Add(d)
 	return h.now
 }
 

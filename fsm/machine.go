@@ -20,7 +20,7 @@ type Machine struct {
 	ackObs  AckObserver
 	moveObs MoveObserver
 
-	clock   int64
+	clock   ClusterTime
 	applied uint64
 
 	sessions map[SessionID]*session
@@ -59,8 +59,8 @@ type session struct {
 	nonce      uint64
 	caps       []Capability
 	timeout    time.Duration
-	openedAt   int64
-	liveness   int64
+	openedAt   ClusterTime
+	liveness   ClusterTime
 	watermark  uint64
 	nextID     uint64
 	// heapIdx[i] is the session's position in the heap of caps[i].
@@ -334,9 +334,20 @@ func (m *Machine) clientRequest(c ClientRequest) Result {
 	if found {
 		return s.responses[i].res
 	}
-	if c.RequestID < s.watermark {
+	next := s.next()
+	switch {
+	case c.RequestID < next:
+		// Below next and not cached: answered and evicted, or skipped by
+		// the client (below its lowest pending id). Never run again.
 		return statusResult(StatusResponseEvicted)
+	case c.RequestID > next:
+		// An earlier id has not run yet: running this one first would
+		// reorder the session's commands.
+		return statusResult(StatusOutOfOrder)
 	}
+	// c.RequestID == next. Every cached id is below next, so once the
+	// client's lowest pending id reaches next (it is the session's lowest
+	// unanswered id) the cache is empty and this bound cannot starve it.
 	if len(s.responses) >= m.cfg.MaxCachedResponses {
 		return statusResult(StatusTooManyInFlight)
 	}
@@ -344,6 +355,19 @@ func (m *Machine) clientRequest(c ClientRequest) Result {
 	s.responses = slices.Insert(s.responses, i, cached{id: c.RequestID, res: r})
 	m.cachedTotal++
 	return r
+}
+
+// next is the only request id the session may run now: the watermark (every
+// id below it was answered or skipped by the client) or the id after the
+// highest cached response, whichever is higher. Requests run in id order, so
+// the cached ids are exactly the answered ids at or above the watermark and
+// next never decreases; it needs no state of its own (and no snapshot field).
+func (s *session) next() uint64 {
+	n := max(s.watermark, 1)
+	if k := len(s.responses); k > 0 {
+		n = max(n, s.responses[k-1].id+1)
+	}
+	return n
 }
 
 func (m *Machine) raiseWatermark(s *session, lowest uint64) {
@@ -415,11 +439,12 @@ func (m *Machine) expireSession(c ExpireSession) Result {
 	if s == nil {
 		return m.goneStatus(c.Session)
 	}
-	if s.liveness > c.LivenessStamp {
+	// The leader decided on its own local clock that the session is due
+	// (docs/fsm.md, "Expiry"); cluster time cannot second-guess it, since
+	// its pace is whichever leader stamped last. The machine only checks
+	// that no liveness was recorded after the record the decision saw.
+	if s.liveness.After(c.LivenessStamp) {
 		return statusResult(StatusStale)
-	}
-	if m.clock-s.liveness < int64(s.timeout) {
-		return statusResult(StatusNotDue)
 	}
 	m.removeSession(s, RemovedExpired)
 	return statusResult(StatusOK)
@@ -546,7 +571,7 @@ func (m *Machine) emit(t Target, payload []byte) (Placement, error) {
 
 // place gives selector-addressed work to the best capable session, or parks
 // it in the unassigned queue. It reports false only when both are full.
-func (m *Machine) place(sel Capability, createdAt int64, payload []byte) (Placement, bool) {
+func (m *Machine) place(sel Capability, createdAt ClusterTime, payload []byte) (Placement, bool) {
 	q := queued{req: ServerRequest{CreatedAt: createdAt, Payload: payload}, selector: sel, bySelector: true}
 	if s := m.pick(sel); s != nil {
 		id := m.enqueue(s, q)

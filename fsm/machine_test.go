@@ -333,10 +333,21 @@ func TestExpiry(t *testing.T) {
 			h.request(sid(1), 1, 1, "echo:x")
 			return h.apply(fsm.ExpireSession{Time: h.stamp(0), Session: sid(1), LivenessStamp: info.Liveness})
 		}, fsm.StatusStale, true},
-		{"not due in cluster time", func(h *harness) fsm.Outcome {
+		{"the leader's decision is not second-guessed by cluster time", func(h *harness) fsm.Outcome {
+			// An old leader 30 s ahead stamped the last record, so cluster
+			// time stands 30 s ahead of the new leader's stamps and moves
+			// no further while they are behind it. The new leader, having
+			// not heard from the session for its timeout on its own clock,
+			// expires it: the machine must not answer NotDue for 30 s.
+			h.apply(fsm.RecordLiveness{Time: h.now.Add(30 * time.Second), Sessions: []fsm.SessionID{sid(1)}})
+			info, _ := h.m.Session(sid(1))
+			return h.apply(fsm.ExpireSession{Time: h.stamp(11 * time.Second), Session: sid(1), LivenessStamp: info.Liveness})
+		}, fsm.StatusOK, false},
+		{"expiry right after the record it saw", func(h *harness) fsm.Outcome {
+			// Cluster time is not the judge of due-ness: the leader is.
 			info, _ := h.m.Session(sid(1))
 			return h.apply(fsm.ExpireSession{Time: h.stamp(time.Second), Session: sid(1), LivenessStamp: info.Liveness})
-		}, fsm.StatusNotDue, true},
+		}, fsm.StatusOK, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, fsm.DefaultConfig())
@@ -368,7 +379,7 @@ func TestRecordLivenessUsesClusterTime(t *testing.T) {
 	h.open(sid(1))
 	h.apply(fsm.RecordLiveness{Time: h.stamp(time.Second), Sessions: []fsm.SessionID{sid(1), sid(9)}})
 	before := h.now
-	h.apply(fsm.RecordLiveness{Time: before - int64(time.Hour), Sessions: []fsm.SessionID{sid(1)}})
+	h.apply(fsm.RecordLiveness{Time: before.Add(-time.Hour), Sessions: []fsm.SessionID{sid(1)}})
 	info, _ := h.m.Session(sid(1))
 	if info.Liveness != before {
 		t.Fatalf("liveness %d, want %d (a lagging stamp must not move it back)", info.Liveness, before)

@@ -31,7 +31,7 @@ type MemberRecord struct {
 // ID, ids non-zero and unique, at most MaxMembers, addresses non-empty and
 // at most 256 bytes). Anything else is StatusInvalid and changes nothing.
 type SetMembers struct {
-	Time    int64
+	Time    ClusterTime
 	Members []MemberRecord
 }
 
@@ -42,7 +42,7 @@ type MembersQuery struct{}
 func (SetMembers) Type() CommandType { return TypeSetMembers }
 
 // Timestamp implements Command.
-func (c SetMembers) Timestamp() int64 { return c.Time }
+func (c SetMembers) Timestamp() ClusterTime { return c.Time }
 
 func (c SetMembers) appendFields(b []byte) []byte { return appendMembers(b, c.Members) }
 
@@ -72,7 +72,7 @@ func readMembers(r *reader) []MemberRecord {
 	return ms
 }
 
-func decodeSetMembers(r *reader, ts int64) Command {
+func decodeSetMembers(r *reader, ts ClusterTime) Command {
 	return SetMembers{Time: ts, Members: readMembers(r)}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 )
 
 // Query values accepted by Machine.Lookup (and so by dragonboat's
@@ -29,6 +30,11 @@ type (
 		After   uint64
 		Limit   int
 	}
+	// LivenessQuery asks for the cluster time and the recorded liveness of
+	// the listed sessions, or of every live session when Sessions is nil,
+	// all read at one log index. Result: Liveness. A new leader times its
+	// sessions from it (see SessionLiveness.Remaining).
+	LivenessQuery struct{ Sessions []SessionID }
 	// StatsQuery asks for Stats.
 	StatsQuery struct{}
 	// HashQuery asks for the state hash (uint64), see Machine.Hash.
@@ -47,6 +53,8 @@ func (m *Machine) Lookup(q any) (any, error) {
 		return m.Sessions(q.After, q.Limit), nil
 	case PendingQuery:
 		return m.Pending(q.Session, q.After, q.Limit)
+	case LivenessQuery:
+		return m.Liveness(q.Sessions), nil
 	case StatsQuery:
 		return m.Stats(), nil
 	case HashQuery:
@@ -62,7 +70,7 @@ func (m *Machine) Lookup(q any) (any, error) {
 func (m *Machine) Query(q []byte) ([]byte, error) { return m.app.Query(q) }
 
 // Clock returns the cluster time.
-func (m *Machine) Clock() int64 { return m.clock }
+func (m *Machine) Clock() ClusterTime { return m.clock }
 
 // goneErr tells a query for a missing session why it is missing.
 func (m *Machine) goneErr(id SessionID) error {
@@ -164,6 +172,53 @@ func (m *Machine) Pending(id SessionID, after uint64, limit int) ([]ServerReques
 		out[j] = q.req
 	}
 	return out, nil
+}
+
+// Liveness is the answer to a LivenessQuery: the cluster time and the
+// sessions' recorded liveness, read at the same log index.
+type Liveness struct {
+	Clock ClusterTime
+	// Sessions are in id order when all were asked for, otherwise in the
+	// order asked; a session that is no longer live is left out.
+	Sessions []SessionLiveness
+}
+
+// SessionLiveness is one session's timeout and the latest cluster time at
+// which the log recorded it alive.
+type SessionLiveness struct {
+	ID       SessionID
+	Timeout  time.Duration
+	Liveness ClusterTime
+}
+
+// Remaining is how much of the session's timeout was left at cluster time
+// clock, by cluster time alone: the timeout minus the time since its
+// recorded liveness, clamped to [0, Timeout]. The clamp is what makes it
+// safe to use on another clock: however a skewed leader moved cluster time,
+// the result is never more than one timeout and never negative.
+func (s SessionLiveness) Remaining(clock ClusterTime) time.Duration {
+	return min(max(s.Timeout-clock.Sub(s.Liveness), 0), s.Timeout)
+}
+
+// Liveness returns the cluster time and the recorded liveness of the listed
+// sessions (nil: every live session, in id order), leaving out sessions that
+// are not live.
+func (m *Machine) Liveness(ids []SessionID) Liveness {
+	out := Liveness{Clock: m.clock}
+	if ids == nil {
+		ids = make([]SessionID, 0, len(m.sessions))
+		for id := range m.sessions {
+			ids = append(ids, id)
+		}
+		slices.SortFunc(ids, SessionID.Compare)
+	}
+	out.Sessions = make([]SessionLiveness, 0, len(ids))
+	for _, id := range ids {
+		if s := m.sessions[id]; s != nil {
+			out.Sessions = append(out.Sessions, SessionLiveness{ID: id, Timeout: s.timeout, Liveness: s.liveness})
+		}
+	}
+	return out
 }
 
 // Stats returns counts of the machine's state.

@@ -57,7 +57,9 @@ const (
 	// StatusStale: an expiry lost to a newer liveness record. Nothing changed.
 	StatusStale Status = 12
 	// StatusNotDue: an expiry came before the session's timeout elapsed in
-	// cluster time. Nothing changed.
+	// cluster time. Nothing changed. No longer produced: the leader's local
+	// clock decides when a session is due (docs/fsm.md, "Expiry"); the
+	// number stays reserved and decodable.
 	StatusNotDue Status = 13
 	// StatusResultTooLarge: the command ran (its state changes stand) but its
 	// result exceeded Config.MaxResultBytes. Data is empty.
@@ -67,6 +69,11 @@ const (
 	// StatusBatch: a Batch was applied. Data lists each request's result in
 	// order; see DecodeBatchResult.
 	StatusBatch Status = 16
+	// StatusOutOfOrder: the request id is above the next id the session may
+	// run (an earlier id of the session has not run yet). Nothing ran; the
+	// watermark may have risen from the request's lowest pending id. Resend
+	// the same id after the earlier ones.
+	StatusOutOfOrder Status = 17
 )
 
 // String returns the status name.
@@ -106,6 +113,8 @@ func (s Status) String() string {
 		return "SessionExists"
 	case StatusBatch:
 		return "Batch"
+	case StatusOutOfOrder:
+		return "OutOfOrder"
 	default:
 		return fmt.Sprintf("Status(%d)", uint64(s))
 	}
@@ -149,7 +158,7 @@ func DecodeResult(r Result) (Outcome, error) {
 		o.Message = string(r.Data)
 	case StatusSessionNotFound, StatusSessionExpired, StatusSessionClosed, StatusResponseEvicted,
 		StatusTooManyInFlight, StatusTooManySessions, StatusStale, StatusNotDue,
-		StatusResultTooLarge, StatusSessionExists:
+		StatusResultTooLarge, StatusSessionExists, StatusOutOfOrder:
 		if len(r.Data) != 0 {
 			return Outcome{}, fmt.Errorf("%w: %v result carries %d bytes", ErrMalformed, o.Status, len(r.Data))
 		}
@@ -192,6 +201,8 @@ func (o Outcome) Err() error {
 		return ErrResultTooLarge
 	case StatusSessionExists:
 		return ErrSessionExists
+	case StatusOutOfOrder:
+		return ErrOutOfOrder
 	default:
 		return fmt.Errorf("%w: unknown result status %d", ErrMalformed, uint64(o.Status))
 	}

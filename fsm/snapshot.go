@@ -172,7 +172,7 @@ func (m *Machine) RecoverFromSnapshot(r io.Reader) error {
 	rd := reader{b: body[5:]}
 	fresh := &Machine{app: m.app, obs: m.obs, cfg: m.cfg}
 	fresh.reset()
-	fresh.clock = int64(rd.u64())
+	fresh.clock = ClusterTime(rd.u64())
 	fresh.applied = rd.u64()
 	n := rd.count(len(rd.b) / 64)
 	var prev SessionID
@@ -191,7 +191,7 @@ func (m *Machine) RecoverFromSnapshot(r io.Reader) error {
 	nu := rd.count(len(rd.b) / 10)
 	for i := 0; i < nu && rd.err == nil; i++ {
 		q := queued{bySelector: true}
-		q.req.CreatedAt = int64(rd.u64())
+		q.req.CreatedAt = ClusterTime(rd.u64())
 		q.selector.Name = rd.string(len(rd.b))
 		q.selector.Value = rd.string(len(rd.b))
 		q.req.Payload = bytes.Clone(rd.bytes(len(rd.b)))
@@ -247,8 +247,8 @@ func readSession(rd *reader) *session {
 		}
 	}
 	s.timeout = time.Duration(rd.u64())
-	s.openedAt = int64(rd.u64())
-	s.liveness = int64(rd.u64())
+	s.openedAt = ClusterTime(rd.u64())
+	s.liveness = ClusterTime(rd.u64())
 	s.watermark = rd.uvarint()
 	s.nextID = rd.uvarint()
 	if nr := rd.count(len(rd.b) / 3); nr > 0 {
@@ -266,7 +266,7 @@ func readSession(rd *reader) *session {
 		for i := range s.pending {
 			q := &s.pending[i]
 			q.req.ID = rd.uvarint()
-			q.req.CreatedAt = int64(rd.u64())
+			q.req.CreatedAt = ClusterTime(rd.u64())
 			q.req.Payload = bytes.Clone(rd.bytes(len(rd.b)))
 			switch rd.u8() {
 			case 0:

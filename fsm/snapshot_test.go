@@ -117,7 +117,7 @@ func TestSnapshotRejectsDamage(t *testing.T) {
 // small pool of sessions, so that commands often collide: retries, evictions,
 // expiries racing liveness, closes with pending work, selectors.
 func genCommands(rng *rand.Rand, n int) []fsm.Command {
-	now := int64(1_000_000_000)
+	now := fsm.ClusterTime(1_000_000_000)
 	next := map[byte]uint64{}
 	sel := []string{"role=worker", "role=reader", "zone=a"}
 	caps := [][]fsm.Capability{nil, {worker()}, {{Name: "role", Value: "reader"}}, {{Name: "role", Value: "worker"}, {Name: "zone", Value: "a"}}}
@@ -126,9 +126,9 @@ func genCommands(rng *rand.Rand, n int) []fsm.Command {
 	for range n {
 		switch rng.IntN(10) {
 		case 0: // a lagging leader clock now and then
-			now -= int64(rng.IntN(1000)) * int64(time.Millisecond)
+			now = now.Add(-time.Duration(rng.IntN(1000)) * time.Millisecond)
 		default:
-			now += int64(rng.IntN(3000)) * int64(time.Millisecond)
+			now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
 		}
 		id := pick()
 		var c fsm.Command
@@ -156,7 +156,7 @@ func genCommands(rng *rand.Rand, n int) []fsm.Command {
 		case 5:
 			c = fsm.RecordLiveness{Time: now, Sessions: []fsm.SessionID{id, pick()}}
 		case 6:
-			c = fsm.ExpireSession{Time: now, Session: id, LivenessStamp: now - int64(rng.IntN(20))*int64(time.Second)}
+			c = fsm.ExpireSession{Time: now, Session: id, LivenessStamp: now.Add(-time.Duration(rng.IntN(20)) * time.Second)}
 		case 7:
 			c = fsm.AckServerRequests{Time: now, Acks: []fsm.Ack{{Session: id, UpTo: uint64(rng.IntN(6))}, {Session: pick(), UpTo: uint64(rng.IntN(6))}}}
 		default:

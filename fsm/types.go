@@ -44,7 +44,7 @@ func (c Capability) String() string { return c.Name + "=" + c.Value }
 // session). Payload is owned by the machine: readers must not modify it.
 type ServerRequest struct {
 	ID        uint64
-	CreatedAt int64
+	CreatedAt ClusterTime
 	Payload   []byte
 }
 
@@ -80,11 +80,11 @@ type SessionInfo struct {
 	Capabilities []Capability
 	Timeout      time.Duration
 	// OpenedAt is the cluster time the session was created.
-	OpenedAt int64
+	OpenedAt ClusterTime
 	// Liveness is the latest cluster time at which the log recorded the
 	// session alive (creation, a request, an acknowledgement or a
 	// RecordLiveness batch). A new leader starts tracking from it.
-	Liveness int64
+	Liveness ClusterTime
 	// Watermark is the lowest request id whose response may still be cached.
 	Watermark uint64
 	// CachedResponses and PendingServerRequests count the session's entries.
@@ -107,7 +107,7 @@ func (s SessionInfo) HasCapability(c Capability) bool {
 // Stats counts the machine's state.
 type Stats struct {
 	// Clock is the cluster time: the largest leader time stamp applied.
-	Clock                 int64
+	Clock                 ClusterTime
 	Sessions              int
 	CachedResponses       int
 	PendingServerRequests int

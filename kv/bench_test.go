@@ -27,7 +27,7 @@ func BenchmarkApplySet(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := uint64(i + 1)
-		now += int64(time.Microsecond)
+		now = now.Add(time.Microsecond)
 		buf = fsm.EncodeCommand(buf[:0], fsm.ClientRequest{Time: now, Session: a, RequestID: id, LowestPending: id,
 			Payload: payloads[i%len(payloads)]})
 		r, err := c.m.Apply(buf)

@@ -223,7 +223,7 @@ type goldenServer struct {
 	m     *fsm.Machine
 	sess  fsm.SessionID
 	next  uint64
-	now   int64
+	now   fsm.ClusterTime
 	notes []fsm.ServerRequest
 }
 
@@ -248,7 +248,7 @@ func (g *goldenServer) apply(cmd fsm.Command) fsm.Outcome {
 // request submits payload as the session's next request (ids from 1).
 func (g *goldenServer) request(payload []byte) (uint64, fsm.Outcome) {
 	g.next++
-	g.now += int64(time.Millisecond)
+	g.now = g.now.Add(time.Millisecond)
 	return g.next, g.apply(fsm.ClientRequest{Time: g.now, Session: g.sess, RequestID: g.next, LowestPending: g.next, Payload: payload})
 }
 

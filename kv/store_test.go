@@ -16,7 +16,7 @@ type cluster struct {
 	t     testing.TB
 	m     *fsm.Machine
 	store *kv.Store
-	now   int64
+	now   fsm.ClusterTime
 	next  map[fsm.SessionID]uint64
 	obs   *notes
 }
@@ -74,7 +74,7 @@ func (c *cluster) apply(cmd fsm.Command) fsm.Outcome {
 
 func (c *cluster) open(id fsm.SessionID) {
 	c.t.Helper()
-	c.now += int64(time.Millisecond)
+	c.now = c.now.Add(time.Millisecond)
 	if o := c.apply(fsm.OpenSession{Time: c.now, ID: id, Nonce: uint64(id[15]), Timeout: time.Minute}); o.Status != fsm.StatusSessionOpened {
 		c.t.Fatalf("open: %+v", o)
 	}
@@ -85,7 +85,7 @@ func (c *cluster) open(id fsm.SessionID) {
 func (c *cluster) do(id fsm.SessionID, payload []byte) ([]byte, error) {
 	c.t.Helper()
 	c.next[id]++
-	c.now += int64(time.Millisecond)
+	c.now = c.now.Add(time.Millisecond)
 	o := c.apply(fsm.ClientRequest{Time: c.now, Session: id, RequestID: c.next[id], LowestPending: c.next[id], Payload: payload})
 	switch o.Status {
 	case fsm.StatusOK:

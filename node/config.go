@@ -154,6 +154,15 @@ type Config struct {
 	// InMemory keeps the Raft log in memory (an in-memory filesystem). For
 	// tests only: everything is lost when the process exits.
 	InMemory bool `json:"in_memory"`
+
+	// ClockSkew shifts this node's local clock by the given amount: the
+	// time its actors read (actors.Env.Now), so their liveness decisions and
+	// the time stamped on the session, liveness, expiry and acknowledgement
+	// commands they propose. Client request batches are stamped by
+	// actors.Work's own clock, which it does not shift. Test only: the chaos
+	// suite (test/chaos) uses it to run a member whose wall clock is wrong.
+	// Default 0.
+	ClockSkew time.Duration `json:"debug_clock_skew"`
 }
 
 // DefaultConfig returns a config with every tunable at its default and no
@@ -357,7 +366,7 @@ func LoadConfig(path string) (Config, error) {
 	// Accept "1s"-style strings for duration fields by rewriting them to
 	// nanoseconds before the strict decode below.
 	for _, k := range []string{"rtt", "keepalive_interval", "session_timeout", "proposal_timeout",
-		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "peer_idle_timeout"} {
+		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "peer_idle_timeout", "debug_clock_skew"} {
 		var s string
 		if v, ok := raw[k]; ok && json.Unmarshal(v, &s) == nil {
 			d, err := time.ParseDuration(s)

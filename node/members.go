@@ -174,7 +174,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 func (n *Node) proposeDirectory(ctx context.Context, ms []fsm.MemberRecord) error {
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.ProposalTimeout)
 	defer cancel()
-	v, data, err := n.raft.Propose(pctx, fsm.EncodeCommand(nil, fsm.SetMembers{Time: time.Now().UnixNano(), Members: ms}))
+	v, data, err := n.raft.Propose(pctx, fsm.EncodeCommand(nil, fsm.SetMembers{Time: fsm.Stamp(clock(n.cfg.ClockSkew)()), Members: ms}))
 	if err != nil {
 		return err
 	}

@@ -124,6 +124,15 @@ func (h *Handle) IsLeader() bool {
 
 var quietOnce sync.Once
 
+// clock returns the node's local clock: the wall clock shifted by skew,
+// which only tests set (Config.ClockSkew).
+func clock(skew time.Duration) func() time.Time {
+	if skew == 0 {
+		return time.Now
+	}
+	return func() time.Time { return time.Now().Add(skew) }
+}
+
 // Start starts a node serving app (which must not be shared with another
 // node) and returns once the node's Raft replica, actors and client listener
 // run. The cluster serves clients once a leader is elected.
@@ -195,6 +204,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	raft := &raftAdapter{shard: cfg.ShardID, replica: cfg.ID}
 	n.raft = raft
 	n.work = actors.NewWork(workCtx, raft, cfg.MaxProposals, cfg.ProposalTimeout, n.metrics, n.log)
+	n.work.UseClock(clock(cfg.ClockSkew))
 	limits := codec.DefaultLimits()
 	limits.MaxFrame, limits.MaxPayload = cfg.MaxFrame, cfg.MaxPayload
 	members := make([]actors.Member, len(cfg.Members))
@@ -216,7 +226,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		Metrics: n.metrics,
 		Log:     n.log,
 		Faults:  o.faults,
-		Now:     time.Now,
+		Now:     clock(cfg.ClockSkew),
 	}
 	n.dir = &actors.Directory{}
 	env.Directory = n.dir

@@ -143,7 +143,7 @@ func (p *producer) Receive(c actor.Context) {
 		p.timer.Stop()
 	case *produceTick:
 		if p.h.IsLeader() {
-			cmd := fsm.EncodeCommand(nil, fsm.AppCommand{Time: time.Now().UnixNano(), Payload: []byte("job")})
+			cmd := fsm.EncodeCommand(nil, fsm.AppCommand{Time: fsm.Stamp(time.Now()), Payload: []byte("job")})
 			c.Send(p.h.Raft, &actors.Propose{Cmd: cmd, ReplyTo: c.Self()})
 		}
 		p.arm(c)

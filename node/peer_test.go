@@ -119,7 +119,7 @@ func propose(t *testing.T, c *Cluster, payload string) {
 	for {
 		if l := c.Leader(); l != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			cmd := fsm.EncodeCommand(nil, fsm.AppCommand{Time: time.Now().UnixNano(), Payload: []byte(payload)})
+			cmd := fsm.EncodeCommand(nil, fsm.AppCommand{Time: fsm.Stamp(time.Now()), Payload: []byte(payload)})
 			_, _, err := l.raft.Propose(ctx, cmd)
 			cancel()
 			if err == nil {
@@ -218,7 +218,7 @@ func lastLog(t *testing.T, n *Node) (uint64, uint64) {
 func forgeReplicate(t *testing.T, follower, leader *Node, did uint64, payload string) {
 	t.Helper()
 	forgeEntries(t, follower, leader, did, func(term, index uint64) pb.Entry {
-		cmd := fsm.EncodeCommand(nil, fsm.AppCommand{Time: time.Now().UnixNano(), Payload: []byte(payload)})
+		cmd := fsm.EncodeCommand(nil, fsm.AppCommand{Time: fsm.Stamp(time.Now()), Payload: []byte(payload)})
 		// As dragonboat encodes a proposal of the no-op session.
 		return pb.Entry{Term: term, Index: index, Type: pb.EncodedEntry, ClientID: 12345, Key: 777,
 			SeriesID: client.NoOPSeriesID, Cmd: append([]byte{0}, cmd...)}

@@ -156,6 +156,52 @@ func (a *raftAdapter) Propose(ctx context.Context, cmd []byte) (uint64, []byte, 
 	return r.Value, r.Data, nil
 }
 
+// Start queues cmd with dragonboat's asynchronous Propose, which returns
+// once the entry is in the node's proposal queue: entries queued one after
+// another enter the log in that order within a term.
+func (a *raftAdapter) Start(ctx context.Context, cmd []byte) (actors.Proposal, error) {
+	nh := a.nh.Load()
+	if nh == nil {
+		return nil, errNotStarted
+	}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return nil, fmt.Errorf("%w: proposal without a deadline", actors.ErrUnavailable)
+	}
+	timeout := time.Until(d)
+	if timeout <= 0 {
+		return nil, mapRaftErr(context.DeadlineExceeded)
+	}
+	rs, err := nh.Propose(nh.GetNoOPSession(a.shard), cmd, timeout)
+	if err != nil {
+		return nil, mapRaftErr(err)
+	}
+	return proposal{rs: rs}, nil
+}
+
+// proposal is one entry queued by raftAdapter.Start.
+type proposal struct{ rs *dragonboat.RequestState }
+
+// Wait waits as dragonboat's SyncPropose does, and like it releases the
+// request state only after the entry completed: one that has not may still
+// be referenced by the engine.
+func (p proposal) Wait(ctx context.Context) (uint64, []byte, error) {
+	select {
+	case r := <-p.rs.AppliedC():
+		if !r.Completed() {
+			if r.Rejected() {
+				return 0, nil, mapRaftErr(dragonboat.ErrRejected)
+			}
+			return 0, nil, mapRaftErr(readIndexErr(r))
+		}
+		res := r.GetResult()
+		p.rs.Release()
+		return res.Value, res.Data, nil
+	case <-ctx.Done():
+		return 0, nil, mapRaftErr(ctx.Err())
+	}
+}
+
 func (a *raftAdapter) Read(ctx context.Context, q any) (any, error) {
 	nh := a.nh.Load()
 	if nh == nil {
@@ -357,7 +403,7 @@ func (n *Node) Status() httpapi.Status {
 	}
 	if st, err := n.StaleRead(fsm.StatsQuery{}); err == nil {
 		stats := st.(fsm.Stats)
-		s.Sessions, s.Clock, s.Applied = stats.Sessions, stats.Clock, stats.Applied
+		s.Sessions, s.Clock, s.Applied = stats.Sessions, stats.Clock.UnixNano(), stats.Applied
 	}
 	if n.cfg.HashCheckEntries > 0 {
 		s.HashCheck = n.hashes.status()
@@ -432,8 +478,8 @@ func (n *Node) serveSessions(w http.ResponseWriter, r *http.Request) {
 	infos := res.([]fsm.SessionInfo)
 	out := make([]httpapi.Session, len(infos))
 	for i, s := range infos {
-		v := httpapi.Session{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt,
-			LivenessNS: s.Liveness, Watermark: s.Watermark, CachedResponses: s.CachedResponses,
+		v := httpapi.Session{ID: s.ID.String(), TimeoutMS: s.Timeout.Milliseconds(), OpenedAtNS: s.OpenedAt.UnixNano(),
+			LivenessNS: s.Liveness.UnixNano(), Watermark: s.Watermark, CachedResponses: s.CachedResponses,
 			PendingServerRequests: s.PendingServerRequests}
 		if len(s.Capabilities) > 0 {
 			v.Capabilities = make(map[string]string, len(s.Capabilities))

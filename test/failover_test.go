@@ -288,9 +288,13 @@ func TestSessionSurvivesRestartOfItsNode(t *testing.T) {
 	})
 }
 
-// A flapping leader must not keep a dead session alive: a new leader starts
-// from the replicated liveness (plus a grace short of a full timeout) and
-// records only sessions it actually heard from.
+// A flapping leader must not keep a dead session alive: a new leader stamps
+// cluster time, times each session from its replicated liveness by cluster
+// time (plus a grace short of a full timeout) and records only sessions it
+// actually heard from. Leadership moves faster than the session timeout but
+// slower than the grace plus a tick (docs/protocol.md §8.2): a leader that
+// has just taken over cannot tell a dead client from one still reconnecting,
+// so while leaders change faster than that none of them expires anything.
 func TestFlappingLeaderDoesNotKeepDeadSessionAlive(t *testing.T) {
 	c := startCluster(t, nil) // session timeout 2 s, keep-alive 200 ms
 	w := dial(t, c.leader(t).ClientAddr())
@@ -309,7 +313,8 @@ func TestFlappingLeaderDoesNotKeepDeadSessionAlive(t *testing.T) {
 		if errors.Is(err, fsm.ErrSessionExpired) {
 			return
 		}
-		time.Sleep(700 * time.Millisecond)
+		// grace = 2 s/3 + 200 ms ≈ 0.87 s, a tick 0.1 s; timeout 2 s.
+		time.Sleep(1200 * time.Millisecond)
 	}
 	t.Fatal("a dead session stayed alive while leadership kept moving")
 }

@@ -83,6 +83,7 @@ type flags struct {
 	adminTokenFile string
 	restore        string
 	join           bool
+	clockSkew      time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
@@ -118,6 +119,7 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (admin_token): required by leader transfer and snapshots")
 	fs.BoolVar(&f.join, "join", false, "start as a new member of a running cluster (after zraft member add); needs --cluster-id and an empty --data")
 	fs.StringVar(&f.restore, "restore", "", "backup file (zraft snapshot save): prepare this member of a NEW cluster from it (empty data dir, new --cluster-id), then start")
+	fs.DurationVar(&f.clockSkew, "debug-clock-skew", 0, "test only: shift this node's local clock by DURATION (e.g. 30s, -30s)")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -265,6 +267,9 @@ func (f flags) config() (node.Config, error) {
 	}
 	if f.sessionTimeout != 0 {
 		cfg.SessionTimeout = f.sessionTimeout
+	}
+	if f.clockSkew != 0 {
+		cfg.ClockSkew = f.clockSkew
 	}
 	// Each TLS flag overrides its own field only: a flag never drops the
 	// file's other TLS settings, and Validate refuses half a configuration.

@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/internal/zraftcli"
 	"github.com/zraft/zraft/node"
 )
@@ -132,7 +130,7 @@ func TestTLSFlagsAndFile(t *testing.T) {
 // and the same command without the TLS flags is refused.
 func TestDevTLS(t *testing.T) {
 	dir := t.TempDir()
-	base := consecutivePorts(t, 9)
+	base := testnet.ConsecutivePorts(t, 9)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
@@ -200,30 +198,6 @@ func TestDevTLS(t *testing.T) {
 	if code, o, e := zraft(append(plain, "kv", "get", "k", "--timeout", "1s")...); code != 1 || o != "" {
 		t.Fatalf("kv get without TLS flags against --dev --tls: exit %d, %q, %q", code, o, e)
 	}
-}
-
-// consecutivePorts finds n consecutive free ports on 127.0.0.1.
-func consecutivePorts(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 100; try++ {
-		base := 20000 + rand.IntN(30000)
-		var ls []net.Listener
-		for i := 0; i < n; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
-			if err != nil {
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if len(ls) == n {
-			return base
-		}
-	}
-	t.Fatal("no consecutive free ports")
-	return 0
 }
 
 type syncBuffer struct {

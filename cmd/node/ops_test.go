@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/internal/zraftcli"
 	"github.com/zraft/zraft/node"
 )
@@ -49,7 +50,7 @@ func addrs(base, i int) (raft, client, http string) {
 // read everything back.
 func TestRunbooks(t *testing.T) {
 	dir := t.TempDir()
-	base := consecutivePorts(t, 30)
+	base := testnet.ConsecutivePorts(t, 30)
 	token := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(token, []byte("runbook-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestRunbooks(t *testing.T) {
 
 	// Restore: a new cluster id, new ids and ports.
 	newID := node.NewClusterID()
-	base2 := consecutivePorts(t, 30)
+	base2 := testnet.ConsecutivePorts(t, 30)
 	members, endpoints, https = nil, nil, nil
 	for i := 1; i <= 3; i++ {
 		r, c, h := addrs(base2, i)

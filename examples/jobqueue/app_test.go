@@ -15,7 +15,7 @@ type machine struct {
 	t   *testing.T
 	m   *fsm.Machine
 	app *jobqueue.App
-	now int64
+	now fsm.ClusterTime
 }
 
 func newMachine(t *testing.T, cfg jobqueue.Config) *machine {
@@ -40,7 +40,7 @@ func (x *machine) apply(c fsm.Command) fsm.Outcome {
 	return o
 }
 
-func (x *machine) stamp() int64 { x.now += int64(time.Millisecond); return x.now }
+func (x *machine) stamp() fsm.ClusterTime { x.now = x.now.Add(time.Millisecond); return x.now }
 
 func (x *machine) open(n byte, caps ...fsm.Capability) fsm.SessionID {
 	var id fsm.SessionID
@@ -106,7 +106,7 @@ func TestJobsFollowTheirHolderUntilAcknowledged(t *testing.T) {
 		t.Fatalf("job 1 after ack %+v", st)
 	}
 	// b expires without acknowledging job 2: it moves to a.
-	x.now += int64(2 * time.Second)
+	x.now = x.now.Add(2 * time.Second)
 	info, _ := x.m.Session(b)
 	if o := x.apply(fsm.ExpireSession{Time: x.stamp(), Session: b, LivenessStamp: info.Liveness}); o.Status != fsm.StatusOK {
 		t.Fatalf("expire %+v", o)

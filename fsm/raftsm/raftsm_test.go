@@ -198,7 +198,7 @@ func TestThreeReplicasAgreeAndRestartFromSnapshot(t *testing.T) {
 		}
 	}()
 
-	now := func() int64 { return time.Now().UnixNano() }
+	now := func() fsm.ClusterTime { return fsm.Stamp(time.Now()) }
 	sess := newSessionID(t)
 	o := propose(t, rs, fsm.OpenSession{Time: now(), ID: sess, Nonce: 1, Timeout: time.Minute,
 		Capabilities: []fsm.Capability{{Name: "role", Value: "watcher"}}})

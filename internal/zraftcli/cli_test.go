@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -17,35 +15,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/kv"
 	"github.com/zraft/zraft/node"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// consecutivePorts finds n consecutive free ports on 127.0.0.1.
-func consecutivePorts(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 100; try++ {
-		base := 20000 + rand.IntN(30000)
-		var ls []net.Listener
-		for i := 0; i < n; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
-			if err != nil {
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if len(ls) == n {
-			return base
-		}
-	}
-	t.Fatal("no consecutive free ports")
-	return 0
-}
 
 type cli struct {
 	t    *testing.T
@@ -67,7 +42,7 @@ func startCLIClusterWith(t *testing.T, tweak func(*node.Config)) *cli {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := node.StartLocalCluster(ctx, 3, cfg, func(cfg *node.Config) error {
-		httpBase = consecutivePorts(t, 3)
+		httpBase = testnet.ConsecutivePorts(t, 3)
 		cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", httpBase)
 		return nil
 	}, func() fsm.Application {
