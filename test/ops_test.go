@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,40 +17,16 @@ import (
 
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/node"
 	"github.com/zraft/zraft/node/httpapi"
 )
 
 const testAdminToken = "test-admin-token-7f3a"
 
-// freeHTTPBase finds n consecutive free ports on 127.0.0.1 (Cluster gives
-// member i the HTTP port base+i-1).
-func freeHTTPBase(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 100; try++ {
-		base := 20000 + rand.IntN(30000)
-		var ls []net.Listener
-		for i := 0; i < n; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
-			if err != nil {
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if len(ls) == n {
-			return base
-		}
-	}
-	t.Fatal("no consecutive free ports")
-	return 0
-}
-
 // withAdminHTTP gives the cluster HTTP endpoints and an admin token.
 func withAdminHTTP(t *testing.T) func(*node.Config) {
-	base := freeHTTPBase(t, 3)
+	base := testnet.ConsecutivePorts(t, 3)
 	return func(c *node.Config) {
 		c.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", base)
 		c.AdminToken = testAdminToken
