@@ -120,6 +120,9 @@ type Env struct {
 	TreeUp atomic.Bool
 	// Now is the clock; tests may replace it. Default time.Now.
 	Now func() time.Time
+	// Directory, when set, is the replicated member directory; it takes
+	// over from Settings.Members once it holds members.
+	Directory *Directory
 }
 
 // send encodes m and sends it to conn. Encoding failures are programmer

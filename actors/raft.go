@@ -133,7 +133,7 @@ func (r *raftBridge) Receive(c actor.Context) {
 // changed builds the LeaderChanged event for a leader and term.
 func (r *raftBridge) changed(id, term uint64) LeaderChanged {
 	ev := LeaderChanged{LeaderID: id, Term: term, IsLeader: id != 0 && id == r.env.Settings.NodeID}
-	for _, m := range r.env.Settings.Members {
+	for _, m := range r.env.members() {
 		if m.ID == id {
 			ev.Hint = m
 		}

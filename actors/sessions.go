@@ -516,8 +516,9 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 }
 
 func (d *directory) members() []codec.Member {
-	ms := make([]codec.Member, len(d.env.Settings.Members))
-	for i, m := range d.env.Settings.Members {
+	dir := d.env.members()
+	ms := make([]codec.Member, len(dir))
+	for i, m := range dir {
 		ms[i] = codec.Member{ID: m.ID, ClientAddr: m.ClientAddr}
 	}
 	codec.SortMembers(ms)

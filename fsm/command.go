@@ -47,6 +47,8 @@ func (t CommandType) String() string {
 		return "Batch"
 	case TypeExpireSessions:
 		return "ExpireSessions"
+	case TypeSetMembers:
+		return "SetMembers"
 	default:
 		return fmt.Sprintf("CommandType(%d)", uint8(t))
 	}
@@ -393,6 +395,8 @@ func DecodeCommand(b []byte) (Command, error) {
 			}
 		}
 		cmd = c
+	case TypeSetMembers:
+		cmd = decodeSetMembers(&r, ts)
 	default:
 		// A type this binary does not know was written by a newer binary;
 		// rejecting it here while newer replicas apply it would make the

@@ -41,6 +41,9 @@ type Machine struct {
 	cachedTotal  int
 	pendingTotal int
 
+	// members is the member directory (members.go), by id.
+	members []MemberRecord
+
 	ctx    Context
 	events []event
 }
@@ -127,6 +130,7 @@ func (m *Machine) reset() {
 	m.tombIndex = make(map[SessionID]RemoveReason)
 	m.cachedTotal = 0
 	m.pendingTotal = 0
+	m.members = nil
 }
 
 // Config returns the machine's limits.
@@ -170,6 +174,8 @@ func (m *Machine) Apply(cmd []byte) (Result, error) {
 		r = m.batch(c)
 	case ExpireSessions:
 		r = m.expireSessions(c)
+	case SetMembers:
+		r = m.setMembers(c)
 	default:
 		panic(fmt.Sprintf("fsm: decoded command of unhandled type %T", c))
 	}

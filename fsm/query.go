@@ -59,6 +59,8 @@ func (m *Machine) Lookup(q any) (any, error) {
 		return m.Stats(), nil
 	case HashQuery:
 		return m.Hash()
+	case MembersQuery:
+		return m.Members(), nil
 	default:
 		return nil, fmt.Errorf("%w: %T", ErrUnknownQuery, q)
 	}

@@ -13,8 +13,9 @@ import (
 )
 
 // SnapshotVersion is the snapshot format version SaveSnapshot writes.
-// RecoverFromSnapshot reads every version up to it.
-const SnapshotVersion byte = 1
+// RecoverFromSnapshot reads every version up to it. Version 2 added the
+// member directory after the tombstones.
+const SnapshotVersion byte = 2
 
 // snapshotMagic starts every snapshot so that a file of another kind is
 // rejected before anything is decoded.
@@ -67,6 +68,7 @@ func (m *Machine) SaveSnapshot(w io.Writer) error {
 		b = append(b, t.id[:]...)
 		b = append(b, byte(t.reason))
 	}
+	b = appendMembers(b, m.members)
 	if _, err := bw.Write(b); err != nil {
 		return fmt.Errorf("fsm: save snapshot: %w", err)
 	}
@@ -203,6 +205,12 @@ func (m *Machine) RecoverFromSnapshot(r io.Reader) error {
 		fresh.tombstones = append(fresh.tombstones, t)
 		fresh.tombIndex[t.id] = t.reason
 	}
+	if data[4] >= 2 {
+		fresh.members = readMembers(&rd)
+		if msg := validateMembers(fresh.members); msg != "" && rd.err == nil {
+			rd.fail("%s", msg)
+		}
+	}
 	if rd.err != nil {
 		return fmt.Errorf("fsm: restore snapshot: %w", rd.err)
 	}
@@ -222,6 +230,7 @@ func (m *Machine) RecoverFromSnapshot(r io.Reader) error {
 	m.unassigned = fresh.unassigned
 	m.tombstones, m.tombHead, m.tombIndex = fresh.tombstones, 0, fresh.tombIndex
 	m.cachedTotal, m.pendingTotal = fresh.cachedTotal, fresh.pendingTotal
+	m.members = fresh.members
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +29,8 @@ type Cluster struct {
 	// fs keeps each in-memory member's filesystem across restarts, so that
 	// a restarted member keeps its log and votes as a real one would.
 	fs map[uint64]vfs.FS
+	// joined are the members added while the cluster ran (Join).
+	joined map[uint64]bool
 }
 
 // LocalMembers returns n members on 127.0.0.1. With raftBase and clientBase
@@ -114,7 +117,11 @@ func StartCluster(ctx context.Context, base Config, newApp func() fsm.Applicatio
 // Start (re)starts member id. A restarted member keeps its data directory
 // (or, in memory, the filesystem passed with WithFS) and catches up.
 func (c *Cluster) Start(ctx context.Context, id uint64) error {
+	c.mu.Lock()
 	cfg := c.base
+	cfg.Members = slices.Clone(c.base.Members)
+	cfg.Join = c.joined[id]
+	c.mu.Unlock()
 	cfg.ID = id
 	if cfg.HTTPAddr != "" {
 		// One HTTP port per member: the base port plus the member's index.
@@ -142,6 +149,20 @@ func (c *Cluster) Start(ctx context.Context, id uint64) error {
 	c.nodes[id] = n
 	c.mu.Unlock()
 	return nil
+}
+
+// Join starts m, a member added while the cluster runs (add it to the
+// membership first: Node.AddMember on the leader), as a joining member on
+// an empty data dir; it catches up from the leader.
+func (c *Cluster) Join(ctx context.Context, m Member) error {
+	c.mu.Lock()
+	if c.joined == nil {
+		c.joined = map[uint64]bool{}
+	}
+	c.joined[m.ID] = true
+	c.base.Members = append(c.base.Members, m)
+	c.mu.Unlock()
+	return c.Start(ctx, m.ID)
 }
 
 // storedClusterID returns the cluster id a member's on-disk data dir holds,
@@ -196,6 +217,8 @@ func (c *Cluster) Nodes() []*Node {
 
 // Endpoints returns every member's client address.
 func (c *Cluster) Endpoints() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := make([]string, len(c.base.Members))
 	for i, m := range c.base.Members {
 		out[i] = m.ClientAddr
@@ -235,12 +258,30 @@ func (c *Cluster) WaitLeader(ctx context.Context) (*Node, error) {
 	}
 }
 
-// Close stops every running member.
+// Close stops every running member, all at once: the whole cluster goes
+// away, so no member hands leadership to another about to stop (that made
+// a dev cluster take seconds to stop); clients are still told.
 func (c *Cluster) Close() error {
-	var errs []error
+	c.mu.Lock()
+	var running []*Node
 	for _, m := range c.base.Members {
-		errs = append(errs, c.Stop(m.ID))
+		if n := c.nodes[m.ID]; n != nil {
+			running = append(running, n)
+			c.nodes[m.ID] = nil
+		}
 	}
+	c.mu.Unlock()
+	errs := make([]error, len(running))
+	var wg sync.WaitGroup
+	for i, n := range running {
+		n.noTransfer.Store(true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = n.Close()
+		}()
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

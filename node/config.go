@@ -159,6 +159,26 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz and /status. Empty disables it.
 	HTTPAddr string `json:"http_addr"`
 
+	// Join starts this member as a new member of a running cluster (added
+	// first with `zraft member add`): Members lists the cluster's current
+	// members (the only senders its Raft port accepts until it has the
+	// replicated member directory) and this one; ClusterID is required; the
+	// data dir must be empty on the first start. It catches up from the
+	// leader.
+	Join bool `json:"join"`
+
+	// AdminToken is the bearer token the admin endpoints (/admin/...:
+	// leadership transfer, snapshots) require in an "Authorization: Bearer"
+	// header; under mutual TLS a client certificate is needed as well.
+	// Empty: the admin endpoints answer 403. Give it in a file readable only
+	// by the node's user (cmd/node --admin-token-file), never on a command
+	// line.
+	AdminToken string `json:"admin_token"`
+	// AdminOpen serves the admin endpoints without a credential. Accepted
+	// only when http_addr is a loopback address; the dev cluster uses it
+	// and says so at start.
+	AdminOpen bool `json:"admin_open"`
+
 	// InMemory keeps the Raft log in memory (an in-memory filesystem). For
 	// tests only: everything is lost when the process exits.
 	InMemory bool `json:"in_memory"`
@@ -294,6 +314,13 @@ func (c *Config) Validate() error {
 	}
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		return configErr("tls_client_ca_file needs tls_cert_file and tls_key_file")
+	}
+	if c.Join && c.ClusterID == "" {
+		return configErr("join needs the running cluster's cluster_id (--cluster-id)")
+	}
+	if c.AdminOpen && c.HTTPAddr != "" && !loopback(c.HTTPAddr) {
+		return configErr("admin_open serves cluster-changing admin endpoints without a credential: "+
+			"only on a loopback http_addr, not %s; set admin_token instead", c.HTTPAddr)
 	}
 	return c.validatePeer()
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -53,6 +54,23 @@ type Node struct {
 	unwatch  func()
 	hashes   *hashChecker
 	hashWG   sync.WaitGroup
+	// fs and nodeHostDir are where dragonboat keeps this member's data;
+	// backups are exported there (admin.go, backup.go).
+	fs           vfs.FS
+	nodeHostDir  string
+	snapshotting atomic.Bool
+	exports      atomic.Uint64
+	// noTransfer skips the leadership transfer of Close: set when the
+	// whole cluster stops at once (Cluster.Close).
+	noTransfer atomic.Bool
+	// dir is the replicated member directory the actors serve hints from;
+	// adminMu serializes membership changes and the reconciler (members.go).
+	dir     *actors.Directory
+	adminMu sync.Mutex
+	dirWG   sync.WaitGroup
+	// peers maps the directory's member ids to Raft addresses, for the
+	// Raft transport's sender check (members added while running).
+	peers atomic.Pointer[map[uint64]string]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -214,6 +232,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		Faults:  o.faults,
 		Now:     clock(cfg.ClockSkew),
 	}
+	n.dir = &actors.Directory{}
+	env.Directory = n.dir
 	conns := &connsAdapter{}
 	registerProcessMetrics(n.registry, &conns.r)
 	env.Conns = conns
@@ -246,6 +266,8 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		return nil, err
 	}
 	raft.nh.Store(n.nh)
+	n.dirWG.Add(1)
+	go n.syncDirectory(workCtx)
 	if cfg.HashCheckEntries > 0 {
 		n.hashWG.Add(1)
 		go n.reportHashes(workCtx)
@@ -322,11 +344,13 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		return err
 	}
 	rnc.Log = n.log.With("component", "raftnet")
+	rnc.Lookup = n.lookupPeer
 	rnc.Metrics = raftnet.NewMetrics(n.registry)
 	nhc.Expert.TransportFactory = raftnet.NewFactory(rnc)
 	if w := n.cfg.insecurePeerWarning(); w != "" {
 		n.log.Warn(w, "raft_addr", self.RaftAddr)
 	}
+	n.fs, n.nodeHostDir = fs, nhc.NodeHostDir
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
@@ -334,6 +358,12 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 	initial := make(map[uint64]string, len(cfg.Members))
 	for _, m := range cfg.Members {
 		initial[m.ID] = m.RaftAddr
+	}
+	if cfg.Join || nh.HasNodeInfo(cfg.ShardID, cfg.ID) {
+		// A restart, or the first start after Restore: the membership is
+		// the one the data dir records (an imported snapshot's record is
+		// kept as a join, which dragonboat accepts only without a list).
+		initial = nil
 	}
 	rc := dbconfig.Config{
 		ShardID:            cfg.ShardID,
@@ -345,7 +375,8 @@ func (n *Node) startRaft(o options, factory sm.CreateStateMachineFunc) error {
 		SnapshotEntries:    cfg.SnapshotEntries,
 		CompactionOverhead: cfg.SnapshotEntries / 2,
 	}
-	if err := nh.StartReplica(initial, false, factory, rc); err != nil {
+	join := cfg.Join && !nh.HasNodeInfo(cfg.ShardID, cfg.ID)
+	if err := nh.StartReplica(initial, join, factory, rc); err != nil {
 		nh.Close()
 		return fmt.Errorf("node: start replica: %w", err)
 	}

@@ -409,10 +409,7 @@ func (n *Node) Restart(name string) {
 // Status returns the node's view of the cluster. Session counts come from
 // this replica's applied state.
 func (n *Node) Status() httpapi.Status {
-	s := httpapi.Status{ID: n.cfg.ID, Role: "follower"}
-	for _, m := range n.cfg.Members {
-		s.Members = append(s.Members, httpapi.Member{ID: m.ID, RaftAddr: m.RaftAddr, ClientAddr: m.ClientAddr})
-	}
+	s := httpapi.Status{ID: n.cfg.ID, Role: "follower", Members: n.statusMembers()}
 	if id, term, ok := n.leader(); ok {
 		s.LeaderID, s.Term = id, term
 		if id == n.cfg.ID {
@@ -450,6 +447,7 @@ func (n *Node) startHTTP() error {
 		_ = json.NewEncoder(w).Encode(n.Status())
 	})
 	mux.HandleFunc("/sessions", n.serveSessions)
+	mux.Handle("/admin/", n.adminMux())
 	ln, handler, err := n.cfg.httpTLS(ln, mux)
 	if err != nil {
 		_ = ln.Close()
@@ -540,9 +538,9 @@ func (n *Node) close() error {
 		// leadership is transferred.
 		_, _ = n.system.Root.RequestFuture(n.refs.Sessions, &actors.Drain{}, time.Second).Result()
 	}
-	if n.IsLeader() {
+	if n.IsLeader() && !n.noTransfer.Load() {
 		target := uint64(0)
-		for _, m := range n.cfg.Members {
+		for _, m := range n.Directory() {
 			if m.ID != n.cfg.ID {
 				target = m.ID
 				break
@@ -564,7 +562,7 @@ func (n *Node) close() error {
 		}
 	}
 	if id, _, ok := n.leader(); ok && id != n.cfg.ID {
-		for _, m := range n.cfg.Members {
+		for _, m := range n.Directory() {
 			if m.ID == id {
 				hint = actors.Member{ID: m.ID, ClientAddr: m.ClientAddr}
 			}
@@ -601,6 +599,7 @@ func (n *Node) closeRaft() {
 		n.work.Wait()
 	}
 	n.hashWG.Wait()
+	n.dirWG.Wait()
 	if n.raft != nil {
 		n.raft.nh.Store(nil) // later calls answer ErrUnavailable
 	}

@@ -3,6 +3,8 @@
 //	node --dev                       a 3-node cluster in this process on 127.0.0.1
 //	node --dev --tls                 the same with mutual TLS and throwaway certificates
 //	node --config member.json        one member of a real cluster
+//	node --join --id 4 --members 1=...,2=...,3=...,4=RAFT/CLIENT --cluster-id ID --data DIR   a member added with zraft member add
+//	node --restore backup.tar --id 11 --members ... --cluster-id NEWID --data DIR   a new cluster from a backup
 //	node --id 1 --members 1=10.0.0.1:7201/10.0.0.1:7101,2=...,3=... --data /var/lib/zraft \
 //	     --cluster-id $(node --new-cluster-id, once per cluster) \
 //	     --peer-tls-ca ca.pem --peer-tls-cert member1.pem --peer-tls-key member1-key.pem
@@ -77,7 +79,11 @@ type flags struct {
 	peerTLSCert  string
 	peerTLSKey   string
 	insecurePeer bool
-	clockSkew    time.Duration
+	// Admin and disaster recovery.
+	adminTokenFile string
+	restore        string
+	join           bool
+	clockSkew      time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
@@ -85,7 +91,7 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage:\n  node --dev [--tls] [--data DIR]\n  node --config FILE\n  node --id N --members ID=RAFT/CLIENT,... --data DIR [flags]\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage:\n  node --dev [--tls] [--data DIR]\n  node --config FILE\n  node --id N --members ID=RAFT/CLIENT,... --data DIR [flags]\n  node --join --id N --members CURRENT,...,N=RAFT/CLIENT --cluster-id ID --data DIR [flags]\n  node --restore FILE --id N --members ID=RAFT/CLIENT,... --cluster-id NEWID --data DIR [flags]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&f.dev, "dev", false, "run a 3-node cluster in this process on 127.0.0.1")
@@ -110,6 +116,9 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.peerTLSCert, "peer-tls-cert", "", "this member's certificate for the Raft port (server and client use)")
 	fs.StringVar(&f.peerTLSKey, "peer-tls-key", "", "this member's key for the Raft port")
 	fs.BoolVar(&f.insecurePeer, "insecure-peer", false, "allow a Raft address that is not loopback without peer TLS (anyone reaching it can rewrite the state)")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (admin_token): required by leader transfer and snapshots")
+	fs.BoolVar(&f.join, "join", false, "start as a new member of a running cluster (after zraft member add); needs --cluster-id and an empty --data")
+	fs.StringVar(&f.restore, "restore", "", "backup file (zraft snapshot save): prepare this member of a NEW cluster from it (empty data dir, new --cluster-id), then start")
 	fs.DurationVar(&f.clockSkew, "debug-clock-skew", 0, "test only: shift this node's local clock by DURATION (e.g. 30s, -30s)")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
@@ -174,6 +183,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.Close()
 	}
 
+	if f.restore != "" {
+		if err := restore(cfg, f.restore); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "zraft node %d: restored from %s into %s as a member of new cluster %s\n", cfg.ID, f.restore, cfg.DataDir, cfg.ClusterID)
+	}
 	n, err := node.Start(ctx, cfg, newApp(), node.WithLogger(log))
 	if err != nil {
 		return err
@@ -204,6 +219,28 @@ func (f flags) config() (node.Config, error) {
 		cfg.DataDir = "zraft-data"
 		if f.devHTTPPort != 0 {
 			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", f.devHTTPPort)
+		}
+	}
+	if f.dev {
+		// The dev cluster's HTTP listens on 127.0.0.1 only; it says so.
+		cfg.AdminOpen = true
+	}
+	if f.join {
+		if f.dev {
+			return cfg, fmt.Errorf("%w: --join goes with a real member, not --dev", node.ErrConfig)
+		}
+		cfg.Join = true
+	}
+	if f.restore != "" && f.dev {
+		return cfg, fmt.Errorf("%w: --restore goes with a real member (--id, --members, --data, --cluster-id), not --dev", node.ErrConfig)
+	}
+	if f.adminTokenFile != "" {
+		b, err := os.ReadFile(f.adminTokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: --admin-token-file: %v", node.ErrConfig, err)
+		}
+		if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+			return cfg, fmt.Errorf("%w: --admin-token-file %s is empty", node.ErrConfig, f.adminTokenFile)
 		}
 	}
 	if f.devTLS && !f.dev {
@@ -285,6 +322,17 @@ func printTLSModes(w io.Writer, cfg node.Config) {
 	fmt.Fprintf(w, "client port: %s\n", cfg.ClientTLSMode())
 	fmt.Fprintf(w, "HTTP: %s\n", cfg.HTTPTLSMode())
 	fmt.Fprintf(w, "Raft port: %s\n", cfg.PeerTLSMode())
+	fmt.Fprintf(w, "admin endpoints: %s\n", cfg.AdminMode())
+}
+
+// restore prepares the member's data dir from a backup file.
+func restore(cfg node.Config, file string) error {
+	fh, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("--restore: %w", err)
+	}
+	defer fh.Close()
+	return node.Restore(cfg, fh)
 }
 
 // cliCommand is the zraft command line (without its subcommand) that

@@ -48,6 +48,11 @@ Usage:
   zraft kv watch KEY           print KEY=VALUE for every change until interrupted
   zraft status [--json]        cluster members, roles, leader, term, session count
   zraft sessions [--json]      live sessions
+  zraft member list            members: id, Raft and client address, leader
+  zraft member add ID RAFTADDR CLIENTADDR   add a member (admin); then start it with node --join
+  zraft member remove ID       remove a member; a leader hands over first (admin)
+  zraft leader transfer ID     move leadership to member ID (admin)
+  zraft snapshot save FILE     write a backup of the replicated state (admin)
   zraft bench [flags]          load generator with an optional raw-dragonboat baseline
 
 Every command takes --help. Endpoints: --endpoints or ZRAFT_ENDPOINTS
@@ -55,7 +60,8 @@ Every command takes --help. Endpoints: --endpoints or ZRAFT_ENDPOINTS
 --http or ZRAFT_HTTP (default ` + defaultHTTP + `).
 TLS: --cacert (ZRAFT_CACERT) verifies the nodes, --cert and --key (ZRAFT_CERT,
 ZRAFT_KEY) present a client certificate; either turns TLS on for the client
-port and HTTP. These flags may also come before the command.
+port and HTTP. Admin commands send --admin-token (ZRAFT_ADMIN_TOKEN) as a
+bearer token. These flags may also come before the command.
 `
 
 func run(ctx context.Context, args []string, e env) int {
@@ -87,6 +93,12 @@ func dispatch(ctx context.Context, args []string, e env) error {
 		return statusCommand(ctx, args[1:], e)
 	case "sessions":
 		return sessionsCommand(ctx, args[1:], e)
+	case "member":
+		return memberCommand(ctx, args[1:], e)
+	case "leader":
+		return leaderCommand(ctx, args[1:], e)
+	case "snapshot":
+		return snapshotCommand(ctx, args[1:], e)
 	case "bench":
 		return benchCommand(ctx, args[1:], e)
 	case "help", "-h", "--help", "-help":
@@ -107,6 +119,8 @@ type common struct {
 	cacert    string
 	cert      string
 	key       string
+	// adminToken is sent as a bearer token by the admin commands.
+	adminToken string
 
 	tls    *tls.Config  // nil: plaintext
 	client *http.Client // for the HTTP endpoints
@@ -123,6 +137,8 @@ func (c *common) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&c.cert, "cert", e.getenv("ZRAFT_CERT"),
 		"client certificate file (PEM) for clusters that require one; turns TLS on (env ZRAFT_CERT)")
 	fs.StringVar(&c.key, "key", e.getenv("ZRAFT_KEY"), "key file (PEM) of --cert (env ZRAFT_KEY)")
+	fs.StringVar(&c.adminToken, "admin-token", e.getenv("ZRAFT_ADMIN_TOKEN"),
+		"admin credential for leader transfer and snapshot save (env ZRAFT_ADMIN_TOKEN, preferred: a flag shows in ps)")
 }
 
 func (c *common) endpointList() []string { return splitList(c.endpoints) }

@@ -19,6 +19,40 @@ type memberStatus struct {
 	httpapi.Status
 	HTTP  string `json:"http"`
 	Error string `json:"error,omitempty"`
+	// Lag is how many log entries the member has applied fewer than the
+	// leader (absent when no leader answered); CatchingUp is true past
+	// catchUpLag.
+	Lag        *uint64 `json:"lag,omitempty"`
+	CatchingUp bool    `json:"catching_up"`
+}
+
+// catchUpLag is the lag, in log entries, past which status calls a member
+// catching up (a new member loading a snapshot, one back from a pause).
+const catchUpLag = 100
+
+// addLag fills Lag and CatchingUp from the leader's applied index.
+func addLag(sts []memberStatus) {
+	var leader *memberStatus
+	for i := range sts {
+		if sts[i].Error == "" && sts[i].Role == "leader" {
+			leader = &sts[i]
+		}
+	}
+	if leader == nil {
+		return
+	}
+	for i := range sts {
+		s := &sts[i]
+		if s.Error != "" {
+			continue
+		}
+		lag := uint64(0)
+		if leader.Applied > s.Applied {
+			lag = leader.Applied - s.Applied
+		}
+		s.Lag = &lag
+		s.CatchingUp = lag > catchUpLag
+	}
 }
 
 // maxBody bounds what the CLI reads from one HTTP answer.
@@ -91,6 +125,7 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	sts := statuses(ctx, c)
+	addLag(sts)
 	reachable := 0
 	for _, s := range sts {
 		if s.Error == "" {
@@ -111,13 +146,18 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 			}
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tCLIENT\tHTTP\tROLE\tLEADER\tTERM\tSESSIONS\tAPPLIED")
+		fmt.Fprintln(tw, "ID\tCLIENT\tHTTP\tROLE\tLEADER\tTERM\tSESSIONS\tAPPLIED\tLAG\tCATCHING UP")
 		for _, s := range sts {
 			if s.Error != "" {
-				fmt.Fprintf(tw, "-\t-\t%s\tunreachable\t-\t-\t-\t-\n", s.HTTP)
+				fmt.Fprintf(tw, "-\t-\t%s\tunreachable\t-\t-\t-\t-\t-\t-\n", s.HTTP)
 				continue
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.ID, addr[s.ID], s.HTTP, s.Role, s.LeaderID, s.Term, s.Sessions, s.Applied)
+			lag, catching := "-", "-"
+			if s.Lag != nil {
+				lag, catching = fmt.Sprint(*s.Lag), fmt.Sprint(s.CatchingUp)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", s.ID, addr[s.ID], s.HTTP, s.Role, s.LeaderID, s.Term,
+				s.Sessions, s.Applied, lag, catching)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

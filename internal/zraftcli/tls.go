@@ -11,7 +11,7 @@ import (
 
 // commonFlags are the flags of type common, which every cluster-facing
 // command accepts; each takes a value.
-var commonFlags = map[string]bool{"endpoints": true, "http": true, "timeout": true, "cacert": true, "cert": true, "key": true}
+var commonFlags = map[string]bool{"endpoints": true, "http": true, "timeout": true, "cacert": true, "cert": true, "key": true, "admin-token": true}
 
 // commonFlag reports whether arg ("--cacert", "-cert=x") names a common flag.
 func commonFlag(arg string) bool {

@@ -65,3 +65,12 @@ type Session struct {
 // MaxSessionsPage is the most sessions one GET /sessions answers; page with
 // ?after=<the last id of the previous page>.
 const MaxSessionsPage = 10000
+
+// TransferResult is the body of POST /admin/leader/transfer: whether
+// leadership reached the target before the wait ended, who leads now (0:
+// nobody known) and how long the request waited.
+type TransferResult struct {
+	Moved    bool   `json:"moved"`
+	LeaderID uint64 `json:"leader_id"`
+	WaitedMS int64  `json:"waited_ms"`
+}

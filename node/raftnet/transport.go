@@ -60,6 +60,10 @@ type Config struct {
 	// Members maps every member's replica id (this one included) to its
 	// Raft address, the source address its batches must carry.
 	Members map[uint64]string
+	// Lookup, when set, names members added since the transport started
+	// (the replicated member directory): a sender is a member when Members
+	// or Lookup knows it. It must be safe from any goroutine.
+	Lookup func(id uint64) (raftAddr string, ok bool)
 	// Cert and CAs turn on mutual TLS: this member presents Cert, and
 	// accepts only peers (and servers) whose certificate CAs signed. Nil
 	// CAs: plaintext.
@@ -375,8 +379,7 @@ func (t *Transport) checkBatch(b *pb.MessageBatch) (reason, detail string) {
 		if m.ShardID != t.cfg.ShardID || m.To != t.cfg.ReplicaID {
 			return ReasonTarget, fmt.Sprintf("%s for shard %d replica %d", m.Type, m.ShardID, m.To)
 		}
-		addr, ok := t.cfg.Members[m.From]
-		if !ok || m.From == t.cfg.ReplicaID || addr != b.SourceAddress {
+		if m.From == t.cfg.ReplicaID || !t.member(m.From, b.SourceAddress) {
 			return ReasonSource, fmt.Sprintf("%s claims member %d, sent from %q", m.Type, m.From, b.SourceAddress)
 		}
 		if !networkType(m.Type) {
@@ -398,10 +401,12 @@ func (t *Transport) checkBatch(b *pb.MessageBatch) (reason, detail string) {
 // with dragonboat's no-op session and encoded without compression. Others
 // would reach code in dragonboat that panics on them (an unmanaged entry
 // with a payload or without a proposal key, a payload with an unknown
-// encoding header) or change the
-// membership, which zraft never does.
+// encoding header). A membership change (zraft member add/remove) must
+// decode as one.
 func zraftEntry(e *pb.Entry) bool {
 	switch e.Type {
+	case pb.ConfigChangeEntry:
+		return e.ClientID == client.NotSessionManagedClientID && len(e.Cmd) > 0 && validConfigChange(e.Cmd)
 	case pb.ApplicationEntry, pb.MetadataEntry:
 		return len(e.Cmd) == 0 && e.ClientID == client.NotSessionManagedClientID
 	case pb.EncodedEntry:
@@ -410,6 +415,21 @@ func zraftEntry(e *pb.Entry) bool {
 	default:
 		return false
 	}
+}
+
+// validConfigChange reports whether b decodes as a membership change of a
+// kind zraft makes (adding or removing a voting member).
+func validConfigChange(b []byte) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	var cc pb.ConfigChange
+	if err := cc.Unmarshal(b); err != nil {
+		return false
+	}
+	return (cc.Type == pb.AddNode || cc.Type == pb.RemoveNode) && cc.ReplicaID != 0
 }
 
 // encodedV0Plain is the header byte dragonboat gives a proposal's payload
@@ -439,10 +459,24 @@ func (t *Transport) checkChunk(c *pb.Chunk) (reason, detail string) {
 	if c.ShardID != t.cfg.ShardID || c.ReplicaID != t.cfg.ReplicaID {
 		return ReasonTarget, fmt.Sprintf("snapshot chunk for shard %d replica %d", c.ShardID, c.ReplicaID)
 	}
-	if _, ok := t.cfg.Members[c.From]; !ok || c.From == t.cfg.ReplicaID {
+	if c.From == t.cfg.ReplicaID || !t.member(c.From, "") {
 		return ReasonSource, fmt.Sprintf("snapshot chunk from %d", c.From)
 	}
 	return "", ""
+}
+
+// member reports whether id is a member whose Raft address is addr ("":
+// any address).
+func (t *Transport) member(id uint64, addr string) bool {
+	if a, ok := t.cfg.Members[id]; ok && (addr == "" || a == addr) {
+		return true
+	}
+	if t.cfg.Lookup != nil {
+		if a, ok := t.cfg.Lookup(id); ok && (addr == "" || a == addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // drop counts a refusal and logs it, at most once a second per reason.
