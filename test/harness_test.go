@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,15 +280,17 @@ func kindIs(kinds ...codec.Kind) func(codec.Message) bool {
 	}
 }
 
-var secretSeq uint64
+// secretSeq makes nonces and secrets unique; writers on several goroutines
+// draw from it.
+var secretSeq atomic.Uint64
 
 // createSession creates a session on this connection and returns it.
 func (w *wire) createSession(caps ...codec.Capability) (*codec.SessionCreated, codec.Secret) {
 	w.t.Helper()
 	var secret codec.Secret
-	secretSeq++
-	binary.BigEndian.PutUint64(secret[:], uint64(time.Now().UnixNano())+secretSeq)
-	w.send(&codec.CreateSession{Nonce: secretSeq, Secret: secret, Capabilities: caps})
+	seq := secretSeq.Add(1)
+	binary.BigEndian.PutUint64(secret[:], uint64(time.Now().UnixNano())+seq)
+	w.send(&codec.CreateSession{Nonce: seq, Secret: secret, Capabilities: caps})
 	m := w.next(kindIs(codec.KindSessionCreated, codec.KindSessionRejected))
 	created, ok := m.(*codec.SessionCreated)
 	if !ok {
@@ -331,8 +334,7 @@ func counterValue(t *testing.T, m codec.Message) uint64 {
 // the server's answer (SessionContinued or SessionRejected).
 func (w *wire) continueSession(id codec.SessionID, secret codec.Secret) codec.Message {
 	w.t.Helper()
-	secretSeq++
-	nonce := secretSeq
+	nonce := secretSeq.Add(1)
 	w.send(&codec.ContinueSession{SessionID: id, Secret: secret, Nonce: nonce})
 	return w.next(func(m codec.Message) bool {
 		switch r := m.(type) {

@@ -117,8 +117,7 @@ func (pl *pipeline) reconnect() {
 	for time.Now().Before(deadline) {
 		p.w.close()
 		p.w = dial(p.t, p.c.leader(p.t).ClientAddr())
-		secretSeq++
-		nonce := secretSeq
+		nonce := secretSeq.Add(1)
 		p.w.send(&codec.ContinueSession{SessionID: p.id, Secret: p.secret, Nonce: nonce})
 		m, err := p.w.nextWithin(2*time.Second, func(m codec.Message) bool {
 			switch r := m.(type) {
