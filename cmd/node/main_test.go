@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/zraft/zraft/internal/testio"
 	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/internal/zraftcli"
 	"github.com/zraft/zraft/node"
@@ -132,7 +131,7 @@ func TestDevTLS(t *testing.T) {
 	dir := t.TempDir()
 	base := testnet.ConsecutivePorts(t, 9)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testio.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--dev", "--tls", "--data", dir, "--log-level", "error",
@@ -175,7 +174,7 @@ func TestDevTLS(t *testing.T) {
 	}
 	flags := command[:len(command)-4]
 	zraft := func(args ...string) (int, string, string) {
-		var o, e syncBuffer
+		var o, e testio.SyncBuffer
 		code := zraftcli.Run(context.Background(), args, &o, &e, func(string) string { return "" })
 		return code, o.String(), e.String()
 	}
@@ -200,28 +199,11 @@ func TestDevTLS(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHalfTLSRefusesToStart runs the command as main does: half a TLS
 // setting ends it with the reason before anything listens or prints.
 func TestHalfTLSRefusesToStart(t *testing.T) {
 	for _, extra := range [][]string{{"--tls-client-ca", "ca.pem"}, {"--tls-key", "a.key"}, {"--tls"}} {
-		var out, errOut syncBuffer
+		var out, errOut testio.SyncBuffer
 		args := append([]string{"--id", "1", "--members", "1=127.0.0.1:1/127.0.0.1:2", "--data", t.TempDir()}, extra...)
 		err := run(context.Background(), args, &out, &errOut)
 		if !errors.Is(err, node.ErrConfig) || out.String() != "" {

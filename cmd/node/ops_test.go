@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zraft/zraft/internal/testio"
 	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/internal/zraftcli"
 	"github.com/zraft/zraft/node"
@@ -20,13 +21,13 @@ import (
 type member struct {
 	cancel context.CancelFunc
 	done   chan error
-	out    *syncBuffer
+	out    *testio.SyncBuffer
 }
 
 func startMember(t *testing.T, args ...string) *member {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}}
+	m := &member{cancel: cancel, done: make(chan error, 1), out: &testio.SyncBuffer{}}
 	go func() { m.done <- run(ctx, append(args, "--log-level", "error"), m.out, io.Discard) }()
 	return m
 }
@@ -76,7 +77,7 @@ func TestRunbooks(t *testing.T) {
 	}
 	env := map[string]string{"ZRAFT_ENDPOINTS": strings.Join(endpoints, ","), "ZRAFT_HTTP": strings.Join(https, ",")}
 	zraft := func(args ...string) (int, string, string) {
-		var o, e syncBuffer
+		var o, e testio.SyncBuffer
 		code := zraftcli.Run(context.Background(), args, &o, &e, func(k string) string { return env[k] })
 		return code, o.String(), e.String()
 	}

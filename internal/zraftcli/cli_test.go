@@ -1,20 +1,19 @@
 package zraftcli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/zraft/zraft/fsm"
+	"github.com/zraft/zraft/internal/testio"
 	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/kv"
 	"github.com/zraft/zraft/node"
@@ -69,7 +68,7 @@ func startCLIClusterWith(t *testing.T, tweak func(*node.Config)) *cli {
 // zraft runs the CLI as a user would (same entry point as main, minus
 // os.Exit) and returns its exit code, stdout and stderr.
 func (c *cli) zraft(ctx context.Context, args ...string) (int, string, string) {
-	var out, errOut syncBuffer
+	var out, errOut testio.SyncBuffer
 	code := run(ctx, args, env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return c.envs[k] }})
 	return code, out.String(), errOut.String()
 }
@@ -81,23 +80,6 @@ func (c *cli) expect(args string, wantCode int, wantOut, wantErr string) {
 		c.t.Fatalf("zraft %s: exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr containing %q",
 			args, code, out, errOut, wantCode, wantOut, wantErr)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestKVCommands(t *testing.T) {
@@ -118,7 +100,7 @@ func TestKVWatchPrintsEachChange(t *testing.T) {
 	c := startCLICluster(t)
 	c.expect("kv set w 0", 0, "OK\n", "")
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
+	var out, errOut testio.SyncBuffer
 	done := make(chan int)
 	go func() {
 		done <- run(ctx, []string{"kv", "watch", "w"}, env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return c.envs[k] }})
@@ -157,7 +139,7 @@ func TestStatusAndSessions(t *testing.T) {
 	// A watching session is live while sessions lists.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
-	var wout syncBuffer
+	var wout testio.SyncBuffer
 	go func() {
 		done <- run(ctx, []string{"kv", "watch", "x"}, env{stdout: &wout, stderr: io.Discard, getenv: func(k string) string { return c.envs[k] }})
 	}()
