@@ -224,7 +224,15 @@ func (a *raftAdapter) Read(ctx context.Context, q any) (any, error) {
 	if nh == nil {
 		return nil, errNotStarted
 	}
-	res, err := nh.SyncRead(ctx, a.shard, q)
+	// The same ReadIndex round as ReadBatch, so a leader elected a moment
+	// ago (or just restored) waits until it may serve instead of answering
+	// "shard is not ready".
+	rs, err := a.readIndex(ctx, nh)
+	if err != nil {
+		return nil, mapRaftErr(err)
+	}
+	res, err := nh.ReadLocalNode(rs, q)
+	rs.Release()
 	if err != nil && isRaftErr(err) {
 		return nil, mapRaftErr(err)
 	}
