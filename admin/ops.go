@@ -302,25 +302,51 @@ func (c *Client) SnapshotSave(ctx context.Context, w io.Writer) (SnapshotInfo, e
 		return info, &Error{Op: op, Endpoint: l.HTTP, Message: fmt.Sprintf("backup stream: %v %v", err, cw.err), Err: ErrBadAnswer}
 	}
 	info.Bytes = cw.n
+	if !cw.endsWithZeros() {
+		// Cut at an entry boundary: the tar reader sees a clean end, but
+		// the end-of-archive marker (two zero blocks) is missing.
+		return info, &Error{Op: op, Endpoint: l.HTTP, Message: "backup stream ends without the tar end-of-archive marker (cut short)", Err: ErrBadAnswer}
+	}
 	if info.Files == 0 {
 		return info, &Error{Op: op, Endpoint: l.HTTP, Message: "empty backup", Err: ErrBadAnswer}
 	}
 	return info, nil
 }
 
+// countWriter counts what it writes and keeps the last trailerSize bytes.
 type countWriter struct {
-	w   io.Writer
-	n   int64
-	err error
+	w    io.Writer
+	n    int64
+	err  error
+	tail []byte
 }
+
+// trailerSize is the tar end-of-archive marker: two zero blocks.
+const trailerSize = 1024
 
 func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	c.tail = append(c.tail, p[:n]...)
+	if len(c.tail) > trailerSize {
+		c.tail = append(c.tail[:0], c.tail[len(c.tail)-trailerSize:]...)
+	}
 	if err != nil && c.err == nil {
 		c.err = err
 	}
 	return n, err
+}
+
+func (c *countWriter) endsWithZeros() bool {
+	if len(c.tail) < trailerSize {
+		return false
+	}
+	for _, b := range c.tail {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // SnapshotSaveFile is SnapshotSave into file, written next to it and
