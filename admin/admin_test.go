@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -258,5 +260,27 @@ func TestTransferNotMoved(t *testing.T) {
 	res, err := c.TransferLeader(context.Background(), 3, 2*time.Second)
 	if !errors.Is(err, ErrNotMoved) || res.LeaderID != 1 || res.Moved {
 		t.Fatalf("transfer: %+v %v; want ErrNotMoved, leader 1", res, err)
+	}
+}
+
+// A tool linking the admin API must not link the node's heavy
+// dependencies: only the standard library and node/httpapi.
+func TestImportsNoServerPackages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/zraft/zraft/node/httpapi") {
+		t.Fatalf("go list -deps output lacks node/httpapi: %q", out)
+	}
+	for _, dep := range deps {
+		if strings.Contains(strings.SplitN(dep, "/", 2)[0], ".") &&
+			dep != "github.com/zraft/zraft/node/httpapi" && dep != "github.com/zraft/zraft/admin" {
+			t.Errorf("admin depends on %s", dep)
+		}
 	}
 }
