@@ -43,8 +43,8 @@ type cluster struct {
 	t         *testing.T
 	root      string
 	clusterID string
-	config    string // JSON config file every member loads
-	tokenFile string
+	config    string    // JSON config file every member loads
+	tokenFile string    // "" : members run without an admin token
 	members   []*member // every member ever started, running or not
 }
 
@@ -148,9 +148,12 @@ func (c *cluster) startErr(m *member, members []*member, clusterID string, extra
 		return err
 	}
 	defer logf.Close() // the child has its own descriptor
-	args := append([]string{"--config", c.config, "--id", fmt.Sprint(m.id), "--members", membersFlag(members),
-		"--cluster-id", clusterID, "--data", m.dir, "--http", m.httpAddr, "--admin-token-file", c.tokenFile,
-		"--log-level", "warn"}, extra...)
+	args := []string{"--config", c.config, "--id", fmt.Sprint(m.id), "--members", membersFlag(members),
+		"--cluster-id", clusterID, "--data", m.dir, "--http", m.httpAddr, "--log-level", "warn"}
+	if c.tokenFile != "" {
+		args = append(args, "--admin-token-file", c.tokenFile)
+	}
+	args = append(args, extra...)
 	fmt.Fprintf(logf, "=== %s ops: node %s\n", time.Now().Format("15:04:05.000"), strings.Join(args, " "))
 	cmd := exec.Command(nodeBin, args...)
 	cmd.Dir = m.dir
