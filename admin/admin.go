@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -189,12 +190,12 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	var eps []string
 	for _, ep := range endpoints {
 		ep = strings.TrimSpace(ep)
-		ep = strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
 		if ep == "" {
 			continue
 		}
-		if strings.ContainsAny(ep, "/?#@ ") {
-			return nil, fmt.Errorf("%w: endpoint %q: want host:port", ErrInvalid, ep)
+		// No scheme: WithTLS decides between http and https.
+		if _, _, err := net.SplitHostPort(ep); err != nil || strings.ContainsAny(ep, "/?#@ ") {
+			return nil, fmt.Errorf("%w: endpoint %q: want host:port (no scheme: WithTLS picks https)", ErrInvalid, ep)
 		}
 		eps = append(eps, ep)
 	}

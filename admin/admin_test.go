@@ -106,8 +106,10 @@ func TestBadArgumentsAreRefusedLocally(t *testing.T) {
 	if _, err := New(nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("New without endpoints: %v", err)
 	}
-	if _, err := New([]string{"host:1/path"}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("New with a path: %v", err)
+	for _, ep := range []string{"host:1/path", "http://host:1", "host", "user@host:1"} {
+		if _, err := New([]string{ep}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("New(%q): %v; want ErrInvalid", ep, err)
+		}
 	}
 	if _, err := New([]string{"h:1"}, WithTimeout(0)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("New with a zero timeout: %v", err)
