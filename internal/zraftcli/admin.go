@@ -2,58 +2,42 @@ package zraftcli
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/zraft/zraft/node/httpapi"
+	"github.com/zraft/zraft/admin"
 )
 
-// adminRequest sends an authenticated admin request to one HTTP endpoint
-// and returns the answer's body, or an error naming the status.
-func adminRequest(ctx context.Context, c common, ep, method, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.httpURL(ep, path), nil)
-	if err != nil {
-		return nil, err
+// adminClient returns the Go admin API client for the command's HTTP
+// endpoints, credential and TLS settings (after prepare): every command
+// that talks to the HTTP endpoints goes through it, so the CLI and the Go
+// API cannot drift.
+func (c *common) adminClient() (*admin.Client, error) {
+	a, err := admin.New(c.httpList(), admin.WithToken(c.adminToken), admin.WithTLS(c.tls),
+		admin.WithTimeout(c.timeout), admin.WithHTTPClient(c.client))
+	if errors.Is(err, admin.ErrInvalid) {
+		return nil, fmt.Errorf("%w: --http: %v", errUsage, err)
 	}
-	if c.adminToken != "" {
-		req.Header.Set("Authorization", "Bearer "+c.adminToken)
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		return nil, fmt.Errorf("%s %s: %s: %s", method, c.httpURL(ep, path), resp.Status, strings.TrimSpace(string(body)))
-	}
-	return resp, nil
+	return a, err
 }
 
-// leaderHTTP returns the HTTP endpoint of the member that leads, from the
-// members' /status answers.
-func leaderHTTP(ctx context.Context, c common) (string, error) {
-	sts := statuses(ctx, c)
-	for _, s := range sts {
-		if s.Error == "" && s.Role == "leader" {
-			return s.HTTP, nil
-		}
+// cliError adds what to check to an error of the admin API.
+func cliError(err error) error {
+	var e *admin.Error
+	if !errors.As(err, &e) {
+		return err
 	}
-	for _, s := range sts {
-		if s.Error == "" {
-			return "", fmt.Errorf("no member leads (member %d answered as %s); try again", s.ID, s.Role)
-		}
+	switch {
+	case errors.Is(err, admin.ErrUnauthorized):
+		return fmt.Errorf("%w (send the admin token: --admin-token or ZRAFT_ADMIN_TOKEN)", err)
+	case strings.Contains(e.Op, admin.NoAnswer):
+		return fmt.Errorf("%w (are the HTTP endpoints right? --http or ZRAFT_HTTP; TLS: --cacert, --cert, --key)", err)
 	}
-	return "", noAnswer(sts)
+	return err
 }
 
 func leaderCommand(ctx context.Context, args []string, e env) error {
@@ -76,40 +60,22 @@ func leaderCommand(ctx context.Context, args []string, e env) error {
 	if err != nil || id == 0 {
 		return fmt.Errorf("%w: member id %q: want a positive integer", errUsage, fs.Arg(0))
 	}
+	if *wait <= 0 || *wait > admin.MaxTransferWait {
+		return fmt.Errorf("%w: --wait %v: want a duration up to %v", errUsage, *wait, admin.MaxTransferWait)
+	}
 	if err := c.prepare(e); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout+*wait)
-	defer cancel()
-	sts := statuses(ctx, c)
-	var lastErr error
-	for _, s := range sts {
-		if s.Error != "" {
-			lastErr = fmt.Errorf("%s: %s", s.HTTP, s.Error)
-			continue
-		}
-		resp, err := adminRequest(ctx, c, s.HTTP, http.MethodPost,
-			fmt.Sprintf("/admin/leader/transfer?id=%d&wait=%s", id, *wait))
-		if err != nil {
-			return err // the member answered: its refusal is the answer
-		}
-		var res httpapi.TransferResult
-		err = json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&res)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if !res.Moved {
-			return fmt.Errorf("leadership did not move to %d within %v (leader is %d); dragonboat's transfer is best effort: try again",
-				id, *wait, res.LeaderID)
-		}
-		fmt.Fprintf(e.stdout, "leader is now %d (moved in %v)\n", res.LeaderID, time.Duration(res.WaitedMS)*time.Millisecond)
-		return nil
+	a, err := c.adminClient()
+	if err != nil {
+		return err
 	}
-	if lastErr == nil {
-		lastErr = noAnswer(sts)
+	res, err := a.TransferLeader(ctx, id, *wait)
+	if err != nil {
+		return cliError(err)
 	}
-	return lastErr
+	fmt.Fprintf(e.stdout, "leader is now %d (moved in %v)\n", res.LeaderID, time.Duration(res.WaitedMS)*time.Millisecond)
+	return nil
 }
 
 func snapshotCommand(ctx context.Context, args []string, e env) error {
@@ -131,37 +97,17 @@ func snapshotCommand(ctx context.Context, args []string, e env) error {
 	if err := c.prepare(e); err != nil {
 		return err
 	}
+	a, err := c.adminClient()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	ep, err := leaderHTTP(ctx, c)
+	info, err := a.SnapshotSaveFile(ctx, file)
 	if err != nil {
-		return err
+		return cliError(err)
 	}
-	resp, err := adminRequest(ctx, c, ep, http.MethodPost, "/admin/snapshot")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	// Written next to FILE and renamed: FILE is complete or absent.
-	tmp, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".part-*")
-	if err != nil {
-		return err
-	}
-	n, err := io.Copy(tmp, resp.Body)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), file)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("snapshot save: %w", err)
-	}
-	fmt.Fprintf(e.stdout, "snapshot saved to %s (%d bytes, from %s)\n", file, n, ep)
+	fmt.Fprintf(e.stdout, "snapshot saved to %s (%d bytes, from %s)\n", file, info.Bytes, info.From)
 	return nil
 }
 
@@ -179,61 +125,50 @@ func memberCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	var path string
+	var id uint64
 	switch {
 	case sub == "list" && fs.NArg() == 0:
-	case sub == "add" && fs.NArg() == 3:
-		id, err := strconv.ParseUint(fs.Arg(0), 10, 64)
-		if err != nil || id == 0 {
+	case sub == "add" && fs.NArg() == 3, sub == "remove" && fs.NArg() == 1:
+		if id, err = strconv.ParseUint(fs.Arg(0), 10, 64); err != nil || id == 0 {
 			return fmt.Errorf("%w: member id %q: want a positive integer", errUsage, fs.Arg(0))
 		}
-		path = fmt.Sprintf("/admin/members/add?id=%d&raft=%s&client=%s", id, url.QueryEscape(fs.Arg(1)), url.QueryEscape(fs.Arg(2)))
-	case sub == "remove" && fs.NArg() == 1:
-		id, err := strconv.ParseUint(fs.Arg(0), 10, 64)
-		if err != nil || id == 0 {
-			return fmt.Errorf("%w: member id %q: want a positive integer", errUsage, fs.Arg(0))
-		}
-		path = fmt.Sprintf("/admin/members/remove?id=%d", id)
 	default:
 		return fmt.Errorf("%w: want: %s", errUsage, synopsis)
 	}
 	if err := c.prepare(e); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout+15*time.Second)
-	defer cancel()
-	if sub == "list" {
-		return listMembers(ctx, c, e)
-	}
-	ep, err := leaderHTTP(ctx, c)
+	a, err := c.adminClient()
 	if err != nil {
 		return err
 	}
-	resp, err := adminRequest(ctx, c, ep, http.MethodPost, path)
-	if err != nil {
-		return err
+	switch sub {
+	case "list":
+		return cliError(listMembers(ctx, a, e))
+	case "add":
+		if err := a.MemberAdd(ctx, admin.Member{ID: id, RaftAddr: fs.Arg(1), ClientAddr: fs.Arg(2)}); err != nil {
+			return cliError(err)
+		}
+		fmt.Fprintf(e.stdout, "member %d added; start it with node --join --id %d\n", id, id)
+	default:
+		if err := a.MemberRemove(ctx, id); err != nil {
+			return cliError(err)
+		}
+		fmt.Fprintf(e.stdout, "member %d removed\n", id)
 	}
-	defer resp.Body.Close()
-	_, err = io.Copy(e.stdout, io.LimitReader(resp.Body, 4096))
-	return err
+	return nil
 }
 
 // listMembers prints the member directory as the leader serves it.
-func listMembers(ctx context.Context, c common, e env) error {
-	sts := statuses(ctx, c)
-	var from *memberStatus
-	for i := range sts {
-		if sts[i].Error == "" && (from == nil || sts[i].Role == "leader") {
-			from = &sts[i]
-		}
-	}
-	if from == nil {
-		return noAnswer(sts)
+func listMembers(ctx context.Context, a *admin.Client, e env) error {
+	ms, err := a.MemberList(ctx)
+	if err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRAFT\tCLIENT\tLEADER")
-	for _, m := range from.Members {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\n", m.ID, m.RaftAddr, m.ClientAddr, m.ID == from.LeaderID)
+	for _, m := range ms.Members {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\n", m.ID, m.RaftAddr, m.ClientAddr, m.ID == ms.LeaderID)
 	}
 	return tw.Flush()
 }

@@ -4,101 +4,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/zraft/zraft/node/httpapi"
+	"github.com/zraft/zraft/admin"
 )
 
-// memberStatus is one member's /status answer, or why there is none.
-type memberStatus struct {
-	httpapi.Status
-	HTTP  string `json:"http"`
-	Error string `json:"error,omitempty"`
-	// Lag is how many log entries the member has applied fewer than the
-	// leader (absent when no leader answered); CatchingUp is true past
-	// catchUpLag.
-	Lag        *uint64 `json:"lag,omitempty"`
-	CatchingUp bool    `json:"catching_up"`
-}
-
-// catchUpLag is the lag, in log entries, past which status calls a member
-// catching up (a new member loading a snapshot, one back from a pause).
-const catchUpLag = 100
-
-// addLag fills Lag and CatchingUp from the leader's applied index.
-func addLag(sts []memberStatus) {
-	var leader *memberStatus
-	for i := range sts {
-		if sts[i].Error == "" && sts[i].Role == "leader" {
-			leader = &sts[i]
-		}
-	}
-	if leader == nil {
-		return
-	}
-	for i := range sts {
-		s := &sts[i]
-		if s.Error != "" {
-			continue
-		}
-		lag := uint64(0)
-		if leader.Applied > s.Applied {
-			lag = leader.Applied - s.Applied
-		}
-		s.Lag = &lag
-		s.CatchingUp = lag > catchUpLag
-	}
-}
-
-// maxBody bounds what the CLI reads from one HTTP answer.
-const maxBody = 64 << 20
-
-func getJSON(ctx context.Context, c common, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-	}
-	return json.Unmarshal(body, v)
-}
+// memberStatus is one member's status as the admin API reports it (the
+// JSON of zraft status --json).
+type memberStatus = admin.MemberStatus
 
 // statuses asks every HTTP endpoint for its status, concurrently, each
-// bounded by the command's timeout.
-func statuses(ctx context.Context, c common) []memberStatus {
-	eps := c.httpList()
-	out := make([]memberStatus, len(eps))
-	done := make(chan struct{}, len(eps))
-	for i, ep := range eps {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			var s memberStatus
-			if err := getJSON(ctx, c, c.httpURL(ep, "/status"), &s); err != nil {
-				s = memberStatus{Status: httpapi.Status{Role: "unreachable"}, Error: err.Error()}
-			}
-			s.HTTP = ep
-			out[i] = s
-		}()
+// bounded by the command's timeout, with the lag columns filled.
+func statuses(ctx context.Context, c common) ([]memberStatus, error) {
+	a, err := c.adminClient()
+	if err != nil {
+		return nil, err
 	}
-	for range eps {
-		<-done
-	}
-	return out
+	sts, err := a.Status(ctx)
+	return sts, cliError(err)
 }
 
 // listingFlags parses the flags of a command that takes no arguments and
@@ -124,13 +50,9 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	sts := statuses(ctx, c)
-	addLag(sts)
-	reachable := 0
-	for _, s := range sts {
-		if s.Error == "" {
-			reachable++
-		}
+	sts, stErr := statuses(ctx, c)
+	if sts == nil {
+		return stErr
 	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -163,25 +85,8 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 			return err
 		}
 	}
-	if reachable == 0 {
-		return noAnswer(sts)
-	}
-	return nil
+	return stErr
 }
-
-// noAnswer is the error when no member answered: the first member's reason
-// (a refused TLS handshake, 403 without a client certificate, a closed port)
-// and what to check.
-func noAnswer(sts []memberStatus) error {
-	reason := ""
-	if len(sts) > 0 {
-		reason = ": " + sts[0].HTTP + ": " + sts[0].Error
-	}
-	return fmt.Errorf("no member answered (are the HTTP endpoints right? --http or ZRAFT_HTTP; TLS: --cacert, --cert, --key)%s", reason)
-}
-
-// maxListed bounds how many sessions the command lists.
-const maxListed = 1_000_000
 
 func sessionsCommand(ctx context.Context, args []string, e env) error {
 	c, asJSON, err := listingFlags("sessions", args, e)
@@ -191,25 +96,13 @@ func sessionsCommand(ctx context.Context, args []string, e env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	// Any member answers linearizably; prefer the leader (no forwarding).
-	sts := statuses(ctx, c)
-	sort.SliceStable(sts, func(i, j int) bool { return sts[i].Role == "leader" && sts[j].Role != "leader" })
-	var all []httpapi.Session
-	var lastErr error
-	for _, s := range sts {
-		if s.Error != "" {
-			continue
-		}
-		all, lastErr = listSessions(ctx, c, s.HTTP)
-		if lastErr == nil {
-			break
-		}
+	a, err := c.adminClient()
+	if err != nil {
+		return err
 	}
-	if all == nil && lastErr == nil {
-		return noAnswer(sts)
-	}
-	if lastErr != nil {
-		return lastErr
+	all, err := a.Sessions(ctx)
+	if err != nil {
+		return cliError(err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -239,25 +132,4 @@ func stamp(ns int64) string {
 		return "-"
 	}
 	return time.Unix(0, ns).UTC().Format("15:04:05.000")
-}
-
-func listSessions(ctx context.Context, c common, httpAddr string) ([]httpapi.Session, error) {
-	all := []httpapi.Session{}
-	after := ""
-	for len(all) < maxListed {
-		url := c.httpURL(httpAddr, fmt.Sprintf("/sessions?limit=%d", httpapi.MaxSessionsPage))
-		if after != "" {
-			url += "&after=" + after
-		}
-		var page []httpapi.Session
-		if err := getJSON(ctx, c, url, &page); err != nil {
-			return nil, err
-		}
-		all = append(all, page...)
-		if len(page) < httpapi.MaxSessionsPage {
-			break
-		}
-		after = page[len(page)-1].ID
-	}
-	return all, nil
 }
