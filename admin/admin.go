@@ -53,6 +53,11 @@ var (
 	// succeed; a membership change that failed this way may or may not
 	// have happened (MemberList says).
 	ErrUnavailable = errors.New("admin: unavailable")
+	// ErrNotLeader: a membership change reached a member that does not
+	// lead (421), typically because leadership moved after the client
+	// found the leader. MemberAdd and MemberRemove find the leader again
+	// and retry until their deadline; the error is returned only then.
+	ErrNotLeader = errors.New("admin: not the leader")
 	// ErrNotMoved: leadership did not reach the target before the wait
 	// ended (dragonboat's transfer is best effort); the TransferResult
 	// says who leads.
@@ -104,6 +109,8 @@ func statusError(op, ep string, code int, body string) *Error {
 		sentinel = ErrForbidden
 	case code == http.StatusBadRequest || code == http.StatusConflict:
 		sentinel = ErrRefused
+	case code == http.StatusMisdirectedRequest:
+		sentinel = ErrNotLeader
 	case code >= 500:
 		sentinel = ErrUnavailable
 	}

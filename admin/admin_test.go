@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,9 +42,10 @@ func newFake(t *testing.T, role string, answer func(w http.ResponseWriter, r *ht
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.auth[r.URL.Path] = r.Header.Get("Authorization")
+		role := f.role
 		f.mu.Unlock()
 		if r.URL.Path == "/status" {
-			_ = json.NewEncoder(w).Encode(httpapi.Status{ID: 1, Role: f.role, LeaderID: 1, Applied: 500,
+			_ = json.NewEncoder(w).Encode(httpapi.Status{ID: 1, Role: role, LeaderID: 1, Applied: 500,
 				Members: []httpapi.Member{{ID: 2, RaftAddr: "r2", ClientAddr: "c2"}, {ID: 1, RaftAddr: "r1", ClientAddr: "c1"}}})
 			return
 		}
@@ -50,6 +53,12 @@ func newFake(t *testing.T, role string, answer func(w http.ResponseWriter, r *ht
 	}))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+func (f *fakeMember) setRole(role string) {
+	f.mu.Lock()
+	f.role = role
+	f.mu.Unlock()
 }
 
 func (f *fakeMember) ep() string { return strings.TrimPrefix(f.srv.URL, "http://") }
@@ -82,6 +91,7 @@ func TestStatusCodesBecomeTypedErrors(t *testing.T) {
 		{http.StatusConflict, ErrRefused},
 		{http.StatusBadRequest, ErrRefused},
 		{http.StatusServiceUnavailable, ErrUnavailable},
+		{http.StatusMisdirectedRequest, ErrNotLeader},
 		{http.StatusTeapot, ErrBadAnswer},
 	} {
 		f := newFake(t, "leader", func(w http.ResponseWriter, r *http.Request) {
@@ -284,5 +294,33 @@ func TestImportsNoServerPackages(t *testing.T) {
 			dep != "github.com/zraft/zraft/node/httpapi" && dep != "github.com/zraft/zraft/admin" {
 			t.Errorf("admin depends on %s", dep)
 		}
+	}
+}
+
+// TestChangeFollowsLeadershipThatMoved: a membership change that reaches a
+// member which no longer leads (421) is sent again to the member leading
+// now, and succeeds there.
+func TestChangeFollowsLeadershipThatMoved(t *testing.T) {
+	var a, b atomic.Pointer[fakeMember]
+	var askedA, askedB atomic.Int32
+	fa := newFake(t, "leader", func(w http.ResponseWriter, r *http.Request) {
+		askedA.Add(1)
+		// Leadership moved to b just before a was asked.
+		a.Load().setRole("follower")
+		b.Load().setRole("leader")
+		http.Error(w, "node: membership: node: not the leader: member 1 does not lead (member 2 does)", http.StatusMisdirectedRequest)
+	})
+	fb := newFake(t, "follower", func(w http.ResponseWriter, r *http.Request) {
+		askedB.Add(1)
+		_, _ = io.WriteString(w, "member 3 removed\n")
+	})
+	a.Store(fa)
+	b.Store(fb)
+	c := newClient(t, []string{fa.ep(), fb.ep()}, WithToken("tok"))
+	if err := c.MemberRemove(context.Background(), 3); err != nil {
+		t.Fatalf("remove after leadership moved: %v", err)
+	}
+	if askedA.Load() != 1 || askedB.Load() != 1 {
+		t.Fatalf("asked the old leader %d times and the new one %d times; want once each", askedA.Load(), askedB.Load())
 	}
 }

@@ -183,21 +183,37 @@ func (c *Client) MemberRemove(ctx context.Context, id uint64) error {
 	return c.change(ctx, op, fmt.Sprintf("/admin/members/remove?id=%d", id))
 }
 
-// change sends a membership change to the leader.
+// change sends a membership change to the leader. A member that answers
+// it does not lead (leadership moved after the client found the leader) is
+// left for the leader found again, after notLeaderPause, until the deadline.
 func (c *Client) change(ctx context.Context, op, path string) error {
 	ctx, cancel := c.withTimeout(ctx, changeExtra)
 	defer cancel()
-	l, err := c.leaderFor(ctx, op)
-	if err != nil {
-		return err
+	for {
+		l, err := c.leaderFor(ctx, op)
+		if err != nil {
+			return err
+		}
+		resp, err := c.do(ctx, op, l.HTTP, http.MethodPost, path, true)
+		if errors.Is(err, ErrNotLeader) {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(notLeaderPause):
+				continue
+			}
+		}
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxError))
+		return resp.Body.Close()
 	}
-	resp, err := c.do(ctx, op, l.HTTP, http.MethodPost, path, true)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxError))
-	return resp.Body.Close()
 }
+
+// notLeaderPause is how long a membership change waits before finding the
+// leader again after a member said it does not lead: about an election.
+const notLeaderPause = 200 * time.Millisecond
 
 // leaderFor finds the leader for op.
 func (c *Client) leaderFor(ctx context.Context, op string) (MemberStatus, error) {

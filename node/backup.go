@@ -51,6 +51,10 @@ func (n *Node) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-tar")
 	if err := writeTar(w, n.fs, dir, files); err != nil {
 		n.log.Warn("snapshot stream failed", "err", err)
+		// The status line is sent: abort the response (the connection is
+		// cut without the chunked stream's end), so that no client can
+		// take a cut stream for a whole backup.
+		panic(http.ErrAbortHandler)
 	}
 }
 

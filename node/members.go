@@ -35,6 +35,11 @@ import (
 // ErrMembership is wrapped by every refused membership change.
 var ErrMembership = errors.New("node: membership")
 
+// ErrNotLeaderForChange is wrapped (with ErrMembership) when a membership
+// change reaches a member that does not lead; the HTTP answer is 421
+// Misdirected Request, so the admin client finds the leader and asks again.
+var ErrNotLeaderForChange = errors.New("node: not the leader")
+
 // directorySyncInterval is how often members reload the directory and the
 // leader reconciles it.
 const directorySyncInterval = 250 * time.Millisecond
@@ -228,7 +233,7 @@ func (n *Node) beginChange(ctx context.Context) (map[uint64]string, map[uint64]b
 	}
 	if !n.IsLeader() {
 		id, _, _ := n.leader()
-		return fail(fmt.Errorf("%w: member %d does not lead (member %d does): ask the leader", ErrMembership, n.cfg.ID, id))
+		return fail(fmt.Errorf("%w: %w: member %d does not lead (member %d does): ask the leader", ErrMembership, ErrNotLeaderForChange, n.cfg.ID, id))
 	}
 	voters, removed, cc, err := n.raftMembers(ctx)
 	if err != nil {
@@ -375,6 +380,8 @@ func answerChange(w http.ResponseWriter, err error, ok string) {
 	switch {
 	case err == nil:
 		_, _ = fmt.Fprintln(w, ok)
+	case errors.Is(err, ErrNotLeaderForChange):
+		http.Error(w, err.Error(), http.StatusMisdirectedRequest)
 	case errors.Is(err, ErrMembership), errors.Is(err, ErrAdmin):
 		http.Error(w, err.Error(), http.StatusConflict)
 	default:
