@@ -179,8 +179,8 @@ func TestGrowTo5AndShrinkTo3WhileWriting(t *testing.T) {
 	}
 	for _, n := range c.Nodes() {
 		if n.ID() != l.ID() {
-			if err := n.RemoveMember(ctx, 2); !errors.Is(err, node.ErrMembership) {
-				t.Errorf("remove on a follower: %v; want ErrMembership", err)
+			if err := n.RemoveMember(ctx, 2); !errors.Is(err, node.ErrMembership) || !errors.Is(err, node.ErrNotLeaderForChange) {
+				t.Errorf("remove on a follower: %v; want ErrMembership and ErrNotLeaderForChange", err)
 			}
 			break
 		}
