@@ -34,3 +34,25 @@ func ConsecutivePorts(t testing.TB, n int) int {
 	t.Fatal("no consecutive free ports")
 	return 0
 }
+
+// FreePorts returns n distinct ports on 127.0.0.1 that were free a moment
+// ago (all held open together while chosen, so none repeats). Another
+// process may take one before the caller binds it.
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports, nil
+}

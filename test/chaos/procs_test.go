@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/node"
 	"github.com/zraft/zraft/node/httpapi"
 )
@@ -91,25 +91,6 @@ func memberUser(id uint64) (cred *syscall.Credential, uid int, why string) {
 	return &syscall.Credential{Uid: uint32(uidN), Gid: uint32(gidN)}, uidN, ""
 }
 
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
-}
-
 // startProcCluster starts three members and waits for a leader. Cleanup
 // ends every process (the test's own cleanup checks deaths before that).
 func startProcCluster(t testing.TB) *procCluster {
@@ -121,7 +102,7 @@ func startProcCluster(t testing.TB) *procCluster {
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := freePorts(9)
+	ports, err := testnet.FreePorts(9)
 	if err != nil {
 		t.Fatal(err)
 	}

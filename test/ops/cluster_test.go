@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/zraft/zraft/admin"
+	"github.com/zraft/zraft/internal/testnet"
 	"github.com/zraft/zraft/node"
 )
 
@@ -46,25 +46,6 @@ type cluster struct {
 	config    string    // JSON config file every member loads
 	tokenFile string    // "" : members run without an admin token
 	members   []*member // every member ever started, running or not
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
 }
 
 // newCluster prepares a cluster directory; config is the members' JSON
@@ -101,7 +82,7 @@ func newCluster(t *testing.T, config map[string]any) *cluster {
 // newMember allocates addresses and an empty data dir for member id.
 func (c *cluster) newMember(id uint64) *member {
 	c.t.Helper()
-	ports, err := freePorts(3)
+	ports, err := testnet.FreePorts(3)
 	if err != nil {
 		c.t.Fatal(err)
 	}
