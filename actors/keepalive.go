@@ -45,6 +45,7 @@
 package actors
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -53,9 +54,21 @@ import (
 	"github.com/zraft/zraft/fsm"
 )
 
-// maxBatch bounds the sessions in one RecordLiveness proposal, one expiry
-// check and one ExpireSessions proposal; the rest wait for the next tick.
-const maxBatch = 4096
+// Batch bounds, sized for 100k sessions per leader. A session is recorded
+// about every third of its timeout, so with the defaults (1 s keep-alive,
+// 10 s timeout, a tick every 0.5 s) 100k sessions need about 15k records per
+// tick: maxRecordBatch takes 16,384 (256 KiB of session ids, far below the
+// state machine's MaxBatch of 65,536). Expiries are spread: at most
+// maxExpireBatch per tick and one check (a read, then a proposal) in flight
+// at a time, so 40k sessions that vanish together are expired over about 20
+// s while the leader keeps serving, each with exactly one proposal. The rest
+// wait for the next tick. maxReap bounds the silent connections closed per
+// tick.
+const (
+	maxRecordBatch = 16384
+	maxExpireBatch = 1024
+	maxReap        = 1024
+)
 
 type live struct {
 	// deadline is the local instant after which the session is expired
@@ -101,6 +114,11 @@ type keepalive struct {
 	leader LeaderChanged
 	table  map[fsm.SessionID]*live
 	timer  *time.Timer
+	// checkSince is when the expiry check in flight started (zero when
+	// none is): only one runs at a time, so expiring many sessions is
+	// spread over ticks. A check whose reply was lost stops counting after
+	// checkLost.
+	checkSince time.Time
 }
 
 // NewKeepAlive returns the producer of the keepalive actor.
@@ -124,7 +142,7 @@ func (k *keepalive) Receive(c actor.Context) {
 			k.checked(c, t, m)
 		}
 	case *Seen:
-		k.seen(m)
+		k.seen(m, k.env.Now())
 	case *SessionRemoved:
 		delete(k.table, m.Session)
 	case *tick:
@@ -232,11 +250,12 @@ func Grace(timeout, keepAliveInterval time.Duration) time.Duration {
 	return timeout/3 + keepAliveInterval
 }
 
-func (k *keepalive) seen(m *Seen) {
+// seen notes a sign of life of a session at the instant at.
+func (k *keepalive) seen(m *Seen, at time.Time) {
 	if !k.leader.IsLeader {
 		return
 	}
-	now := k.env.Now()
+	now := at
 	l := k.table[m.Session]
 	if l == nil {
 		if m.Timeout == 0 {
@@ -253,18 +272,34 @@ func (k *keepalive) seen(m *Seen) {
 	l.heard = true
 }
 
+// checkLost is how long an expiry check (a read, then a proposal, each
+// bounded by the proposal timeout) may go unanswered before its sessions are
+// considered again; an answer lost with a restarted bridge must not keep
+// them alive forever, and an answer merely slow must not lead to a second
+// proposal.
+func (k *keepalive) checkLost() time.Duration { return 3 * k.env.Settings.ProposalTimeout }
+
 func (k *keepalive) tick(c actor.Context) {
 	now := k.env.Now()
+	// Keep-alives answered on the connections' goroutines since the last
+	// tick, each with the instant of its connection's last message.
+	k.env.Inbox.Liveness().Drain(func(id fsm.SessionID, at time.Time) {
+		if k.table[id] != nil {
+			k.seen(&Seen{Session: id}, at)
+		}
+	})
+	k.reap(now)
+	checkFree := k.checkSince.IsZero() || now.Sub(k.checkSince) > k.checkLost()
 	var due, batch []fsm.SessionID
 	prev := map[fsm.SessionID]time.Time{}
 	for id, l := range k.table {
 		switch {
 		case now.After(l.deadline):
-			if (l.checking.IsZero() || now.Sub(l.checking) > 2*k.env.Settings.ProposalTimeout) && len(due) < maxBatch {
+			if checkFree && (l.checking.IsZero() || now.Sub(l.checking) > k.checkLost()) && len(due) < maxExpireBatch {
 				l.checking = now
 				due = append(due, id)
 			}
-		case l.heard && now.Sub(l.recordedAt) > l.timeout/3 && len(batch) < maxBatch:
+		case l.heard && now.Sub(l.recordedAt) > l.timeout/3 && len(batch) < maxRecordBatch:
 			batch = append(batch, id)
 			prev[id] = l.recordedAt
 			l.recordedAt, l.heard = now, false
@@ -274,6 +309,7 @@ func (k *keepalive) tick(c actor.Context) {
 		// Sorted so that the expiry proposal's bytes do not depend on map
 		// order.
 		slices.SortFunc(due, fsm.SessionID.Compare)
+		k.checkSince = now
 		c.Send(k.env.Refs.Raft, &Read{Query: fsm.LivenessQuery{Sessions: due}, ReplyTo: c.Self(), Tag: checkTag{term: k.leader.Term, ids: due}})
 	}
 	if len(batch) > 0 {
@@ -283,12 +319,29 @@ func (k *keepalive) tick(c actor.Context) {
 	}
 }
 
+// reap closes the connections bound to a session that sent nothing, not
+// even a keep-alive, for the session's timeout: a client that holds a
+// connection and a session without showing any sign of life must not keep
+// a connection slot. Its session expires on its own deadline.
+func (k *keepalive) reap(now time.Time) {
+	if k.env.Conns == nil {
+		return
+	}
+	for _, conn := range k.env.Inbox.Liveness().Silent(now, maxReap) {
+		k.env.Inbox.Liveness().Unbind(conn)
+		if k.env.Conns.CloseConn(conn) == nil {
+			k.env.Metrics.ReapedConns.WithLabelValues("silent_bound").Inc()
+		}
+	}
+}
+
 // checked proposes the expiry of every checked session still past its
 // deadline, naming the liveness just read, which the state machine requires
 // to be the latest record.
 func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 	lv, ok := r.Result.(fsm.Liveness)
 	if r.Err != nil || !ok || !k.leader.IsLeader || t.term != k.leader.Term {
+		k.checkSince = time.Time{}
 		// Decided again next tick (a new term rebuilt the table anyway).
 		for _, id := range t.ids {
 			if l := k.table[id]; l != nil {
@@ -321,6 +374,7 @@ func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 		}
 	}
 	if len(expiries) == 0 {
+		k.checkSince = time.Time{}
 		return
 	}
 	k.env.Metrics.Expiries.Add(float64(len(expiries)))
@@ -346,6 +400,14 @@ func (k *keepalive) proposed(p *Proposed) {
 	}
 	t, ok := p.Tag.(expireTag)
 	if !ok {
+		return
+	}
+	k.checkSince = time.Time{}
+	if p.Err != nil && !errors.Is(p.Err, ErrOverloaded) {
+		// The expiry may still be applied (outcome unknown): its sessions
+		// stay marked as being checked until checkLost has passed, and are
+		// then read again before anything is proposed, so a late commit is
+		// seen instead of proposed twice.
 		return
 	}
 	var results []fsm.Result

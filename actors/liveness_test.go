@@ -1,0 +1,163 @@
+package actors
+
+import (
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/fsm"
+)
+
+// frameRecorder is a Conns that keeps the frames sent to each connection.
+type frameRecorder struct {
+	mu     sync.Mutex
+	frames map[ConnID][][]byte
+}
+
+func (f *frameRecorder) Send(conn ConnID, frame []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.frames == nil {
+		f.frames = map[ConnID][][]byte{}
+	}
+	f.frames[conn] = append(f.frames[conn], frame)
+	return nil
+}
+
+func (f *frameRecorder) CloseConn(ConnID) error { return nil }
+
+func (f *frameRecorder) sentTo(conn ConnID) [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]byte(nil), f.frames[conn]...)
+}
+
+// TestInboxAnswersKeepAlivesWithoutActors checks the keep-alive fast path:
+// a keep-alive on a bound connection that acknowledges nothing new is
+// answered by the inbox itself and never reaches the session directory,
+// and its sign of life is noted for the keepalive actor. A keep-alive on an
+// unbound connection, or one acknowledging new server requests, goes to the
+// directory as before.
+func TestInboxAnswersKeepAlivesWithoutActors(t *testing.T) {
+	sys := quietSystem()
+	got := make(chan *Inbound, 16)
+	env := &Env{Settings: Settings{Limits: codec.DefaultLimits()}, Metrics: NewMetrics(nil), Log: slog.New(slog.DiscardHandler)}
+	sessions := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		if m, ok := c.Message().(*Inbound); ok {
+			env.Inbox.handled(m.size)
+			got <- m
+		}
+	}))
+	defer sys.Root.Stop(sessions)
+	conns := &frameRecorder{}
+	now := time.Unix(1_800_000_000, 0)
+	env.Refs.Sessions, env.Conns, env.Now = sessions, conns, func() time.Time { return now }
+	in := NewInbox(sys, env, 100, 1<<20)
+	env.Inbox = in
+	session := fsm.SessionID{15: 7}
+	in.Liveness().Bind(1, session, 10*time.Second, now)
+
+	keepAlive := func(conn ConnID, ts int64, acked uint64) {
+		t.Helper()
+		frame, err := codec.Encode(&codec.KeepAlive{Timestamp: ts, AckedUpTo: acked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Received(conn, frame)
+	}
+	keepAlive(1, 41, 0)
+	keepAlive(1, 42, 0)
+	replies := conns.sentTo(1)
+	if len(replies) != 2 {
+		t.Fatalf("%d replies on the bound connection, want 2", len(replies))
+	}
+	for i, f := range replies {
+		m, err := codec.Decode(f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := m.(*codec.KeepAliveResponse); !ok || r.Timestamp != int64(41+i) {
+			t.Fatalf("reply %d: %#v, want KeepAliveResponse{%d}", i, m, 41+i)
+		}
+	}
+	if f, b := in.Pending(); f != 0 || b != 0 {
+		t.Fatalf("%d frames (%d bytes) still admitted after the fast path", f, b)
+	}
+	var heard []fsm.SessionID
+	in.Liveness().Drain(func(id fsm.SessionID, at time.Time) {
+		heard = append(heard, id)
+		if !at.Equal(now) {
+			t.Errorf("noted at %v, want %v", at, now)
+		}
+	})
+	if len(heard) != 1 || heard[0] != session {
+		t.Fatalf("drained %v, want the session once", heard)
+	}
+
+	// Unbound: the directory answers (it refuses or routes).
+	keepAlive(2, 1, 0)
+	// New acknowledgements: the session actor must see them.
+	keepAlive(1, 43, 5)
+	for _, want := range []ConnID{2, 1} {
+		select {
+		case m := <-got:
+			if m.Conn != want {
+				t.Fatalf("directory got a message of connection %d, want %d", m.Conn, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the directory never got the keep-alive of connection %d", want)
+		}
+	}
+	// The same acknowledgement again is nothing new: fast path.
+	keepAlive(1, 44, 5)
+	if n := len(conns.sentTo(1)); n != 3 {
+		t.Fatalf("%d replies on the bound connection, want 3", n)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("directory got %#v", m.Msg)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestLivenessSilentAndUnbind(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	l := NewLiveness(start)
+	l.Bind(1, fsm.SessionID{15: 1}, time.Second, start)
+	l.Bind(2, fsm.SessionID{15: 2}, time.Second, start)
+	l.Bind(3, fsm.SessionID{15: 3}, 5*time.Second, start)
+	if bound, _ := l.Heard(1, start.Add(900*time.Millisecond), false, 0); !bound {
+		t.Fatal("connection 1 not bound")
+	}
+	silent := l.Silent(start.Add(1500*time.Millisecond), 10)
+	if len(silent) != 1 || silent[0] != 2 {
+		t.Fatalf("silent %v, want [2]", silent)
+	}
+	if got := l.Silent(start.Add(10*time.Second), 2); len(got) != 2 {
+		t.Fatalf("silent %v, want 2 (the bound)", got)
+	}
+	l.Unbind(2)
+	if bound, answer := l.Heard(2, start, true, 0); bound || answer {
+		t.Fatal("an unbound connection's keep-alive took the fast path")
+	}
+	if _, answer := l.Heard(1, start, true, 0); !answer {
+		t.Fatal("keep-alive not answered on the fast path")
+	}
+	l.Clear()
+	if l.Bound() != 0 {
+		t.Fatalf("%d bound after Clear", l.Bound())
+	}
+	n := 0
+	l.Drain(func(fsm.SessionID, time.Time) { n++ })
+	if n != 0 {
+		t.Fatalf("%d notes drained after Clear", n)
+	}
+	var nilTable *Liveness
+	if bound, _ := nilTable.Heard(1, start, true, 0); bound {
+		t.Fatal("a nil table bound a connection")
+	}
+}
