@@ -2,8 +2,8 @@ package actors
 
 import (
 	"io"
-	"slices"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
