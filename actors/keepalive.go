@@ -320,14 +320,16 @@ func (k *keepalive) tick(c actor.Context) {
 }
 
 // reap closes the connections bound to a session that sent nothing, not
-// even a keep-alive, for the session's timeout: a client that holds a
-// connection and a session without showing any sign of life must not keep
-// a connection slot. Its session expires on its own deadline.
+// even a keep-alive, for the session's timeout (plus two keep-alive
+// intervals, so that a session expiring on time tells its client first): a
+// client that holds a connection and a session without showing any sign of
+// life must not keep a connection slot, also while a mass expiry is spread
+// over ticks. Its session expires on its own deadline.
 func (k *keepalive) reap(now time.Time) {
 	if k.env.Conns == nil {
 		return
 	}
-	for _, conn := range k.env.Inbox.Liveness().Silent(now, maxReap) {
+	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap) {
 		k.env.Inbox.Liveness().Unbind(conn)
 		if k.env.Conns.CloseConn(conn) == nil {
 			k.env.Metrics.ReapedConns.WithLabelValues("silent_bound").Inc()

@@ -13,7 +13,7 @@
 // bound connection's keep-alive can be answered without it; the inbox notes
 // every message of a bound connection (Heard) and answers its keep-alives;
 // the keepalive actor drains the notes and reaps bound connections that
-// stayed silent for their session's timeout (Silent). The table is the
+// stayed silent for their session's timeout and a little more (Silent). The table is the
 // node's (held by the Inbox), so it survives a restart of any of these
 // actors: a restarted directory clears it and rebinds as clients continue; a
 // restarted keepalive actor keeps draining it. Bounded by the open
@@ -204,10 +204,10 @@ func (l *Liveness) Drain(fn func(session fsm.SessionID, at time.Time)) {
 }
 
 // Silent returns the connections bound to a session whose last message is
-// older than that session's timeout at now: the client sends nothing, not
-// even keep-alives, and its session is about to expire. At most max are
-// returned.
-func (l *Liveness) Silent(now time.Time, max int) []ConnID {
+// older than that session's timeout plus grace at now: the client sends
+// nothing, not even keep-alives, and its session is due to expire. At most
+// max are returned.
+func (l *Liveness) Silent(now time.Time, grace time.Duration, max int) []ConnID {
 	if l == nil {
 		return nil
 	}
@@ -220,7 +220,7 @@ func (l *Liveness) Silent(now time.Time, max int) []ConnID {
 			if len(out) >= max {
 				break
 			}
-			if t-b.at.Load() > int64(b.timeout) {
+			if t-b.at.Load() > int64(b.timeout+grace) {
 				out = append(out, conn)
 			}
 		}

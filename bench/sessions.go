@@ -1,0 +1,415 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/zraft/zraft/codec"
+	"github.com/zraft/zraft/transport"
+)
+
+// Bounds of a keep-alive run.
+const (
+	// MaxKeepAliveSessions bounds SessionsConfig.Sessions. One connection
+	// each: with the machine's cap of 20,000 open files per process, about
+	// 19,000 fit in one load generator.
+	MaxKeepAliveSessions = 100_000
+	// answerWindow is how late a keep-alive answer may come and still
+	// count as answered (the keep-alive interval of the default config).
+	answerWindow = time.Second
+	// maxOpenAttempts bounds the tries to open one session (redirects to
+	// the leader, refusals for the creation rate).
+	maxOpenAttempts = 50
+)
+
+// SessionsConfig describes a keep-alive-only run: Sessions lean sessions
+// (one connection each, the wire protocol spoken directly, no client
+// library) that only send keep-alives, at the interval the server gives.
+type SessionsConfig struct {
+	// Endpoints are the members' client addresses; sessions are opened at
+	// the leader (redirects are followed). Required.
+	Endpoints []string
+	// MetricsURLs are the members' /metrics URLs; the leader's (the one
+	// with zraft_is_leader 1) gives RSS and CPU. Optional.
+	MetricsURLs []string
+	// Sessions is the number of sessions; between 1 and
+	// MaxKeepAliveSessions. Default 1000.
+	Sessions int
+	// OpenRate bounds sessions opened per second (stay under the node's
+	// session_create_rate). Default 500.
+	OpenRate int
+	// Duration is how long keep-alives are measured once every session
+	// is open. Default 30 s.
+	Duration time.Duration
+	// Timeout bounds opening one session. Default 10 s.
+	Timeout time.Duration
+	// TLS, when set, is used for every connection.
+	TLS *tls.Config
+}
+
+// DefaultSessionsConfig returns the defaults documented on SessionsConfig.
+func DefaultSessionsConfig() SessionsConfig {
+	return SessionsConfig{Sessions: 1000, OpenRate: 500, Duration: 30 * time.Second, Timeout: 10 * time.Second}
+}
+
+// Validate reports the first invalid field, wrapping ErrConfig.
+func (c SessionsConfig) Validate() error {
+	switch {
+	case len(c.Endpoints) == 0:
+		return fmt.Errorf("%w: no endpoints", ErrConfig)
+	case c.Sessions < 1 || c.Sessions > MaxKeepAliveSessions:
+		return fmt.Errorf("%w: sessions %d not in [1, %d]", ErrConfig, c.Sessions, MaxKeepAliveSessions)
+	case c.OpenRate < 1:
+		return fmt.Errorf("%w: open rate %d < 1", ErrConfig, c.OpenRate)
+	case c.Duration <= 0 || c.Duration > MaxDuration:
+		return fmt.Errorf("%w: duration %v not in (0, %v]", ErrConfig, c.Duration, MaxDuration)
+	case c.Timeout <= 0:
+		return fmt.Errorf("%w: timeout %v not positive", ErrConfig, c.Timeout)
+	}
+	return nil
+}
+
+// SessionsResult is the outcome of a keep-alive run.
+type SessionsResult struct {
+	Sessions int `json:"sessions"`
+	// Sent counts keep-alives sent while measuring; Answered those answered
+	// within answerWindow; Unanswered the rest.
+	Sent       uint64 `json:"sent"`
+	Answered   uint64 `json:"answered"`
+	Unanswered uint64 `json:"unanswered"`
+	// Closed counts sessions the server closed while measuring.
+	Closed uint64 `json:"closed"`
+	// P50, P99, P999 and Max are keep-alive answer latencies.
+	P50  time.Duration `json:"p50_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	P999 time.Duration `json:"p999_ns"`
+	Max  time.Duration `json:"max_ns"`
+	// OpenTime is how long opening every session took.
+	OpenTime time.Duration `json:"open_ns"`
+	Measured time.Duration `json:"measured_ns"`
+	// Leader figures, from its /metrics (zero when none was given): RSS
+	// before the sessions were opened and at the end, the resident bytes
+	// per session between the two, and the CPU it used while measuring, in
+	// cores.
+	LeaderRSSBefore  uint64  `json:"leader_rss_before"`
+	LeaderRSSAfter   uint64  `json:"leader_rss_after"`
+	BytesPerSession  float64 `json:"bytes_per_session"`
+	LeaderCPUPercent float64 `json:"leader_cpu_percent"`
+}
+
+// lean is one keep-alive-only session.
+type lean struct {
+	conn *transport.Conn
+	// sent is the timestamp of the keep-alive awaiting its answer (0: none).
+	sent atomic.Int64
+}
+
+// keepAliveRun holds a run's shared counters.
+type keepAliveRun struct {
+	mu        sync.Mutex
+	hist      *hdr.Histogram
+	measuring atomic.Bool
+	sent      atomic.Uint64
+	answered  atomic.Uint64
+	closed    atomic.Uint64
+}
+
+// RunSessions opens cfg.Sessions keep-alive-only sessions, has each send a
+// keep-alive every interval (spread evenly over the interval) for
+// cfg.Duration, and reports answer latencies, unanswered keep-alives and
+// the leader's memory and CPU. progress, when set, is called about once a
+// second.
+func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string)) (SessionsResult, error) {
+	if err := cfg.Validate(); err != nil {
+		return SessionsResult{}, err
+	}
+	if progress == nil {
+		progress = func(string) {}
+	}
+	res := SessionsResult{Sessions: cfg.Sessions}
+	before, _ := leaderMetrics(ctx, cfg.MetricsURLs)
+	res.LeaderRSSBefore = uint64(before.rss)
+
+	run := &keepAliveRun{hist: hdr.New(histMinMicros, histMaxMicros, histSigFigs)}
+	sessions := make([]*lean, 0, cfg.Sessions)
+	var wg sync.WaitGroup
+	defer func() {
+		for _, s := range sessions {
+			_ = s.conn.Close()
+		}
+		wg.Wait()
+	}()
+	openStart := time.Now()
+	interval := time.Second
+	gap := time.Second / time.Duration(cfg.OpenRate)
+	leader := cfg.Endpoints[0]
+	for len(sessions) < cfg.Sessions {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		s, iv, addr, err := openLean(ctx, cfg, leader)
+		if err != nil {
+			return res, fmt.Errorf("bench: open session %d: %w", len(sessions)+1, err)
+		}
+		leader, interval = addr, iv
+		sessions = append(sessions, s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run.read(s)
+		}()
+		if len(sessions)%1000 == 0 {
+			progress(fmt.Sprintf("opening  %6d/%d sessions", len(sessions), cfg.Sessions))
+		}
+		time.Sleep(gap)
+	}
+	res.OpenTime = time.Since(openStart)
+
+	// Let the node settle after the openings, then measure.
+	pause(ctx, interval)
+	start, _ := leaderMetrics(ctx, cfg.MetricsURLs)
+	measureStart := time.Now()
+	run.measuring.Store(true)
+	end := measureStart.Add(cfg.Duration)
+	// Every slot, send the keep-alives of the sessions whose turn it is,
+	// so each session sends one per interval and sends are spread evenly.
+	const slot = 10 * time.Millisecond
+	perSlot := max(1, int(int64(len(sessions))*int64(slot)/int64(interval)))
+	next, lastReport := 0, time.Now()
+	tk := time.NewTicker(slot)
+	for now := range tk.C {
+		if ctx.Err() != nil || now.After(end) {
+			break
+		}
+		for range perSlot {
+			run.keepAlive(sessions[next])
+			next = (next + 1) % len(sessions)
+		}
+		if now.Sub(lastReport) >= time.Second {
+			lastReport = now
+			progress(fmt.Sprintf("measuring %5.1fs %9d sent %9d answered", now.Sub(measureStart).Seconds(), run.sent.Load(), run.answered.Load()))
+		}
+	}
+	tk.Stop()
+	// Answers to the last keep-alives may take up to the window.
+	pause(ctx, answerWindow)
+	run.measuring.Store(false)
+	res.Measured = time.Since(measureStart) - answerWindow
+	stop, _ := leaderMetrics(ctx, cfg.MetricsURLs)
+
+	res.Sent, res.Answered, res.Closed = run.sent.Load(), run.answered.Load(), run.closed.Load()
+	res.Unanswered = res.Sent - min(res.Sent, res.Answered)
+	run.mu.Lock()
+	res.P50 = time.Duration(run.hist.ValueAtQuantile(50)) * time.Microsecond
+	res.P99 = time.Duration(run.hist.ValueAtQuantile(99)) * time.Microsecond
+	res.P999 = time.Duration(run.hist.ValueAtQuantile(99.9)) * time.Microsecond
+	res.Max = time.Duration(run.hist.Max()) * time.Microsecond
+	run.mu.Unlock()
+	if stop.ok {
+		res.LeaderRSSAfter = uint64(stop.rss)
+		if res.LeaderRSSBefore > 0 {
+			res.BytesPerSession = (stop.rss - before.rss) / float64(cfg.Sessions)
+		}
+		if start.ok {
+			res.LeaderCPUPercent = 100 * (stop.cpu - start.cpu) / stop.at.Sub(start.at).Seconds()
+		}
+	}
+	return res, nil
+}
+
+// keepAlive sends s's keep-alive; a keep-alive still unanswered from the
+// previous turn simply stays unanswered.
+func (r *keepAliveRun) keepAlive(s *lean) {
+	ts := time.Now().UnixNano()
+	frame, err := codec.Encode(&codec.KeepAlive{Timestamp: ts})
+	if err != nil {
+		return
+	}
+	s.sent.Store(ts)
+	if s.conn.Send(frame) == nil && r.measuring.Load() {
+		r.sent.Add(1)
+	}
+}
+
+// read is a session's reader goroutine: it records keep-alive answers until
+// the connection closes.
+func (r *keepAliveRun) read(s *lean) {
+	for {
+		frame, err := s.conn.Recv()
+		if err != nil {
+			return
+		}
+		msg, err := codec.Decode(frame, nil)
+		if err != nil {
+			continue
+		}
+		switch m := msg.(type) {
+		case *codec.KeepAliveResponse:
+			s.sent.CompareAndSwap(m.Timestamp, 0)
+			lat := time.Since(time.Unix(0, m.Timestamp))
+			if !r.measuring.Load() || lat > answerWindow {
+				continue
+			}
+			r.answered.Add(1)
+			r.mu.Lock()
+			_ = r.hist.RecordValue(max(lat.Microseconds(), histMinMicros))
+			r.mu.Unlock()
+		case *codec.SessionClosed:
+			if r.measuring.Load() {
+				r.closed.Add(1)
+			}
+		}
+	}
+}
+
+// openLean dials addr and creates a session, following redirects to the
+// leader and waiting out creation-rate refusals. It returns the session,
+// the keep-alive interval the server asked for and the leader's address.
+func openLean(ctx context.Context, cfg SessionsConfig, addr string) (*lean, time.Duration, string, error) {
+	dcfg := transport.DefaultDialConfig()
+	dcfg.TLS, dcfg.SendQueue, dcfg.Linger = cfg.TLS, 16, 0
+	var secret codec.Secret
+	if _, err := rand.Read(secret[:]); err != nil {
+		return nil, 0, "", err
+	}
+	var lastErr error
+	for attempt := range maxOpenAttempts {
+		if attempt > 0 {
+			pause(ctx, 50*time.Millisecond)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, 0, "", err
+		}
+		conn, err := transport.Dial(ctx, addr, dcfg)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		nonce := uint64(attempt + 1)
+		frame, err := codec.Encode(&codec.CreateSession{Nonce: nonce, Secret: secret})
+		if err == nil {
+			err = conn.Send(frame)
+		}
+		var reply codec.Message
+		if err == nil {
+			reply, err = recvWithin(conn, cfg.Timeout)
+		}
+		if err != nil {
+			_ = conn.Close()
+			lastErr = err
+			continue
+		}
+		switch m := reply.(type) {
+		case *codec.SessionCreated:
+			return &lean{conn: conn}, m.KeepAliveInterval, addr, nil
+		case *codec.SessionRejected:
+			_ = conn.Close()
+			lastErr = fmt.Errorf("session rejected: %v %s", m.Reason, m.Message)
+			if m.Leader.ClientAddr != "" {
+				addr = m.Leader.ClientAddr
+			}
+		default:
+			_ = conn.Close()
+			lastErr = fmt.Errorf("unexpected %v", reply.Kind())
+		}
+	}
+	return nil, 0, "", lastErr
+}
+
+// recvWithin returns the next message on conn, or an error after d (the
+// connection is then closed).
+func recvWithin(conn *transport.Conn, d time.Duration) (codec.Message, error) {
+	t := time.AfterFunc(d, func() { _ = conn.Close() })
+	defer t.Stop()
+	frame, err := conn.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return codec.Decode(frame, nil)
+}
+
+// nodeMetrics are the figures read from one member's /metrics.
+type nodeMetrics struct {
+	ok       bool
+	rss, cpu float64
+	at       time.Time
+}
+
+// leaderMetrics reads every URL and returns the leader's figures.
+func leaderMetrics(ctx context.Context, urls []string) (nodeMetrics, error) {
+	var errs []error
+	for _, u := range urls {
+		vals, err := scrape(ctx, u)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if vals["zraft_is_leader"] == 1 {
+			return nodeMetrics{ok: true, rss: vals["process_resident_memory_bytes"], cpu: vals["process_cpu_seconds_total"], at: time.Now()}, nil
+		}
+	}
+	return nodeMetrics{}, errors.Join(errs...)
+}
+
+// scrape fetches a Prometheus text page and returns its unlabelled samples.
+func scrape(ctx context.Context, url string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	vals := map[string]float64{}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' || strings.ContainsRune(line, '{') {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			vals[name] = f
+		}
+	}
+	return vals, sc.Err()
+}
+
+// WriteSessionsTable prints r as a table.
+func WriteSessionsTable(w io.Writer, r SessionsResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "sessions\tsent\tunanswered\tclosed\tKA p50\tKA p99\tKA p99.9\tKA max\tleader RSS\tbytes/session\tleader CPU\n")
+	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t%.1f MiB\t%.0f\t%.1f%%\n", r.Sessions, r.Sent, r.Unanswered, r.Closed,
+		r.P50, r.P99, r.P999, r.Max, float64(r.LeaderRSSAfter)/(1<<20), r.BytesPerSession, r.LeaderCPUPercent)
+	return tw.Flush()
+}
+
+// WriteSessionsJSON prints r as JSON.
+func WriteSessionsJSON(w io.Writer, r SessionsResult) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
