@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -94,6 +95,9 @@ type SessionsResult struct {
 	Unanswered uint64 `json:"unanswered"`
 	// Closed counts sessions the server closed while measuring.
 	Closed uint64 `json:"closed"`
+	// SendErrors counts keep-alives the load generator could not send
+	// (its connection was closed or its queue full).
+	SendErrors uint64 `json:"send_errors"`
 	// P50, P99, P999 and Max are keep-alive answer latencies.
 	P50  time.Duration `json:"p50_ns"`
 	P99  time.Duration `json:"p99_ns"`
@@ -127,6 +131,29 @@ type keepAliveRun struct {
 	sent      atomic.Uint64
 	answered  atomic.Uint64
 	closed    atomic.Uint64
+	sendErrs  atomic.Uint64
+	// sending is set while sent keep-alives are counted (the measured
+	// duration, without the answer window after it).
+	sending atomic.Bool
+	// stop ends every session's sender.
+	stop chan struct{}
+}
+
+// send is a session's sender goroutine: a keep-alive every interval, the
+// first after a random part of it so that sessions spread evenly, until
+// stop closes.
+func (r *keepAliveRun) send(s *lean, interval time.Duration) {
+	t := time.NewTimer(time.Duration(mrand.Int64N(int64(interval))))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.keepAlive(s)
+		t.Reset(interval)
+	}
 }
 
 // RunSessions opens cfg.Sessions keep-alive-only sessions, has each send a
@@ -145,74 +172,116 @@ func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string))
 	before, _ := leaderMetrics(ctx, cfg.MetricsURLs)
 	res.LeaderRSSBefore = uint64(before.rss)
 
-	run := &keepAliveRun{hist: hdr.New(histMinMicros, histMaxMicros, histSigFigs)}
-	sessions := make([]*lean, 0, cfg.Sessions)
-	var wg sync.WaitGroup
+	run := &keepAliveRun{hist: hdr.New(histMinMicros, histMaxMicros, histSigFigs), stop: make(chan struct{})}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex // guards sessions, leader, interval, openErr
+		sessions = make([]*lean, 0, cfg.Sessions)
+		leader   = cfg.Endpoints[0]
+		interval = time.Second
+		openErr  error
+	)
 	defer func() {
+		close(run.stop)
+		mu.Lock()
 		for _, s := range sessions {
 			_ = s.conn.Close()
 		}
+		mu.Unlock()
 		wg.Wait()
 	}()
+	// Sessions are opened by openers concurrent workers at cfg.OpenRate;
+	// each starts sending keep-alives as soon as it is open, so none
+	// expires while the others open.
 	openStart := time.Now()
-	interval := time.Second
-	gap := time.Second / time.Duration(cfg.OpenRate)
-	leader := cfg.Endpoints[0]
-	for len(sessions) < cfg.Sessions {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		s, iv, addr, err := openLean(ctx, cfg, leader)
-		if err != nil {
-			return res, fmt.Errorf("bench: open session %d: %w", len(sessions)+1, err)
-		}
-		leader, interval = addr, iv
-		sessions = append(sessions, s)
-		wg.Add(1)
+	const openers = 32
+	turns := make(chan struct{})
+	var owg sync.WaitGroup
+	for range openers {
+		owg.Add(1)
 		go func() {
-			defer wg.Done()
-			run.read(s)
+			defer owg.Done()
+			for range turns {
+				mu.Lock()
+				addr := leader
+				mu.Unlock()
+				s, iv, addr, err := openLean(ctx, cfg, addr)
+				mu.Lock()
+				if err != nil {
+					if openErr == nil {
+						openErr = fmt.Errorf("bench: open session %d: %w", len(sessions)+1, err)
+					}
+					mu.Unlock()
+					continue
+				}
+				leader, interval = addr, iv
+				sessions = append(sessions, s)
+				n := len(sessions)
+				wg.Add(2)
+				mu.Unlock()
+				go func() {
+					defer wg.Done()
+					run.read(s)
+				}()
+				go func() {
+					defer wg.Done()
+					run.send(s, iv)
+				}()
+				if n%1000 == 0 {
+					progress(fmt.Sprintf("opening  %6d/%d sessions", n, cfg.Sessions))
+				}
+			}
 		}()
-		if len(sessions)%1000 == 0 {
-			progress(fmt.Sprintf("opening  %6d/%d sessions", len(sessions), cfg.Sessions))
+	}
+	gap := time.Second / time.Duration(cfg.OpenRate)
+feed:
+	for range cfg.Sessions {
+		mu.Lock()
+		failed := openErr != nil
+		mu.Unlock()
+		if failed || ctx.Err() != nil {
+			break
+		}
+		select {
+		case turns <- struct{}{}:
+		case <-ctx.Done():
+			break feed
 		}
 		time.Sleep(gap)
+	}
+	close(turns)
+	owg.Wait()
+	if openErr != nil {
+		return res, openErr
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
 	}
 	res.OpenTime = time.Since(openStart)
 
 	// Let the node settle after the openings, then measure.
-	pause(ctx, interval)
+	pause(ctx, 2*interval)
 	start, _ := leaderMetrics(ctx, cfg.MetricsURLs)
 	measureStart := time.Now()
 	run.measuring.Store(true)
+	run.sending.Store(true)
 	end := measureStart.Add(cfg.Duration)
-	// Every slot, send the keep-alives of the sessions whose turn it is,
-	// so each session sends one per interval and sends are spread evenly.
-	const slot = 10 * time.Millisecond
-	perSlot := max(1, int(int64(len(sessions))*int64(slot)/int64(interval)))
-	next, lastReport := 0, time.Now()
-	tk := time.NewTicker(slot)
+	tk := time.NewTicker(time.Second)
 	for now := range tk.C {
-		if ctx.Err() != nil || now.After(end) {
+		if ctx.Err() != nil || !now.Before(end) {
 			break
 		}
-		for range perSlot {
-			run.keepAlive(sessions[next])
-			next = (next + 1) % len(sessions)
-		}
-		if now.Sub(lastReport) >= time.Second {
-			lastReport = now
-			progress(fmt.Sprintf("measuring %5.1fs %9d sent %9d answered", now.Sub(measureStart).Seconds(), run.sent.Load(), run.answered.Load()))
-		}
+		progress(fmt.Sprintf("measuring %5.1fs %9d sent %9d answered", now.Sub(measureStart).Seconds(), run.sent.Load(), run.answered.Load()))
 	}
 	tk.Stop()
 	// Answers to the last keep-alives may take up to the window.
 	pause(ctx, answerWindow)
 	run.measuring.Store(false)
+	run.sending.Store(false)
 	res.Measured = time.Since(measureStart) - answerWindow
 	stop, _ := leaderMetrics(ctx, cfg.MetricsURLs)
 
-	res.Sent, res.Answered, res.Closed = run.sent.Load(), run.answered.Load(), run.closed.Load()
+	res.Sent, res.Answered, res.Closed, res.SendErrors = run.sent.Load(), run.answered.Load(), run.closed.Load(), run.sendErrs.Load()
 	res.Unanswered = res.Sent - min(res.Sent, res.Answered)
 	run.mu.Lock()
 	res.P50 = time.Duration(run.hist.ValueAtQuantile(50)) * time.Microsecond
@@ -241,9 +310,15 @@ func (r *keepAliveRun) keepAlive(s *lean) {
 		return
 	}
 	s.sent.Store(ts)
-	if s.conn.Send(frame) == nil && r.measuring.Load() {
-		r.sent.Add(1)
+	err = s.conn.Send(frame)
+	if !r.sending.Load() {
+		return
 	}
+	if err != nil {
+		r.sendErrs.Add(1)
+		return
+	}
+	r.sent.Add(1)
 }
 
 // read is a session's reader goroutine: it records keep-alive answers until
