@@ -202,12 +202,14 @@ func (l *link) shutdown(cause error, graceful bool) bool {
 		l.cause = cause
 		l.graceful = graceful && l.linger > 0 && l.open.Load()
 		l.stopped = true
-		l.closed.Store(true)
 		if l.graceful {
 			// The writer flushes the queue and closes nc (a TLS
 			// close_notify); one is started if none runs.
 			l.wakeLocked()
 		}
+		// Set after the flushing writer is counted: whoever sees the link
+		// closing and then waits for its writers waits for that one too.
+		l.closed.Store(true)
 		l.mu.Unlock()
 		if l.graceful {
 			_ = l.raw.SetWriteDeadline(time.Now().Add(l.linger))
