@@ -114,6 +114,12 @@ type SessionsResult struct {
 	LeaderRSSAfter   uint64  `json:"leader_rss_after"`
 	BytesPerSession  float64 `json:"bytes_per_session"`
 	LeaderCPUPercent float64 `json:"leader_cpu_percent"`
+	// The leader's Go heap in use (go_memstats_heap_inuse_bytes) before
+	// and after, and per session between the two: less noisy than RSS,
+	// which also holds freed pages the runtime has not returned.
+	LeaderHeapBefore    uint64  `json:"leader_heap_before"`
+	LeaderHeapAfter     uint64  `json:"leader_heap_after"`
+	HeapBytesPerSession float64 `json:"heap_bytes_per_session"`
 }
 
 // lean is one keep-alive-only session.
@@ -170,7 +176,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string))
 	}
 	res := SessionsResult{Sessions: cfg.Sessions}
 	before, _ := leaderMetrics(ctx, cfg.MetricsURLs)
-	res.LeaderRSSBefore = uint64(before.rss)
+	res.LeaderRSSBefore, res.LeaderHeapBefore = uint64(before.rss), uint64(before.heap)
 
 	run := &keepAliveRun{hist: hdr.New(histMinMicros, histMaxMicros, histSigFigs), stop: make(chan struct{})}
 	var (
@@ -290,9 +296,10 @@ feed:
 	res.Max = time.Duration(run.hist.Max()) * time.Microsecond
 	run.mu.Unlock()
 	if stop.ok {
-		res.LeaderRSSAfter = uint64(stop.rss)
-		if res.LeaderRSSBefore > 0 {
+		res.LeaderRSSAfter, res.LeaderHeapAfter = uint64(stop.rss), uint64(stop.heap)
+		if before.ok {
 			res.BytesPerSession = (stop.rss - before.rss) / float64(cfg.Sessions)
+			res.HeapBytesPerSession = (stop.heap - before.heap) / float64(cfg.Sessions)
 		}
 		if start.ok {
 			res.LeaderCPUPercent = 100 * (stop.cpu - start.cpu) / stop.at.Sub(start.at).Seconds()
@@ -420,9 +427,9 @@ func recvWithin(conn *transport.Conn, d time.Duration) (codec.Message, error) {
 
 // nodeMetrics are the figures read from one member's /metrics.
 type nodeMetrics struct {
-	ok       bool
-	rss, cpu float64
-	at       time.Time
+	ok             bool
+	rss, cpu, heap float64
+	at             time.Time
 }
 
 // leaderMetrics reads every URL and returns the leader's figures.
@@ -435,7 +442,8 @@ func leaderMetrics(ctx context.Context, urls []string) (nodeMetrics, error) {
 			continue
 		}
 		if vals["zraft_is_leader"] == 1 {
-			return nodeMetrics{ok: true, rss: vals["process_resident_memory_bytes"], cpu: vals["process_cpu_seconds_total"], at: time.Now()}, nil
+			return nodeMetrics{ok: true, rss: vals["process_resident_memory_bytes"], cpu: vals["process_cpu_seconds_total"],
+				heap: vals["go_memstats_heap_inuse_bytes"], at: time.Now()}, nil
 		}
 	}
 	return nodeMetrics{}, errors.Join(errs...)
@@ -476,9 +484,9 @@ func scrape(ctx context.Context, url string) (map[string]float64, error) {
 // WriteSessionsTable prints r as a table.
 func WriteSessionsTable(w io.Writer, r SessionsResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "sessions\tsent\tunanswered\tclosed\tKA p50\tKA p99\tKA p99.9\tKA max\tleader RSS\tbytes/session\tleader CPU\n")
-	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t%.1f MiB\t%.0f\t%.1f%%\n", r.Sessions, r.Sent, r.Unanswered, r.Closed,
-		r.P50, r.P99, r.P999, r.Max, float64(r.LeaderRSSAfter)/(1<<20), r.BytesPerSession, r.LeaderCPUPercent)
+	fmt.Fprintf(tw, "sessions\tsent\tunanswered\tclosed\tKA p50\tKA p99\tKA p99.9\tKA max\tleader RSS\tRSS/session\theap/session\tleader CPU\n")
+	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t%.1f MiB\t%.0f B\t%.0f B\t%.1f%%\n", r.Sessions, r.Sent, r.Unanswered, r.Closed,
+		r.P50, r.P99, r.P999, r.Max, float64(r.LeaderRSSAfter)/(1<<20), r.BytesPerSession, r.HeapBytesPerSession, r.LeaderCPUPercent)
 	return tw.Flush()
 }
 
