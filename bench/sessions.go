@@ -93,8 +93,13 @@ type SessionsResult struct {
 	Sent       uint64 `json:"sent"`
 	Answered   uint64 `json:"answered"`
 	Unanswered uint64 `json:"unanswered"`
-	// Closed counts sessions the server closed while measuring.
+	// Closed counts sessions the server ended (expired, or refused to
+	// continue) while measuring.
 	Closed uint64 `json:"closed"`
+	// Moved counts sessions continued on another connection after the
+	// server closed theirs or told them to go to a new leader (a real
+	// client does the same).
+	Moved uint64 `json:"moved"`
 	// SendErrors counts keep-alives the load generator could not send
 	// (its connection was closed or its queue full).
 	SendErrors uint64 `json:"send_errors"`
@@ -124,9 +129,11 @@ type SessionsResult struct {
 
 // lean is one keep-alive-only session.
 type lean struct {
-	conn *transport.Conn
-	// sent is the timestamp of the keep-alive awaiting its answer (0: none).
-	sent atomic.Int64
+	id     codec.SessionID
+	secret codec.Secret
+	// conn is the session's current connection; its reader replaces it
+	// when the session moves (a leader change) or the connection dies.
+	conn atomic.Pointer[transport.Conn]
 }
 
 // keepAliveRun holds a run's shared counters.
@@ -137,7 +144,9 @@ type keepAliveRun struct {
 	sent      atomic.Uint64
 	answered  atomic.Uint64
 	closed    atomic.Uint64
+	moved     atomic.Uint64
 	sendErrs  atomic.Uint64
+	cfg       SessionsConfig
 	// sending is set while sent keep-alives are counted (the measured
 	// duration, without the answer window after it).
 	sending atomic.Bool
@@ -178,7 +187,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string))
 	before, _ := leaderMetrics(ctx, cfg.MetricsURLs)
 	res.LeaderRSSBefore, res.LeaderHeapBefore = uint64(before.rss), uint64(before.heap)
 
-	run := &keepAliveRun{hist: hdr.New(histMinMicros, histMaxMicros, histSigFigs), stop: make(chan struct{})}
+	run := &keepAliveRun{hist: hdr.New(histMinMicros, histMaxMicros, histSigFigs), stop: make(chan struct{}), cfg: cfg}
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex // guards sessions, leader, interval, openErr
@@ -191,7 +200,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string))
 		close(run.stop)
 		mu.Lock()
 		for _, s := range sessions {
-			_ = s.conn.Close()
+			_ = s.conn.Load().Close()
 		}
 		mu.Unlock()
 		wg.Wait()
@@ -227,7 +236,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string))
 				mu.Unlock()
 				go func() {
 					defer wg.Done()
-					run.read(s)
+					run.read(ctx, s)
 				}()
 				go func() {
 					defer wg.Done()
@@ -288,6 +297,7 @@ feed:
 	stop, _ := leaderMetrics(ctx, cfg.MetricsURLs)
 
 	res.Sent, res.Answered, res.Closed, res.SendErrors = run.sent.Load(), run.answered.Load(), run.closed.Load(), run.sendErrs.Load()
+	res.Moved = run.moved.Load()
 	res.Unanswered = res.Sent - min(res.Sent, res.Answered)
 	run.mu.Lock()
 	res.P50 = time.Duration(run.hist.ValueAtQuantile(50)) * time.Microsecond
@@ -316,8 +326,7 @@ func (r *keepAliveRun) keepAlive(s *lean) {
 	if err != nil {
 		return
 	}
-	s.sent.Store(ts)
-	err = s.conn.Send(frame)
+	err = s.conn.Load().Send(frame)
 	if !r.sending.Load() {
 		return
 	}
@@ -328,43 +337,119 @@ func (r *keepAliveRun) keepAlive(s *lean) {
 	r.sent.Add(1)
 }
 
-// read is a session's reader goroutine: it records keep-alive answers until
-// the connection closes.
-func (r *keepAliveRun) read(s *lean) {
+// read is a session's reader goroutine: it records keep-alive answers, and
+// when the server closes the connection or sends the session elsewhere it
+// continues the session on another connection, as a client would, until
+// the run stops or the session is gone.
+func (r *keepAliveRun) read(ctx context.Context, s *lean) {
+	addr := ""
 	for {
-		frame, err := s.conn.Recv()
-		if err != nil {
-			return
-		}
-		msg, err := codec.Decode(frame, nil)
-		if err != nil {
-			continue
-		}
-		switch m := msg.(type) {
-		case *codec.KeepAliveResponse:
-			s.sent.CompareAndSwap(m.Timestamp, 0)
-			lat := time.Since(time.Unix(0, m.Timestamp))
-			if !r.measuring.Load() || lat > answerWindow {
+		conn := s.conn.Load()
+		frame, err := conn.Recv()
+		if err == nil {
+			var msg codec.Message
+			if msg, err = codec.Decode(frame, nil); err != nil {
 				continue
 			}
-			r.answered.Add(1)
-			r.mu.Lock()
-			_ = r.hist.RecordValue(max(lat.Microseconds(), histMinMicros))
-			r.mu.Unlock()
-		case *codec.SessionClosed:
+			switch m := msg.(type) {
+			case *codec.KeepAliveResponse:
+				r.answer(m)
+				continue
+			case *codec.SessionClosed:
+				switch m.Reason {
+				case codec.CodeNotLeader, codec.CodeShuttingDown, codec.CodeClusterUnavailable, codec.CodeSessionNotFound, codec.CodeSessionMoved:
+					addr = m.Leader.ClientAddr
+				default:
+					if r.measuring.Load() {
+						r.closed.Add(1)
+					}
+					_ = conn.Close()
+					return
+				}
+			default:
+				continue
+			}
+		}
+		_ = conn.Close()
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		next, err := r.continueAt(ctx, s, addr)
+		if err != nil {
 			if r.measuring.Load() {
 				r.closed.Add(1)
 			}
+			return
+		}
+		s.conn.Store(next)
+		r.moved.Add(1)
+		select {
+		case <-r.stop:
+			// The run's cleanup may have closed the old connection
+			// already: close this one here.
+			_ = next.Close()
+			return
+		default:
+		}
+		addr = ""
+	}
+}
+
+// answer records a keep-alive answer.
+func (r *keepAliveRun) answer(m *codec.KeepAliveResponse) {
+	lat := time.Since(time.Unix(0, m.Timestamp))
+	if !r.measuring.Load() || lat > answerWindow {
+		return
+	}
+	r.answered.Add(1)
+	r.mu.Lock()
+	_ = r.hist.RecordValue(max(lat.Microseconds(), histMinMicros))
+	r.mu.Unlock()
+}
+
+// continueAt continues s on a new connection: at addr when the server named
+// a leader, otherwise at each endpoint in turn.
+func (r *keepAliveRun) continueAt(ctx context.Context, s *lean, addr string) (*transport.Conn, error) {
+	var lastErr error
+	for attempt := range maxOpenAttempts {
+		select {
+		case <-r.stop:
+			return nil, errors.New("bench: run stopped")
+		default:
+		}
+		if addr == "" || attempt > 0 {
+			addr = r.cfg.Endpoints[attempt%len(r.cfg.Endpoints)]
+			pause(ctx, 100*time.Millisecond)
+		}
+		conn, reply, err := handshakeLean(ctx, r.cfg, addr, &codec.ContinueSession{SessionID: s.id, Secret: s.secret, Nonce: uint64(attempt + 1)})
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		switch m := reply.(type) {
+		case *codec.SessionContinued:
+			return conn, nil
+		case *codec.SessionRejected:
+			_ = conn.Close()
+			lastErr = fmt.Errorf("continue rejected: %v %s", m.Reason, m.Message)
+			switch m.Reason {
+			case codec.CodeSessionExpired, codec.CodeBadSecret:
+				return nil, lastErr
+			}
+		default:
+			_ = conn.Close()
+			lastErr = fmt.Errorf("unexpected %v", reply.Kind())
 		}
 	}
+	return nil, lastErr
 }
 
 // openLean dials addr and creates a session, following redirects to the
 // leader and waiting out creation-rate refusals. It returns the session,
 // the keep-alive interval the server asked for and the leader's address.
 func openLean(ctx context.Context, cfg SessionsConfig, addr string) (*lean, time.Duration, string, error) {
-	dcfg := transport.DefaultDialConfig()
-	dcfg.TLS, dcfg.SendQueue, dcfg.Linger = cfg.TLS, 16, 0
 	var secret codec.Secret
 	if _, err := rand.Read(secret[:]); err != nil {
 		return nil, 0, "", err
@@ -377,28 +462,16 @@ func openLean(ctx context.Context, cfg SessionsConfig, addr string) (*lean, time
 		if err := ctx.Err(); err != nil {
 			return nil, 0, "", err
 		}
-		conn, err := transport.Dial(ctx, addr, dcfg)
+		conn, reply, err := handshakeLean(ctx, cfg, addr, &codec.CreateSession{Nonce: uint64(attempt + 1), Secret: secret})
 		if err != nil {
-			lastErr = err
-			continue
-		}
-		nonce := uint64(attempt + 1)
-		frame, err := codec.Encode(&codec.CreateSession{Nonce: nonce, Secret: secret})
-		if err == nil {
-			err = conn.Send(frame)
-		}
-		var reply codec.Message
-		if err == nil {
-			reply, err = recvWithin(conn, cfg.Timeout)
-		}
-		if err != nil {
-			_ = conn.Close()
 			lastErr = err
 			continue
 		}
 		switch m := reply.(type) {
 		case *codec.SessionCreated:
-			return &lean{conn: conn}, m.KeepAliveInterval, addr, nil
+			s := &lean{id: m.SessionID, secret: secret}
+			s.conn.Store(conn)
+			return s, m.KeepAliveInterval, addr, nil
 		case *codec.SessionRejected:
 			_ = conn.Close()
 			lastErr = fmt.Errorf("session rejected: %v %s", m.Reason, m.Message)
@@ -411,6 +484,30 @@ func openLean(ctx context.Context, cfg SessionsConfig, addr string) (*lean, time
 		}
 	}
 	return nil, 0, "", lastErr
+}
+
+// handshakeLean dials addr, sends msg (a CreateSession or ContinueSession)
+// and returns the connection with the first reply.
+func handshakeLean(ctx context.Context, cfg SessionsConfig, addr string, msg codec.Message) (*transport.Conn, codec.Message, error) {
+	dcfg := transport.DefaultDialConfig()
+	dcfg.TLS, dcfg.SendQueue, dcfg.Linger = cfg.TLS, 16, 0
+	conn, err := transport.Dial(ctx, addr, dcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	frame, err := codec.Encode(msg)
+	if err == nil {
+		err = conn.Send(frame)
+	}
+	var reply codec.Message
+	if err == nil {
+		reply, err = recvWithin(conn, cfg.Timeout)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, reply, nil
 }
 
 // recvWithin returns the next message on conn, or an error after d (the
@@ -484,8 +581,8 @@ func scrape(ctx context.Context, url string) (map[string]float64, error) {
 // WriteSessionsTable prints r as a table.
 func WriteSessionsTable(w io.Writer, r SessionsResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "sessions\tsent\tunanswered\tclosed\tKA p50\tKA p99\tKA p99.9\tKA max\tleader RSS\tRSS/session\theap/session\tleader CPU\n")
-	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t%.1f MiB\t%.0f B\t%.0f B\t%.1f%%\n", r.Sessions, r.Sent, r.Unanswered, r.Closed,
+	fmt.Fprintf(tw, "sessions\tsent\tunanswered\tclosed\tmoved\tKA p50\tKA p99\tKA p99.9\tKA max\tleader RSS\tRSS/session\theap/session\tleader CPU\n")
+	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t%.1f MiB\t%.0f B\t%.0f B\t%.1f%%\n", r.Sessions, r.Sent, r.Unanswered, r.Closed, r.Moved,
 		r.P50, r.P99, r.P999, r.Max, float64(r.LeaderRSSAfter)/(1<<20), r.BytesPerSession, r.HeapBytesPerSession, r.LeaderCPUPercent)
 	return tw.Flush()
 }
