@@ -209,7 +209,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig, progress func(string))
 	// each starts sending keep-alives as soon as it is open, so none
 	// expires while the others open.
 	openStart := time.Now()
-	const openers = 32
+	const openers = 16
 	turns := make(chan struct{})
 	var owg sync.WaitGroup
 	for range openers {

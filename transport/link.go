@@ -88,6 +88,10 @@ type link struct {
 	br   *bufio.Reader
 	head [headSize]byte
 	pre  prefixed
+	// small holds a lone small frame (header and body) written without a
+	// pooled buffer: a keep-alive answer is one such frame. Owned by the
+	// writer goroutine.
+	small [headSize]byte
 
 	// queuedBytes counts the bytes of frames in the queue (added by the
 	// Router's Send before it queues a frame, subtracted by the writer when
@@ -326,11 +330,33 @@ func (l *link) writeLoop() {
 		l.pong, l.pongDue = nil, false
 		l.mu.Unlock()
 
+		var err error
+		if len(batch) == 1 && !pongDue && bw == nil && len(batch[0]) <= headSize-2 && !l.more() {
+			// A lone small frame (the common answer) goes out in one write
+			// from the link's own small buffer, without a pooled writer.
+			f := batch[0]
+			l.small[0], l.small[1] = 0, byte(len(f))
+			n := 2 + copy(l.small[2:], f)
+			_, err = l.nc.Write(l.small[:n])
+			l.took(len(f))
+			batch[0] = nil
+			if err != nil {
+				l.failWriter(err)
+				return
+			}
+			l.stats.msgsOut.Add(1)
+			l.stats.bytesOut.Add(uint64(len(f)))
+			l.mu.Lock()
+			if cap(batch) <= maxSpare {
+				l.spare = batch[:0]
+			}
+			l.mu.Unlock()
+			continue
+		}
 		if bw == nil {
 			bw = writers.Get().(*bufio.Writer)
 			bw.Reset(l.nc)
 		}
-		var err error
 		if pongDue {
 			err = writeCommand(bw, cmdPong, pong)
 		}
@@ -357,19 +383,18 @@ func (l *link) writeLoop() {
 			runtime.Gosched()
 			if !l.more() {
 				err = bw.Flush()
+				if err == nil {
+					// Everything is out: the buffer goes back to the pool
+					// before this goroutine lingers, so writers waiting for
+					// a CPU do not each hold 8 KiB.
+					bw.Reset(nil)
+					writers.Put(bw)
+					bw = nil
+				}
 			}
 		}
 		if err != nil {
-			if l.closing() {
-				// Closing raw first keeps a TLS close_notify from
-				// waiting on a peer that is not reading.
-				_ = l.raw.Close()
-			}
-			l.shutdown(err, false)
-			l.mu.Lock()
-			l.writing = false
-			l.q, l.spare = nil, nil
-			l.mu.Unlock()
+			l.failWriter(err)
 			return
 		}
 		l.mu.Lock()
@@ -378,6 +403,21 @@ func (l *link) writeLoop() {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// failWriter ends a writer whose write failed: the link is shut down and
+// whatever is queued is dropped (its bytes are given back by the owner).
+func (l *link) failWriter(err error) {
+	if l.closing() {
+		// Closing raw first keeps a TLS close_notify from waiting on a
+		// peer that is not reading.
+		_ = l.raw.Close()
+	}
+	l.shutdown(err, false)
+	l.mu.Lock()
+	l.writing = false
+	l.q, l.spare = nil, nil
+	l.mu.Unlock()
 }
 
 // more reports whether frames or a PONG wait for the writer.
