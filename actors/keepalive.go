@@ -11,18 +11,32 @@
 // it, and is only ever compared with other cluster times. The one bridge
 // is the stamp this node puts on its own proposals (fsm.Stamp).
 //
+// Signs of life arrive two ways: Seen messages (from the directory when it
+// binds a session, from session actors for other traffic, at most once per
+// keep-alive interval each), and the Liveness table of the Inbox, where
+// keep-alives answered on the connections' goroutines are noted; the actor
+// drains it at every tick (liveness.go), so a keep-alive costs no actor
+// message.
+//
 // Every half keep-alive interval, on the leader, it
-//   - proposes one RecordLiveness batch (at most maxBatch sessions) naming
-//     the sessions heard from since their last record, once that record is
-//     a third of their timeout old on the local clock, so that a new leader
-//     inherits recent liveness (a failed batch is undone and retried);
-//   - reads, in one ReadIndex round, the recorded liveness of every session
-//     whose local deadline passed (at most maxBatch), and then proposes one
-//     ExpireSessions batch naming those still past their deadline, each with
-//     the liveness just read: the state machine refuses an expiry (Stale)
-//     that a newer record raced, and the actor then counts that record as a
-//     sign of life. Reading first means one expiry proposal per expired
-//     session in the common case.
+//   - drains the Liveness table and closes connections bound to a session
+//     that sent nothing for the session timeout plus two keep-alive
+//     intervals (at most maxReap per tick, counted in ReapedConns);
+//   - proposes one RecordLiveness batch (at most maxRecordBatch sessions)
+//     naming the sessions heard from since their last record, once that
+//     record is a third of their timeout old on the local clock, so that a
+//     new leader inherits recent liveness (a failed batch is undone and
+//     retried);
+//   - unless an expiry check is still in flight, reads, in one ReadIndex
+//     round, the recorded liveness of up to maxExpireBatch sessions whose
+//     local deadline passed, and then proposes one ExpireSessions batch
+//     naming those still past their deadline, each with the liveness just
+//     read: the state machine refuses an expiry (Stale) that a newer record
+//     raced, and the actor then counts that record as a sign of life.
+//     Reading first, one check at a time, and not proposing again after an
+//     expiry whose outcome is unknown until checkLost has passed (and a new
+//     read) make it one expiry proposal per expired session; the bound per
+//     tick spreads a mass expiry over ticks.
 //
 // When this node becomes leader (or the actor restarts) it first proposes an
 // empty RecordLiveness stamped with its clock, so that cluster time has moved
