@@ -3,6 +3,7 @@ package actors
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,4 +227,62 @@ func BenchmarkLivenessDrain(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/session")
+}
+
+// TestContinuationIsASignOfLifeOncePerInterval checks issue 10's rule: a
+// session bound to connection after connection (a client cycling
+// ContinueSession) reports liveness to the keepalive actor at most once per
+// keep-alive interval, not once per continuation.
+func TestContinuationIsASignOfLifeOncePerInterval(t *testing.T) {
+	sys := quietSystem()
+	seen := make(chan *Seen, 64)
+	keepAlive := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		if m, ok := c.Message().(*Seen); ok {
+			seen <- m
+		}
+	}))
+	raft := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {})) // reads stay unanswered
+	defer sys.Root.Stop(keepAlive)
+	defer sys.Root.Stop(raft)
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	env := &Env{Settings: Settings{KeepAliveInterval: time.Second, Limits: codec.DefaultLimits()}, Metrics: NewMetrics(nil),
+		Log: slog.New(slog.DiscardHandler), Now: clock.Now, Refs: Refs{KeepAlive: keepAlive, Raft: raft}, Conns: nopConns{}}
+	id := fsm.SessionID{15: 9}
+	var session *actor.PID
+	spawned := make(chan struct{})
+	parent := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		if _, ok := c.Message().(*actor.Started); ok {
+			session = c.Spawn(actor.PropsFromProducer(NewSession(env, fsm.SessionInfo{ID: id, Timeout: 10 * time.Second}, new(atomic.Int64))))
+			close(spawned)
+		}
+	}))
+	defer sys.Root.Stop(parent)
+	<-spawned
+	count := func() int {
+		// Counts what arrives until the probe has been quiet for a while:
+		// a Seen too many would arrive within it.
+		deadline := time.Now().Add(200 * time.Millisecond)
+		n := 0
+		for time.Now().Before(deadline) {
+			select {
+			case <-seen:
+				n++
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return n
+	}
+	for conn := ConnID(1); conn <= 5; conn++ {
+		sys.Root.Send(session, &bind{conn: conn})
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("5 continuations within one interval reported %d signs of life, want 1", n)
+	}
+	clock.advance(time.Second)
+	for conn := ConnID(6); conn <= 8; conn++ {
+		sys.Root.Send(session, &bind{conn: conn})
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("3 continuations in the next interval reported %d signs of life, want 1", n)
+	}
 }
