@@ -235,13 +235,24 @@ func BenchmarkLivenessDrain(b *testing.B) {
 // keep-alive interval, not once per continuation.
 func TestContinuationIsASignOfLifeOncePerInterval(t *testing.T) {
 	sys := quietSystem()
+	type probeSync struct{}
 	seen := make(chan *Seen, 64)
 	keepAlive := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
-		if m, ok := c.Message().(*Seen); ok {
+		switch m := c.Message().(type) {
+		case *Seen:
 			seen <- m
+		case probeSync:
+			c.Respond(m)
 		}
 	}))
-	raft := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {})) // reads stay unanswered
+	// The session actor reads its pending work at start and at Resync; the
+	// probe answers nothing and tells the test each read arrived.
+	reads := make(chan struct{}, 64)
+	raft := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		if _, ok := c.Message().(*Read); ok {
+			reads <- struct{}{}
+		}
+	}))
 	defer sys.Root.Stop(keepAlive)
 	defer sys.Root.Stop(raft)
 	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
@@ -258,17 +269,29 @@ func TestContinuationIsASignOfLifeOncePerInterval(t *testing.T) {
 	}))
 	defer sys.Root.Stop(parent)
 	<-spawned
+	wait := func() {
+		t.Helper()
+		select {
+		case <-reads:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the session actor did not read")
+		}
+	}
+	wait() // its start
+	// count returns the signs of life reported for the binds sent so far:
+	// a Resync after them makes the actor read once it has handled them
+	// (and so sent every Seen they caused), and a request to the probe
+	// then makes sure the probe has taken every such Seen.
 	count := func() int {
-		// Counts what arrives until the probe has been quiet for a while:
-		// a Seen too many would arrive within it.
-		deadline := time.Now().Add(200 * time.Millisecond)
-		n := 0
-		for time.Now().Before(deadline) {
-			select {
-			case <-seen:
-				n++
-			case <-time.After(20 * time.Millisecond):
-			}
+		t.Helper()
+		sys.Root.Send(session, &Resync{})
+		wait()
+		if _, err := sys.Root.RequestFuture(keepAlive, probeSync{}, 10*time.Second).Result(); err != nil {
+			t.Fatal(err)
+		}
+		n := len(seen)
+		for range n {
+			<-seen
 		}
 		return n
 	}
