@@ -5,7 +5,11 @@
 // connection's own goroutine (decoding is pure and cheap, and connections
 // then decode in parallel) and posts the message to the session directory;
 // it never blocks the transport: past MaxInbox messages waiting, a frame is
-// dropped and counted, and the client's retry covers it. A frame that does
+// dropped and counted, and the client's retry covers it. A keep-alive on a
+// connection bound to a session, acknowledging nothing new, is answered on
+// that goroutine and its sign of life noted in the Liveness table, which the
+// keepalive actor drains each tick: the most frequent message costs no actor
+// message at all. A frame that does
 // not decode goes to the gateway actor, which counts it, answers it when the
 // header says whom to answer (RequestError / QueryError / SessionRejected
 // with Malformed or TooLarge), and drops it; the connection carries on.
@@ -21,6 +25,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -61,6 +66,9 @@ type Inbox struct {
 	metrics  *Metrics
 	// gate is held shared by every post and exclusively by Pause.
 	gate sync.RWMutex
+	// live is the keep-alive fast path's table (see liveness.go).
+	live *Liveness
+	now  func() time.Time
 }
 
 // Pause holds off every post from the transport until the returned
@@ -75,7 +83,22 @@ func (in *Inbox) Pause() (resume func()) {
 // NewInbox returns an inbox that admits at most max frames, and at most
 // maxBytes bytes of frames, waiting to be handled.
 func NewInbox(system *actor.ActorSystem, env *Env, max int, maxBytes int64) *Inbox {
-	return &Inbox{root: system.Root, gateway: env.Refs.Gateway, env: env, max: int64(max), maxBytes: maxBytes, metrics: env.Metrics}
+	now := time.Now
+	if env.Now != nil {
+		now = env.Now
+	}
+	return &Inbox{root: system.Root, gateway: env.Refs.Gateway, env: env, max: int64(max), maxBytes: maxBytes, metrics: env.Metrics,
+		live: NewLiveness(now()), now: now}
+}
+
+// Liveness returns the table of bound connections and their signs of life,
+// which the session directory keeps and the keepalive actor drains. It is
+// nil for a nil Inbox.
+func (in *Inbox) Liveness() *Liveness {
+	if in == nil {
+		return nil
+	}
+	return in.live
 }
 
 // Opened tells the directory about a connection that completed its
@@ -116,6 +139,19 @@ func (in *Inbox) Received(conn ConnID, frame []byte) {
 		return
 	}
 	in.metrics.MessagesIn.WithLabelValues(msg.Kind().String()).Inc()
+	// Every message of a bound connection is a sign that it is alive; a
+	// keep-alive that acknowledges nothing new is answered right here, with
+	// no actor involved (liveness.go).
+	ka, isKeepAlive := msg.(*codec.KeepAlive)
+	var acked uint64
+	if isKeepAlive {
+		acked = ka.AckedUpTo
+	}
+	if _, answer := in.live.Heard(conn, in.now(), isKeepAlive, acked); answer {
+		in.handled(len(frame))
+		in.env.send(conn, &codec.KeepAliveResponse{Timestamp: ka.Timestamp})
+		return
+	}
 	in.root.Send(in.env.Refs.Sessions, &Inbound{Conn: conn, Msg: msg, size: len(frame)})
 }
 

@@ -11,18 +11,32 @@
 // it, and is only ever compared with other cluster times. The one bridge
 // is the stamp this node puts on its own proposals (fsm.Stamp).
 //
+// Signs of life arrive two ways: Seen messages (from the directory when it
+// binds a session, from session actors for other traffic, at most once per
+// keep-alive interval each), and the Liveness table of the Inbox, where
+// keep-alives answered on the connections' goroutines are noted; the actor
+// drains it at every tick (liveness.go), so a keep-alive costs no actor
+// message.
+//
 // Every half keep-alive interval, on the leader, it
-//   - proposes one RecordLiveness batch (at most maxBatch sessions) naming
-//     the sessions heard from since their last record, once that record is
-//     a third of their timeout old on the local clock, so that a new leader
-//     inherits recent liveness (a failed batch is undone and retried);
-//   - reads, in one ReadIndex round, the recorded liveness of every session
-//     whose local deadline passed (at most maxBatch), and then proposes one
-//     ExpireSessions batch naming those still past their deadline, each with
-//     the liveness just read: the state machine refuses an expiry (Stale)
-//     that a newer record raced, and the actor then counts that record as a
-//     sign of life. Reading first means one expiry proposal per expired
-//     session in the common case.
+//   - drains the Liveness table and closes connections bound to a session
+//     that sent nothing for the session timeout plus two keep-alive
+//     intervals (at most maxReap per tick, counted in ReapedConns);
+//   - proposes one RecordLiveness batch (at most maxRecordBatch sessions)
+//     naming the sessions heard from since their last record, once that
+//     record is a third of their timeout old on the local clock, so that a
+//     new leader inherits recent liveness (a failed batch is undone and
+//     retried);
+//   - unless an expiry check is still in flight, reads, in one ReadIndex
+//     round, the recorded liveness of up to maxExpireBatch sessions whose
+//     local deadline passed, and then proposes one ExpireSessions batch
+//     naming those still past their deadline, each with the liveness just
+//     read: the state machine refuses an expiry (Stale) that a newer record
+//     raced, and the actor then counts that record as a sign of life.
+//     Reading first, one check at a time, and not proposing again after an
+//     expiry whose outcome is unknown until checkLost has passed (and a new
+//     read) make it one expiry proposal per expired session; the bound per
+//     tick spreads a mass expiry over ticks.
 //
 // When this node becomes leader (or the actor restarts) it first proposes an
 // empty RecordLiveness stamped with its clock, so that cluster time has moved
@@ -45,6 +59,7 @@
 package actors
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -53,9 +68,21 @@ import (
 	"github.com/zraft/zraft/fsm"
 )
 
-// maxBatch bounds the sessions in one RecordLiveness proposal, one expiry
-// check and one ExpireSessions proposal; the rest wait for the next tick.
-const maxBatch = 4096
+// Batch bounds, sized for 100k sessions per leader. A session is recorded
+// about every third of its timeout, so with the defaults (1 s keep-alive,
+// 10 s timeout, a tick every 0.5 s) 100k sessions need about 15k records per
+// tick: maxRecordBatch takes 16,384 (256 KiB of session ids, far below the
+// state machine's MaxBatch of 65,536). Expiries are spread: at most
+// maxExpireBatch per tick and one check (a read, then a proposal) in flight
+// at a time, so 40k sessions that vanish together are expired over about 20
+// s while the leader keeps serving, each with exactly one proposal. The rest
+// wait for the next tick. maxReap bounds the silent connections closed per
+// tick.
+const (
+	maxRecordBatch = 16384
+	maxExpireBatch = 1024
+	maxReap        = 1024
+)
 
 type live struct {
 	// deadline is the local instant after which the session is expired
@@ -101,6 +128,11 @@ type keepalive struct {
 	leader LeaderChanged
 	table  map[fsm.SessionID]*live
 	timer  *time.Timer
+	// checkSince is when the expiry check in flight started (zero when
+	// none is): only one runs at a time, so expiring many sessions is
+	// spread over ticks. A check whose reply was lost stops counting after
+	// checkLost.
+	checkSince time.Time
 }
 
 // NewKeepAlive returns the producer of the keepalive actor.
@@ -124,7 +156,7 @@ func (k *keepalive) Receive(c actor.Context) {
 			k.checked(c, t, m)
 		}
 	case *Seen:
-		k.seen(m)
+		k.seen(m, k.env.Now())
 	case *SessionRemoved:
 		delete(k.table, m.Session)
 	case *tick:
@@ -232,11 +264,12 @@ func Grace(timeout, keepAliveInterval time.Duration) time.Duration {
 	return timeout/3 + keepAliveInterval
 }
 
-func (k *keepalive) seen(m *Seen) {
+// seen notes a sign of life of a session at the instant at.
+func (k *keepalive) seen(m *Seen, at time.Time) {
 	if !k.leader.IsLeader {
 		return
 	}
-	now := k.env.Now()
+	now := at
 	l := k.table[m.Session]
 	if l == nil {
 		if m.Timeout == 0 {
@@ -253,18 +286,34 @@ func (k *keepalive) seen(m *Seen) {
 	l.heard = true
 }
 
+// checkLost is how long an expiry check (a read, then a proposal, each
+// bounded by the proposal timeout) may go unanswered before its sessions are
+// considered again; an answer lost with a restarted bridge must not keep
+// them alive forever, and an answer merely slow must not lead to a second
+// proposal.
+func (k *keepalive) checkLost() time.Duration { return 3 * k.env.Settings.ProposalTimeout }
+
 func (k *keepalive) tick(c actor.Context) {
 	now := k.env.Now()
+	// Keep-alives answered on the connections' goroutines since the last
+	// tick, each with the instant of its connection's last message.
+	k.env.Inbox.Liveness().Drain(func(id fsm.SessionID, at time.Time) {
+		if k.table[id] != nil {
+			k.seen(&Seen{Session: id}, at)
+		}
+	})
+	k.reap(now)
+	checkFree := k.checkSince.IsZero() || now.Sub(k.checkSince) > k.checkLost()
 	var due, batch []fsm.SessionID
 	prev := map[fsm.SessionID]time.Time{}
 	for id, l := range k.table {
 		switch {
 		case now.After(l.deadline):
-			if (l.checking.IsZero() || now.Sub(l.checking) > 2*k.env.Settings.ProposalTimeout) && len(due) < maxBatch {
+			if checkFree && (l.checking.IsZero() || now.Sub(l.checking) > k.checkLost()) && len(due) < maxExpireBatch {
 				l.checking = now
 				due = append(due, id)
 			}
-		case l.heard && now.Sub(l.recordedAt) > l.timeout/3 && len(batch) < maxBatch:
+		case l.heard && now.Sub(l.recordedAt) > l.timeout/3 && len(batch) < maxRecordBatch:
 			batch = append(batch, id)
 			prev[id] = l.recordedAt
 			l.recordedAt, l.heard = now, false
@@ -274,6 +323,7 @@ func (k *keepalive) tick(c actor.Context) {
 		// Sorted so that the expiry proposal's bytes do not depend on map
 		// order.
 		slices.SortFunc(due, fsm.SessionID.Compare)
+		k.checkSince = now
 		c.Send(k.env.Refs.Raft, &Read{Query: fsm.LivenessQuery{Sessions: due}, ReplyTo: c.Self(), Tag: checkTag{term: k.leader.Term, ids: due}})
 	}
 	if len(batch) > 0 {
@@ -283,12 +333,31 @@ func (k *keepalive) tick(c actor.Context) {
 	}
 }
 
+// reap closes the connections bound to a session that sent nothing, not
+// even a keep-alive, for the session's timeout (plus two keep-alive
+// intervals, so that a session expiring on time tells its client first): a
+// client that holds a connection and a session without showing any sign of
+// life must not keep a connection slot, also while a mass expiry is spread
+// over ticks. Its session expires on its own deadline.
+func (k *keepalive) reap(now time.Time) {
+	if k.env.Conns == nil {
+		return
+	}
+	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap) {
+		k.env.Inbox.Liveness().Unbind(conn)
+		if k.env.Conns.CloseConn(conn) == nil {
+			k.env.Metrics.ReapedConns.WithLabelValues("silent_bound").Inc()
+		}
+	}
+}
+
 // checked proposes the expiry of every checked session still past its
 // deadline, naming the liveness just read, which the state machine requires
 // to be the latest record.
 func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 	lv, ok := r.Result.(fsm.Liveness)
 	if r.Err != nil || !ok || !k.leader.IsLeader || t.term != k.leader.Term {
+		k.checkSince = time.Time{}
 		// Decided again next tick (a new term rebuilt the table anyway).
 		for _, id := range t.ids {
 			if l := k.table[id]; l != nil {
@@ -321,6 +390,7 @@ func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 		}
 	}
 	if len(expiries) == 0 {
+		k.checkSince = time.Time{}
 		return
 	}
 	k.env.Metrics.Expiries.Add(float64(len(expiries)))
@@ -346,6 +416,14 @@ func (k *keepalive) proposed(p *Proposed) {
 	}
 	t, ok := p.Tag.(expireTag)
 	if !ok {
+		return
+	}
+	k.checkSince = time.Time{}
+	if p.Err != nil && !errors.Is(p.Err, ErrOverloaded) {
+		// The expiry may still be applied (outcome unknown): its sessions
+		// stay marked as being checked until checkLost has passed, and are
+		// then read again before anything is proposed, so a late commit is
+		// seen instead of proposed twice.
 		return
 	}
 	var results []fsm.Result

@@ -3,12 +3,14 @@ package actors
 import (
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/zraft/zraft/fsm"
 )
@@ -30,6 +32,15 @@ type machineBridge struct {
 	mu       sync.Mutex
 	m        *fsm.Machine
 	expiries map[fsm.SessionID]int // expiry proposals naming each session
+	// biggest is the most sessions one expiry proposal named.
+	biggest int
+	// When holdExpiry is set, the next expiry proposal is answered with
+	// ErrOutcomeUnknown and applied only once the clock has moved
+	// holdExpiry further, as a proposal that timed out and committed late.
+	holdExpiry time.Duration
+	clock      *fakeClock
+	held       []byte
+	heldUntil  time.Time
 }
 
 func (b *machineBridge) apply(t *testing.T, cmd fsm.Command) fsm.Result {
@@ -59,6 +70,12 @@ func (b *machineBridge) expiryProposals(id fsm.SessionID) int {
 func (b *machineBridge) Receive(c actor.Context) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.held != nil && !b.clock.Now().Before(b.heldUntil) {
+		if _, err := b.m.Apply(b.held); err != nil {
+			panic(err)
+		}
+		b.held = nil
+	}
 	switch m := c.Message().(type) {
 	case *Read:
 		res, err := b.m.Lookup(m.Query)
@@ -69,6 +86,13 @@ func (b *machineBridge) Receive(c actor.Context) {
 			case fsm.ExpireSessions:
 				for _, e := range cmd.Expiries {
 					b.expiries[e.Session]++
+				}
+				b.biggest = max(b.biggest, len(cmd.Expiries))
+				if b.holdExpiry > 0 {
+					b.held, b.heldUntil = m.Cmd, b.clock.Now().Add(b.holdExpiry)
+					b.holdExpiry = 0
+					c.Send(m.ReplyTo, &Proposed{Tag: m.Tag, Err: ErrOutcomeUnknown})
+					return
 				}
 			case fsm.ExpireSession:
 				b.expiries[cmd.Session]++
@@ -109,6 +133,38 @@ type keepAliveRig struct {
 	ticks  chan struct{}
 	sent   atomic.Int64 // reads and proposals sent to the bridge
 	done   atomic.Int64 // their replies handled
+	env    *Env
+	conns  *closeRecorder
+}
+
+// closeRecorder is a Conns that records the connections closed.
+type closeRecorder struct {
+	mu     sync.Mutex
+	closed []ConnID
+	sent   map[ConnID]int
+}
+
+func (c *closeRecorder) Send(conn ConnID, _ []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sent == nil {
+		c.sent = map[ConnID]int{}
+	}
+	c.sent[conn]++
+	return nil
+}
+
+func (c *closeRecorder) CloseConn(conn ConnID) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = append(c.closed, conn)
+	return nil
+}
+
+func (c *closeRecorder) closedConns() []ConnID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]ConnID(nil), c.closed...)
 }
 
 func newKeepAliveRig(t *testing.T, start time.Time, keepAlive time.Duration) *keepAliveRig {
@@ -119,7 +175,8 @@ func newKeepAliveRig(t *testing.T, start time.Time, keepAlive time.Duration) *ke
 		t.Fatal(err)
 	}
 	r := &keepAliveRig{t: t, sys: actor.NewActorSystem(), clock: &fakeClock{now: start}, ticks: make(chan struct{}, 1024),
-		bridge: &machineBridge{m: m, expiries: map[fsm.SessionID]int{}}}
+		bridge: &machineBridge{m: m, expiries: map[fsm.SessionID]int{}}, conns: &closeRecorder{}}
+	r.bridge.clock = r.clock
 	raft := r.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return r.bridge }))
 	env := &Env{
 		Settings: Settings{NodeID: 2, KeepAliveInterval: keepAlive, SessionTimeout: time.Second, ProposalTimeout: 5 * time.Second},
@@ -127,7 +184,10 @@ func newKeepAliveRig(t *testing.T, start time.Time, keepAlive time.Duration) *ke
 		Metrics:  NewMetrics(nil),
 		Log:      slog.New(slog.DiscardHandler),
 		Now:      r.clock.Now,
+		Conns:    r.conns,
+		Inbox:    &Inbox{live: NewLiveness(start), now: r.clock.Now},
 	}
+	r.env = env
 	props := actor.PropsFromProducer(NewKeepAlive(env),
 		actor.WithSenderMiddleware(func(next actor.SenderFunc) actor.SenderFunc {
 			return func(c actor.SenderContext, target *actor.PID, env *actor.MessageEnvelope) {
@@ -343,5 +403,120 @@ func TestKeepAliveFlappingLeadersExpireADeadSession(t *testing.T) {
 			r.clock.advance(step)
 			r.nextTick()
 		}
+	}
+}
+
+// TestKeepAliveOutcomeUnknownExpiryIsNotProposedAgain checks that an expiry
+// proposal that timed out (outcome unknown) and commits later is not
+// followed by a second one: the sessions are read again only after the
+// check's reply window, and by then the late commit shows. (The old actor
+// cleared the check at once and proposed again at the next tick.)
+func TestKeepAliveOutcomeUnknownExpiryIsNotProposedAgain(t *testing.T) {
+	const keepAlive = 20 * time.Millisecond
+	const step = 250 * time.Millisecond
+	start := time.Unix(1_800_000_000, 0)
+	r := newKeepAliveRig(t, start, keepAlive)
+	r.becomeLeader(2)
+	id := kaSession(1)
+	r.bridge.apply(t, fsm.OpenSession{Time: fsm.Stamp(start), ID: id, SecretHash: fsm.SecretHash{0: 1}, Nonce: 1, Timeout: time.Second})
+	r.sys.Root.Send(r.ka, &Seen{Session: id, Timeout: time.Second})
+	r.bridge.mu.Lock()
+	r.bridge.holdExpiry = 2 * time.Second // less than the 5 s proposal timeout
+	r.bridge.mu.Unlock()
+	for end := start.Add(30 * time.Second); r.clock.Now().Before(end) && r.bridge.live(id); {
+		r.clock.advance(step)
+		r.nextTick()
+	}
+	if r.bridge.live(id) {
+		t.Fatal("session still live")
+	}
+	if n := r.bridge.expiryProposals(id); n != 1 {
+		t.Fatalf("%d expiry proposals, want 1", n)
+	}
+}
+
+// TestKeepAliveMassExpirySpreadOverTicks checks that many sessions going
+// silent together are expired in bounded batches over several ticks, with
+// one proposal per session.
+func TestKeepAliveMassExpirySpreadOverTicks(t *testing.T) {
+	const keepAlive = 20 * time.Millisecond
+	const step = 250 * time.Millisecond
+	const n = 3000
+	start := time.Unix(1_800_000_000, 0)
+	r := newKeepAliveRig(t, start, keepAlive)
+	r.becomeLeader(2)
+	ids := make([]fsm.SessionID, n)
+	for i := range ids {
+		ids[i] = fsm.SessionID{13: 1, 14: byte(i >> 8), 15: byte(i)}
+		res := r.bridge.apply(t, fsm.OpenSession{Time: fsm.Stamp(start), ID: ids[i], SecretHash: fsm.SecretHash{0: 1}, Nonce: uint64(i + 1), Timeout: time.Second})
+		if fsm.Status(res.Value) != fsm.StatusSessionOpened {
+			t.Fatalf("open %d: %v", i, fsm.Status(res.Value))
+		}
+		r.sys.Root.Send(r.ka, &Seen{Session: ids[i], Timeout: time.Second})
+	}
+	ticks := 0
+	for end := start.Add(60 * time.Second); r.clock.Now().Before(end); ticks++ {
+		r.clock.advance(step)
+		r.nextTick()
+		if !slices.ContainsFunc(ids, r.bridge.live) {
+			break
+		}
+	}
+	for _, id := range ids {
+		if r.bridge.live(id) {
+			t.Fatalf("session %v still live", id)
+		}
+		if got := r.bridge.expiryProposals(id); got != 1 {
+			t.Fatalf("session %v: %d expiry proposals, want 1", id, got)
+		}
+	}
+	t.Logf("%d sessions expired over %d ticks, at most %d per proposal", n, ticks, r.bridge.biggest)
+	if r.bridge.biggest > maxExpireBatch {
+		t.Fatalf("one expiry proposal named %d sessions, bound %d", r.bridge.biggest, maxExpireBatch)
+	}
+}
+
+// TestKeepAliveFastPathKeepsSessionAndReapsSilentConn drives the keepalive
+// actor with signs of life noted in the Liveness table (as the inbox notes
+// keep-alives it answers itself): a session whose connection keeps sending
+// stays live with no Seen message at all, and a connection bound to a
+// session that sends nothing is closed once the session timeout has passed,
+// and counted.
+func TestKeepAliveFastPathKeepsSessionAndReapsSilentConn(t *testing.T) {
+	const keepAlive = 20 * time.Millisecond
+	const step = 100 * time.Millisecond
+	const timeout = time.Second
+	start := time.Unix(1_800_000_000, 0)
+	r := newKeepAliveRig(t, start, keepAlive)
+	r.becomeLeader(2)
+	live, silent := kaSession(1), kaSession(2)
+	lv := r.env.Inbox.Liveness()
+	for i, id := range []fsm.SessionID{live, silent} {
+		r.bridge.apply(t, fsm.OpenSession{Time: fsm.Stamp(start), ID: id, SecretHash: fsm.SecretHash{0: id[15]}, Nonce: uint64(i + 1), Timeout: timeout})
+		r.sys.Root.Send(r.ka, &Seen{Session: id, Timeout: timeout})
+		lv.Bind(ConnID(i+1), id, timeout, start)
+	}
+	for end := start.Add(5 * timeout); r.clock.Now().Before(end); {
+		r.clock.advance(step)
+		if _, answer := lv.Heard(1, r.clock.Now(), true, 0); !answer {
+			t.Fatal("keep-alive on a bound connection not answered on the fast path")
+		}
+		r.nextTick()
+	}
+	if !r.bridge.live(live) {
+		t.Fatal("the session kept alive through the fast path expired")
+	}
+	if r.bridge.live(silent) {
+		t.Fatal("the silent session is still live")
+	}
+	if got := r.conns.closedConns(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("closed connections %v, want [2] (the silent one)", got)
+	}
+	var mv dto.Metric
+	if err := r.env.Metrics.ReapedConns.WithLabelValues("silent_bound").Write(&mv); err != nil {
+		t.Fatal(err)
+	}
+	if got := mv.GetCounter().GetValue(); got != 1 {
+		t.Fatalf("reaped metric %v, want 1", got)
 	}
 }

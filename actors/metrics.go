@@ -18,6 +18,10 @@ type Metrics struct {
 	Redeliveries    prometheus.Counter
 	Restarts        *prometheus.CounterVec // by actor kind and directive
 	IsLeader        prometheus.Gauge
+	// ReapedConns counts connections the node closed because their
+	// client showed no sign of life, by reason (silent_bound: bound to a
+	// session, nothing received for the session timeout).
+	ReapedConns *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (which may
@@ -39,7 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Restarts:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_supervisor_events_total", Help: "Supervisor decisions, by actor kind and directive."}, []string{"actor", "directive"}),
 		IsLeader:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "zraft_is_leader", Help: "1 while this node is the leader."}),
 	}
+	m.ReapedConns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_reaped_connections_total",
+		Help: "Connections closed for showing no sign of life, by reason."}, []string{"reason"})
 	if reg != nil {
+		reg.MustRegister(m.ReapedConns)
 		reg.MustRegister(m.Sessions, m.MessagesIn, m.MessagesOut, m.BadFrames, m.InboxDropped, m.EncodeErrors,
 			m.Proposals, m.ProposalSeconds, m.Reads, m.Expiries, m.LeaderChanges, m.Redeliveries, m.Restarts, m.IsLeader)
 	}

@@ -96,7 +96,10 @@ func (s *session) Receive(c actor.Context) {
 	case *bind:
 		s.conn = m.conn
 		if s.conn != 0 {
-			s.seen(c, true)
+			// A continuation is a sign of life at most once per
+			// keep-alive interval, like any message but a keep-alive, so
+			// that cycling ContinueSession cannot stand in for them.
+			s.seen(c, false)
 			for i := range s.pending {
 				s.deliver(&s.pending[i])
 			}

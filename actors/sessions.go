@@ -167,6 +167,8 @@ func NewSessions(env *Env) actor.Producer {
 func (d *directory) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
+		// Bindings of a previous incarnation are gone with its maps.
+		d.env.Inbox.Liveness().Clear()
 		d.tokens, d.refill = float64(d.env.Settings.SessionCreateRate), d.env.Now()
 		// Learn the current leader: the bridge broadcasts only on changes.
 		c.Request(d.env.Refs.Raft, &LeaderQuery{})
@@ -254,6 +256,7 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 			d.unbound[conn] = now
 		}
 		clear(d.byConn)
+		d.env.Inbox.Liveness().Clear()
 		clear(d.busy)
 		d.env.Metrics.Sessions.Set(0)
 	}
@@ -589,6 +592,7 @@ func (d *directory) reap() {
 // unbind marks conn as bound to no session from now on.
 func (d *directory) unbind(conn ConnID) {
 	delete(d.byConn, conn)
+	d.env.Inbox.Liveness().Unbind(conn)
 	d.unbound[conn] = d.env.Now()
 }
 
@@ -626,6 +630,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	}
 	e.conn = conn
 	d.byConn[conn] = info.ID
+	d.env.Inbox.Liveness().Bind(conn, info.ID, info.Timeout, d.env.Now())
 	delete(d.unbound, conn)
 	c.Send(e.pid, &bind{conn: conn})
 	return true
@@ -641,6 +646,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 		return
 	}
 	delete(d.byConn, conn)
+	d.env.Inbox.Liveness().Unbind(conn)
 	if e := d.bySession[id]; e != nil && e.conn == conn {
 		e.conn = 0
 		c.Send(e.pid, &bind{conn: 0})
@@ -674,6 +680,7 @@ func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 		d.env.send(conn, &codec.SessionClosed{Reason: codec.CodeShuttingDown, Leader: h, Message: "node shutting down"})
 	}
 	clear(d.byConn)
+	d.env.Inbox.Liveness().Clear()
 	d.handOver(h)
 	d.draining, d.drainHint = true, h
 	for id, e := range d.bySession {

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -85,6 +84,7 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Conn, error) {
 		err = raw.SetDeadline(time.Time{})
 	}
 	if err != nil {
+		c.releaseReader(true)
 		_ = raw.Close()
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (c *Conn) handshake(ctx context.Context, addr string, cfg DialConfig) error
 		}
 		c.nc = tc
 	}
-	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
+	c.br = pooledReader(c.nc)
 	id := make(zmq4.SocketIdentity, identityLen)
 	if _, err := rand.Read(id); err != nil {
 		return fmt.Errorf("%w: identity: %w", ErrHandshake, err)
@@ -128,14 +128,11 @@ func (c *Conn) Send(frame []byte) error {
 	if len(frame) > c.limit {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(frame), c.limit)
 	}
-	if c.closing() {
+	switch err := c.enqueue(frame); {
+	case errors.Is(err, ErrClosed):
 		return c.err()
-	}
-	select {
-	case c.queue <- frame:
-		return nil
 	default:
-		return ErrQueueFull
+		return err
 	}
 }
 
@@ -152,7 +149,7 @@ func (c *Conn) Recv() ([]byte, error) {
 		if c.closing() {
 			return nil, c.err()
 		}
-		body, kind, err := readMessage(c.br, c.limit)
+		body, kind, err := c.readMsg()
 		if err == nil && kind == kindCommand {
 			err = c.command(body)
 		}
@@ -174,14 +171,16 @@ func (c *Conn) Recv() ([]byte, error) {
 // err returns the reason the connection is closed, always wrapping
 // ErrClosed. It is only called once closing has begun.
 func (c *Conn) err() error {
-	<-c.done
+	c.mu.Lock()
+	cause := c.cause
+	c.mu.Unlock()
 	switch {
-	case c.cause == nil:
+	case cause == nil:
 		return ErrClosed
-	case errors.Is(c.cause, ErrClosed):
-		return c.cause
+	case errors.Is(cause, ErrClosed):
+		return cause
 	default:
-		return fmt.Errorf("%w: %w", ErrClosed, c.cause)
+		return fmt.Errorf("%w: %w", ErrClosed, cause)
 	}
 }
 
@@ -191,7 +190,7 @@ func (c *Conn) err() error {
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.shutdown(nil, true)
-		<-c.writerDone
+		c.writers.Wait()
 		_ = c.raw.Close()
 		_ = c.nc.Close()
 	})

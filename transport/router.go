@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -274,13 +273,17 @@ func (r *Router) Send(id ConnID, frame []byte) error {
 	// it when it takes the frame.
 	c.queuedBytes.Add(n)
 	r.queued.Add(n)
-	select {
-	case c.queue <- frame:
+	switch err := c.enqueue(frame); {
+	case err == nil:
 		return nil
+	case errors.Is(err, ErrClosed):
+		c.queuedBytes.Add(-n)
+		r.queued.Add(-n)
+		return ErrUnknownConn
 	default:
 		c.queuedBytes.Add(-n)
 		r.queued.Add(-n)
-		if c.shutdown(fmt.Errorf("%w: %d frames waiting", ErrQueueFull, cap(c.queue)), false) {
+		if c.shutdown(fmt.Errorf("%w: %d frames waiting", ErrQueueFull, r.cfg.SendQueue), false) {
 			r.qfulls.Add(1)
 		}
 		return ErrQueueFull
@@ -428,7 +431,7 @@ func (r *Router) acceptLoop() {
 		r.conns.Add(1)
 		r.handshakes.Add(1)
 		// Set before the goroutine starts so Close always finds a link.
-		c.link = newLink(nc, bufio.NewReaderSize(nc, readBufferSize), r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
+		c.link = newLink(nc, nil, r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
 		c.link.totalQueued = &r.queued
 		r.mu.Unlock()
 		r.wg.Add(1)
@@ -493,6 +496,7 @@ func (r *Router) serve(c *serverConn) {
 		r.mu.Unlock()
 		r.conns.Add(-1)
 	}()
+	c.br = pooledReader(c.raw)
 	err := r.handshake(c)
 	r.mu.Lock()
 	c.src.handshakes--
@@ -503,6 +507,7 @@ func (r *Router) serve(c *serverConn) {
 		// failure is ours, not the peer's, and is not counted.
 		byPeer := c.shutdown(err, false)
 		_ = c.raw.Close()
+		c.releaseReader(true)
 		switch {
 		case !byPeer:
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -529,7 +534,7 @@ func (r *Router) serve(c *serverConn) {
 	} else if err := r.readLoop(c); err != nil {
 		c.shutdown(err, false)
 	}
-	<-c.writerDone
+	c.writers.Wait()
 	// Bytes of frames the writer never took are given back; Sends that
 	// still find c see dead and queue nothing more.
 	c.qmu.Lock()
@@ -580,7 +585,7 @@ func (r *Router) handshake(c *serverConn) error {
 // ZMTP commands are handled here and never reach the Handler.
 func (r *Router) readLoop(c *serverConn) error {
 	for {
-		body, kind, err := readMessage(c.br, c.limit)
+		body, kind, err := c.readMsg()
 		if c.closing() {
 			return nil
 		}
@@ -621,10 +626,7 @@ func (l *link) command(body []byte) error {
 	}
 	switch name {
 	case cmdPing:
-		select {
-		case l.pong <- pongFor(data):
-		default:
-		}
+		l.owePong(pongFor(data))
 	case cmdError:
 		return fmt.Errorf("%w: peer sent ERROR %q", ErrProtocol, data)
 	}

@@ -3,6 +3,7 @@ package zraftcli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/zraft/zraft/bench"
 )
@@ -15,7 +16,13 @@ prints a progress line while it runs, then a table (or JSON with --json):
 throughput, latency p50/p90/p99/p99.9/max, errors by type. With --baseline it
 also measures raw dragonboat (SyncPropose/SyncRead on a 3-replica shard in this
 process, with zraft's Raft settings, on disk) in the same run and prints
-zraft's figures as ratios to it.`
+zraft's figures as ratios to it.
+
+With --keepalive, --sessions N opens N lean keep-alive-only sessions instead
+(one connection each, the wire protocol spoken directly), has each send a
+keep-alive every interval for --duration, and reports the keep-alive answer
+p50/p99, keep-alives unanswered within 1 s, and, from the members' /metrics
+(--metrics-urls), the leader's RSS, bytes per session and CPU.`
 
 func benchCommand(ctx context.Context, args []string, e env) error {
 	fs := newFlags("bench", benchSynopsis, e)
@@ -33,6 +40,9 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.DurationVar(&cfg.Timeout, "op-timeout", d.Timeout, "bound on each operation")
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "also measure raw dragonboat in this process")
 	fs.StringVar(&cfg.BaselineDir, "baseline-dir", "", "where the baseline keeps its (temporary) data; default the temp dir")
+	keepAlive := fs.Bool("keepalive", false, "keep-alive-only sessions: --sessions N lean sessions that only send keep-alives")
+	metricsURLs := fs.String("metrics-urls", "", "with --keepalive: the members' /metrics URLs, comma-separated (leader RSS and CPU)")
+	openRate := fs.Int("open-rate", bench.DefaultSessionsConfig().OpenRate, "with --keepalive: sessions opened per second")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := parse(fs, args); err != nil {
@@ -47,6 +57,9 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	}
 	defer c.release()
 	cfg.TLS = c.tls
+	if *keepAlive {
+		return keepAliveBench(ctx, e, cfg, *metricsURLs, *openRate, *asJSON, *quiet)
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -79,4 +92,33 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		return bench.WriteJSON(e.stdout, results...)
 	}
 	return bench.WriteTable(e.stdout, results...)
+}
+
+// keepAliveBench runs `zraft bench --keepalive`.
+func keepAliveBench(ctx context.Context, e env, cfg bench.Config, urls string, openRate int, asJSON, quiet bool) error {
+	kc := bench.DefaultSessionsConfig()
+	kc.Endpoints, kc.TLS, kc.Sessions, kc.Duration, kc.OpenRate = cfg.Endpoints, cfg.TLS, cfg.Sessions, cfg.Duration, openRate
+	for _, u := range strings.Split(urls, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			kc.MetricsURLs = append(kc.MetricsURLs, u)
+		}
+	}
+	if err := kc.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	res, err := bench.RunSessions(ctx, kc, func(line string) {
+		if !quiet {
+			fmt.Fprintf(e.stderr, "\r%-100s", line)
+		}
+	})
+	if !quiet {
+		fmt.Fprintln(e.stderr)
+	}
+	if err != nil {
+		return fmt.Errorf("keep-alive run: %w", err)
+	}
+	if asJSON {
+		return bench.WriteSessionsJSON(e.stdout, res)
+	}
+	return bench.WriteSessionsTable(e.stdout, res)
 }
