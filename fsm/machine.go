@@ -199,7 +199,9 @@ func (m *Machine) batch(c Batch) Result {
 // batchResult applies n items in order and lays out their results as a
 // StatusBatch result (see DecodeBatchResult).
 func batchResult(n int, apply func(i int) Result) Result {
-	var data []byte
+	// Most results are a status and a short payload: one allocation for
+	// the usual batch instead of a growing slice's several.
+	data := make([]byte, 0, n*16)
 	for i := 0; i < n; i++ {
 		r := apply(i)
 		data = appendUvarint(data, r.Value)
