@@ -120,7 +120,9 @@ func (c *Context) Now() ClusterTime { return c.m.clock }
 // for an AppCommand or a session lifecycle call about another session.
 func (c *Context) Session() SessionID { return c.session }
 
-// Emit queues server-initiated work. payload is copied. It returns
+// Emit queues server-initiated work. payload is copied; emitting the same
+// bytes again right after shares that copy (fan-out to many sessions holds
+// the payload once), so queued payloads are never modified. It returns
 // ErrPayloadTooLarge, ErrSessionNotFound (ToSession of a session that is not
 // live), or ErrQueueFull (the target session has
 // Config.MaxPendingServerRequests pending, or for a selector no capable

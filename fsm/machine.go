@@ -22,6 +22,9 @@ type Machine struct {
 
 	clock   ClusterTime
 	applied uint64
+	// lastEmit is the copy of the last emitted payload, which the next
+	// emit of equal bytes shares (see share).
+	lastEmit []byte
 
 	sessions map[SessionID]*session
 	// byOpenKey finds a live session by (secret hash, nonce) so that an
@@ -120,6 +123,7 @@ func New(app Application, cfg Config, obs Observer) (*Machine, error) {
 
 func (m *Machine) reset() {
 	m.clock = 0
+	m.lastEmit = nil
 	m.applied = 0
 	m.sessions = make(map[SessionID]*session)
 	m.byOpenKey = make(map[openKey]SessionID)
@@ -552,7 +556,7 @@ func (m *Machine) emit(t Target, payload []byte) (Placement, error) {
 	if len(payload) > m.cfg.MaxServerRequestBytes {
 		return Placement{}, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
 	}
-	p := append([]byte(nil), payload...)
+	p := m.share(payload)
 	if !t.bySelector {
 		s := m.sessions[t.session]
 		if s == nil {
