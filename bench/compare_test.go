@@ -19,6 +19,8 @@ var (
 	compareDuration  = flag.Duration("compare.duration", 5*time.Second, "BenchmarkCompare: measured time per run")
 	compareWarmup    = flag.Duration("compare.warmup", time.Second, "BenchmarkCompare: warm-up per run")
 	compareZraftOnly = flag.Bool("compare.zraft-only", false, "BenchmarkCompare: skip the baseline (to profile zraft alone)")
+	comparePlot      = flag.String("compare.plot", "", "BenchmarkCompare: draw every workload's latency curves into this SVG file")
+	compareJSON      = flag.String("compare.json", "", "BenchmarkCompare: write every result as JSON into this file")
 )
 
 // BenchmarkCompare runs the comparison of docs/benchmarks.md: for each
@@ -29,6 +31,27 @@ var (
 //
 //	go test -run '^$' -bench Compare -benchtime 1x ./bench/ -args -compare.duration=10s
 func BenchmarkCompare(b *testing.B) {
+	var all []Result
+	defer func() {
+		if *comparePlot != "" && len(all) > 0 {
+			var out bytes.Buffer
+			if err := WritePlot(&out, all...); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(*comparePlot, out.Bytes(), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if *compareJSON != "" && len(all) > 0 {
+			var out bytes.Buffer
+			if err := WriteJSON(&out, all...); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(*compareJSON, out.Bytes(), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}()
 	for _, sc := range []struct {
 		name               string
 		sessions, inFlight int
@@ -45,6 +68,7 @@ func BenchmarkCompare(b *testing.B) {
 			cfg.BaselineDir = b.TempDir()
 			for range b.N {
 				z := runZraftOnDisk(b, cfg)
+				all = append(all, z)
 				b.ReportMetric(z.Throughput, "zraft-ops/s")
 				b.ReportMetric(float64(z.P50.Microseconds()), "zraft-p50-µs")
 				if *compareZraftOnly {
@@ -55,6 +79,7 @@ func BenchmarkCompare(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				all = append(all, base)
 				var out bytes.Buffer
 				if err := WriteTable(&out, base, z); err != nil {
 					b.Fatal(err)

@@ -352,6 +352,7 @@ func (r *runner) merge(workers []*worker, measured time.Duration) Result {
 		us := func(q float64) time.Duration { return time.Duration(h.ValueAtQuantile(q)) * time.Microsecond }
 		res.P50, res.P90, res.P99, res.P999 = us(50), us(90), us(99), us(99.9)
 		res.Max = time.Duration(h.Max()) * time.Microsecond
+		res.Curve = curve(h)
 	}
 	return res
 }

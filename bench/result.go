@@ -39,6 +39,10 @@ type Result struct {
 	Throughput float64
 	// Latency percentiles and maximum, with microsecond resolution.
 	P50, P90, P99, P999, Max time.Duration
+	// Curve is the latency percentile curve (HDR), from the 0th percentile
+	// up to the highest percentile the sample count resolves, for
+	// WritePlot and WriteJSON; nil when nothing succeeded.
+	Curve []CurvePoint
 	// Config is the configuration of the run.
 	Config Config
 }
@@ -201,7 +205,13 @@ type jsonResult struct {
 	P99Micros      int64             `json:"p99_us"`
 	P999Micros     int64             `json:"p999_us"`
 	MaxMicros      int64             `json:"max_us"`
+	Curve          []jsonPoint       `json:"curve"`
 	Config         jsonConfig        `json:"config"`
+}
+
+type jsonPoint struct {
+	Percentile    float64 `json:"percentile"`
+	LatencyMicros int64   `json:"latency_us"`
 }
 
 type jsonComparison struct {
@@ -227,8 +237,13 @@ func toJSON(r Result) jsonResult {
 	if endpoints == nil {
 		endpoints = []string{}
 	}
+	curve := make([]jsonPoint, len(r.Curve))
+	for i, p := range r.Curve {
+		curve[i] = jsonPoint{Percentile: p.Percentile, LatencyMicros: p.Latency.Microseconds()}
+	}
 	return jsonResult{
-		Name: r.Name, Ops: r.Ops, Reads: r.Reads, Writes: r.Writes, Errors: r.Errors, ErrorsByType: byType,
+		Curve: curve,
+		Name:  r.Name, Ops: r.Ops, Reads: r.Reads, Writes: r.Writes, Errors: r.Errors, ErrorsByType: byType,
 		DurationMicros: r.Duration.Microseconds(), Throughput: r.Throughput,
 		P50Micros: r.P50.Microseconds(), P90Micros: r.P90.Microseconds(), P99Micros: r.P99.Microseconds(),
 		P999Micros: r.P999.Microseconds(), MaxMicros: r.Max.Microseconds(),

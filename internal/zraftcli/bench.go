@@ -1,8 +1,10 @@
 package zraftcli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/zraft/zraft/bench"
 )
@@ -12,7 +14,8 @@ const benchSynopsis = `zraft bench [flags]
 Runs N sessions x M in-flight operations against the cluster for a duration
 (kv sets of --payload bytes, with --read-ratio of them linearizable kv gets),
 prints a progress line while it runs, then a table (or JSON with --json):
-throughput, latency p50/p90/p99/p99.9/max, errors by type. With --baseline it
+throughput, latency p50/p90/p99/p99.9/max, errors by type; --plot FILE.svg
+also draws the latency percentile curves. With --baseline it
 also measures raw dragonboat (SyncPropose/SyncRead on a 3-replica shard in this
 process, with zraft's Raft settings, on disk) in the same run and prints
 zraft's figures as ratios to it.`
@@ -34,6 +37,7 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "also measure raw dragonboat in this process")
 	fs.StringVar(&cfg.BaselineDir, "baseline-dir", "", "where the baseline keeps its (temporary) data; default the temp dir")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
+	plotFile := fs.String("plot", "", "also draw the latency percentile curves (zraft and baseline side by side) as an SVG `file`")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -75,8 +79,25 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		}
 		results = append(results, res)
 	}
+	if *plotFile != "" {
+		if err := writePlotFile(*plotFile, results); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		return bench.WriteJSON(e.stdout, results...)
 	}
 	return bench.WriteTable(e.stdout, results...)
+}
+
+// writePlotFile draws results' latency curves into the SVG file path.
+func writePlotFile(path string, results []bench.Result) error {
+	var b bytes.Buffer
+	if err := bench.WritePlot(&b, results...); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("bench: plot: %w", err)
+	}
+	return nil
 }

@@ -1,11 +1,14 @@
 package zraftcli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -175,8 +178,10 @@ func TestUsageAndUnreachable(t *testing.T) {
 
 func TestBenchCommand(t *testing.T) {
 	c := startCLICluster(t)
+	svg := filepath.Join(t.TempDir(), "curves.svg")
 	code, out, errOut := c.zraft(context.Background(), "bench", "--sessions", "2", "--inflight", "2",
-		"--duration", "500ms", "--warmup", "100ms", "--read-ratio", "0.5", "--keys", "20", "--json", "--quiet")
+		"--duration", "500ms", "--warmup", "100ms", "--read-ratio", "0.5", "--keys", "20", "--json", "--quiet",
+		"--plot", svg)
 	if code != 0 {
 		t.Fatalf("bench: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -193,6 +198,9 @@ func TestBenchCommand(t *testing.T) {
 	}
 	if r := doc.Results[0]; r.Ops == 0 || r.Errors != 0 {
 		t.Fatalf("bench result %+v: want operations and no errors", r)
+	}
+	if b, err := os.ReadFile(svg); err != nil || !bytes.HasPrefix(b, []byte("<svg")) || !bytes.Contains(b, []byte(`data-name="zraft"`)) {
+		t.Fatalf("--plot wrote %q (%v), want an SVG with the zraft curve", b, err)
 	}
 	c.expect("bench --sessions 0", 2, "", "invalid config")
 }
