@@ -68,6 +68,10 @@ type runner struct {
 	classify func(error) string
 	progress func(Progress)
 	keys     []string
+	// onWindow, when set, is called once the measuring window is known,
+	// before any worker starts; decorate, when set, adds to each Progress.
+	onWindow func(start, end time.Time)
+	decorate func(*Progress)
 
 	// Shared counters, written by workers and read by the reporter.
 	issued      atomic.Uint64 // operations started (warm-up included), for MaxOps
@@ -164,6 +168,9 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	measureStart := time.Now().Add(r.cfg.Warmup)
 	end := measureStart.Add(r.cfg.Duration)
 	r.measureStart.Store(measureStart.UnixNano())
+	if r.onWindow != nil {
+		r.onWindow(measureStart, end)
+	}
 	workers := make([]*worker, r.cfg.workers())
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -325,6 +332,9 @@ func (r *runner) report(stop <-chan struct{}) {
 				p.Rate = float64(done-last) / secs
 			}
 			last, lastAt = done, now
+			if r.decorate != nil {
+				r.decorate(&p)
+			}
 			r.progress(p)
 		}
 	}

@@ -62,13 +62,20 @@ type Progress struct {
 	Measured, Errors uint64
 	// Rate is operations completed per second over the last interval.
 	Rate float64
+	// Notifications counts watch notifications received while measuring
+	// (RunWatch only; 0 otherwise).
+	Notifications uint64
 }
 
 // ProgressLine renders p on one line for a terminal, for example
 // "zraft    measure  3.0s  41234 ops  0 errors  13502 ops/s".
 func (p Progress) ProgressLine() string {
-	return fmt.Sprintf("%-8s %-8s %5.1fs %9d ops %6d errors %9.0f ops/s",
+	line := fmt.Sprintf("%-8s %-8s %5.1fs %9d ops %6d errors %9.0f ops/s",
 		p.Name, p.Phase, p.Elapsed.Seconds(), p.Measured, p.Errors, p.Rate)
+	if p.Notifications > 0 {
+		line += fmt.Sprintf(" %10d notifications", p.Notifications)
+	}
+	return line
 }
 
 // Comparison relates a zraft result to the baseline run with the same

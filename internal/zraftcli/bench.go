@@ -15,7 +15,12 @@ Runs N sessions x M in-flight operations against the cluster for a duration
 (kv sets of --payload bytes, with --read-ratio of them linearizable kv gets),
 prints a progress line while it runs, then a table (or JSON with --json):
 throughput, latency p50/p90/p99/p99.9/max, errors by type; --plot FILE.svg
-also draws the latency percentile curves. With --baseline it
+also draws the latency percentile curves. --read-ratio gives etcd-style mixed
+workloads (0.5, 0.95, ...). With --watchers N it measures fan-out instead: N
+sessions watch one hot key that one more session writes (--hot-inflight
+writes in flight) while the usual workload runs on the other keys, once
+without the watchers and once with them, and prints notifications received
+per second, the hot key's write rate and the other keys' rate in both runs. With --baseline it
 also measures raw dragonboat (SyncPropose/SyncRead on a 3-replica shard in this
 process, with zraft's Raft settings, on disk) in the same run and prints
 zraft's figures as ratios to it.`
@@ -36,6 +41,8 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.DurationVar(&cfg.Timeout, "op-timeout", d.Timeout, "bound on each operation")
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "also measure raw dragonboat in this process")
 	fs.StringVar(&cfg.BaselineDir, "baseline-dir", "", "where the baseline keeps its (temporary) data; default the temp dir")
+	fs.IntVar(&cfg.Watchers, "watchers", 0, "fan-out workload: this many sessions watch one hot key written by one more session, beside the usual workload; run once without and once with them")
+	fs.IntVar(&cfg.HotInFlight, "hot-inflight", d.HotInFlight, "with --watchers: writes to the hot key in flight")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	plotFile := fs.String("plot", "", "also draw the latency percentile curves (zraft and baseline side by side) as an SVG `file`")
 	quiet := fs.Bool("quiet", false, "no progress line")
@@ -63,6 +70,9 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		if !*quiet {
 			fmt.Fprintln(e.stderr)
 		}
+	}
+	if cfg.Watchers > 0 {
+		return watchBench(ctx, cfg, progress, endLine, *asJSON, e)
 	}
 	var results []bench.Result
 	res, err := bench.RunZraft(ctx, cfg, progress)
@@ -100,4 +110,24 @@ func writePlotFile(path string, results []bench.Result) error {
 		return fmt.Errorf("bench: plot: %w", err)
 	}
 	return nil
+}
+
+// watchBench runs the fan-out workload without and with watchers and
+// prints both.
+func watchBench(ctx context.Context, cfg bench.Config, progress func(bench.Progress), endLine func(), asJSON bool, e env) error {
+	var results []bench.WatchResult
+	for _, n := range []int{0, cfg.Watchers} {
+		c := cfg
+		c.Watchers = n
+		res, err := bench.RunWatch(ctx, c, progress)
+		endLine()
+		if err != nil {
+			return fmt.Errorf("watch run with %d watchers: %w", n, err)
+		}
+		results = append(results, res)
+	}
+	if asJSON {
+		return bench.WriteWatchJSON(e.stdout, results...)
+	}
+	return bench.WriteWatchTable(e.stdout, results...)
 }
