@@ -43,6 +43,16 @@ type workAdded struct {
 	req     fsm.ServerRequest
 }
 
+// notices is every notice of one applied command (fsm.BatchObserver).
+type notices struct{ list []fsm.Notice }
+
+// DeliverBatch hands server requests to many sessions' actors at once: the
+// dispatcher sends one per applied command that queued work for several
+// sessions (a kv write notifying its watchers), so the directory handles
+// one message for the whole fan-out. Each Deliver names a different
+// session.
+type DeliverBatch struct{ Delivers []Deliver }
+
 type flushAcks struct{}
 
 type ackTag struct{ acks []fsm.Ack }
@@ -98,6 +108,26 @@ func (o *Observer) ServerRequestAdded(session fsm.SessionID, req fsm.ServerReque
 	o.post(&workAdded{session: session, req: req})
 }
 
+// Notices implements fsm.BatchObserver: every notice of one applied
+// command is one message to the dispatcher. It counts as len(list) notices
+// against the bound, so a command's fan-out is relayed whole or, past the
+// bound, dropped whole (and every session re-reads its pending work).
+func (o *Observer) Notices(list []fsm.Notice) {
+	if len(list) == 0 {
+		return
+	}
+	o.gate.RLock()
+	defer o.gate.RUnlock()
+	n := int64(len(list))
+	if o.pending.Add(n) > o.max {
+		o.pending.Add(-n)
+		o.dropped.Store(true)
+		return
+	}
+	// The machine reuses its list; payloads are immutable and kept as is.
+	o.root.Send(o.dispatcher, &notices{list: slices.Clone(list)})
+}
+
 // SessionRemoved implements fsm.Observer.
 func (o *Observer) SessionRemoved(session fsm.SessionID, reason fsm.RemoveReason) {
 	o.post(&SessionRemoved{Session: session, Reason: reason})
@@ -136,14 +166,14 @@ func (d *dispatcher) Receive(c actor.Context) {
 		if d.leader {
 			c.Send(d.env.Refs.Sessions, &Deliver{Session: m.session, Reqs: []fsm.ServerRequest{m.req}})
 		}
+	case *notices:
+		d.obs.pending.Add(-int64(len(m.list)))
+		d.resyncIfDropped(c)
+		d.relay(c, m.list)
 	case *SessionRemoved:
 		d.obs.pending.Add(-1)
 		d.resyncIfDropped(c)
-		delete(d.acks, m.Session)
-		if d.leader {
-			c.Send(d.env.Refs.Sessions, m)
-			c.Send(d.env.Refs.KeepAlive, m)
-		}
+		d.removed(c, m)
 	case *Acked:
 		if d.leader && m.UpTo > d.acks[m.Session] {
 			d.acks[m.Session] = m.UpTo
@@ -163,6 +193,62 @@ func (d *dispatcher) Receive(c actor.Context) {
 			d.arm(c)
 		}
 	}
+}
+
+func (d *dispatcher) removed(c actor.Context, m *SessionRemoved) {
+	delete(d.acks, m.Session)
+	if d.leader {
+		c.Send(d.env.Refs.Sessions, m)
+		c.Send(d.env.Refs.KeepAlive, m)
+	}
+}
+
+// relay hands one command's notices on, in their order: the work for each
+// session gathered into one Deliver, and all of them to the directory as
+// one DeliverBatch; a removal first sends the work gathered before it, so
+// the directory sees work and removals in the order they happened.
+// Followers only forget removed sessions' acks.
+func (d *dispatcher) relay(c actor.Context, list []fsm.Notice) {
+	var batch []Deliver
+	var index map[fsm.SessionID]int
+	// One backing array for the requests of the whole list: a session's
+	// first request takes a one-element window of it (a second request for
+	// the same session grows that session's slice on its own).
+	var reqs []fsm.ServerRequest
+	send := func() {
+		switch len(batch) {
+		case 0:
+		case 1:
+			c.Send(d.env.Refs.Sessions, &batch[0])
+		default:
+			c.Send(d.env.Refs.Sessions, &DeliverBatch{Delivers: batch})
+		}
+		batch, index, reqs = nil, nil, nil
+	}
+	for _, n := range list {
+		if n.Removed != 0 {
+			send()
+			d.removed(c, &SessionRemoved{Session: n.Session, Reason: n.Removed})
+			continue
+		}
+		if !d.leader {
+			continue
+		}
+		if i, ok := index[n.Session]; ok {
+			batch[i].Reqs = append(batch[i].Reqs, n.Request)
+			continue
+		}
+		if index == nil {
+			index = make(map[fsm.SessionID]int)
+		}
+		index[n.Session] = len(batch)
+		if reqs == nil {
+			reqs = make([]fsm.ServerRequest, 0, len(list))
+		}
+		reqs = append(reqs, n.Request)
+		batch = append(batch, Deliver{Session: n.Session, Reqs: reqs[len(reqs)-1 : len(reqs) : len(reqs)]})
+	}
+	send()
 }
 
 // resyncIfDropped makes every session actor re-read its pending work after

@@ -17,18 +17,42 @@ import (
 	"github.com/zraft/zraft/supervision"
 )
 
+var oneByOneNotices = flag.Bool("actors.one-by-one", false, "path benchmarks: the state machine reports notices one by one, not per command")
+
 var defaultDispatcher = flag.Bool("actors.default-dispatcher", false, "path benchmarks: use protoactor's goroutine-per-activation dispatcher")
 
 // echoApp answers every command with its payload and every query with its
-// payload; Apply emits nothing.
-type echoApp struct{}
+// payload; a command starting with 'F' is also emitted to every session
+// (a fan-out, as a kv write to a watched key).
+type echoApp struct{ sessions []fsm.SessionID }
 
-func (echoApp) Apply(_ *fsm.Context, p []byte) ([]byte, error)                                   { return p, nil }
-func (echoApp) Query(q []byte) ([]byte, error)                                                   { return q, nil }
-func (echoApp) SessionOpened(*fsm.Context, fsm.SessionInfo) error                                { return nil }
-func (echoApp) SessionClosed(*fsm.Context, fsm.SessionID, fsm.RemoveReason, []fsm.ServerRequest) {}
-func (echoApp) SaveSnapshot(io.Writer) error                                                     { return nil }
-func (echoApp) RecoverFromSnapshot(io.Reader) error                                              { return nil }
+func (a *echoApp) Apply(ctx *fsm.Context, p []byte) ([]byte, error) {
+	if len(p) > 0 && p[0] == 'F' {
+		for _, id := range a.sessions {
+			if err := ctx.Emit(fsm.ToSession(id), p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+func (a *echoApp) Query(q []byte) ([]byte, error) { return q, nil }
+func (a *echoApp) SessionOpened(_ *fsm.Context, info fsm.SessionInfo) error {
+	a.sessions = append(a.sessions, info.ID)
+	return nil
+}
+func (*echoApp) SessionClosed(*fsm.Context, fsm.SessionID, fsm.RemoveReason, []fsm.ServerRequest) {}
+func (*echoApp) SaveSnapshot(io.Writer) error                                                     { return nil }
+func (*echoApp) RecoverFromSnapshot(io.Reader) error                                              { return nil }
+
+// oneByOne hides the Observer's batch method, so the machine reports each
+// notice on its own (how it was before fsm.BatchObserver).
+type oneByOne struct{ o *Observer }
+
+func (p oneByOne) ServerRequestAdded(s fsm.SessionID, r fsm.ServerRequest) {
+	p.o.ServerRequestAdded(s, r)
+}
+func (p oneByOne) SessionRemoved(s fsm.SessionID, r fsm.RemoveReason) { p.o.SessionRemoved(s, r) }
 
 // machineRaft is a single-node "cluster" without Raft: commands are applied
 // to a real state machine when they are queued, reads look it up. It stands
@@ -129,7 +153,11 @@ func newPathRigWith(tb testing.TB, sched *Scheduler) *pathRig {
 		Raft: pid("raft"), Dispatcher: pid("dispatcher")}
 	obs := NewObserver(sys, refs.Dispatcher, 1<<16)
 	cfg := fsm.DefaultConfig()
-	m, err := fsm.New(echoApp{}, cfg, obs)
+	var fobs fsm.Observer = obs
+	if *oneByOneNotices {
+		fobs = oneByOne{obs}
+	}
+	m, err := fsm.New(&echoApp{}, cfg, fobs)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -286,4 +314,47 @@ func benchScheduler() *Scheduler {
 		return nil
 	}
 	return NewScheduler(64, 300)
+}
+
+// ackAll acknowledges the server request frame f (a client acking on
+// receipt) on connection id; it reports whether f was one.
+func (r *pathRig) ackAll(id ConnID, f []byte) bool {
+	m, err := codec.Decode(f, nil)
+	if err != nil {
+		return false
+	}
+	sr, ok := m.(*codec.ServerRequest)
+	if !ok {
+		return false
+	}
+	ack, _ := codec.Append(nil, &codec.ServerRequestAck{RequestID: sr.RequestID}, nil)
+	r.inbox.Received(id, ack)
+	return true
+}
+
+// BenchmarkFanOutThroughActors measures one command that emits its payload
+// to 100 sessions: from the command's frame to every session's connection
+// holding the notification, each acknowledged at once as a client does.
+// -actors.one-by-one has the state machine report the notices one at a
+// time, as before fsm.BatchObserver, for comparison in one build.
+func BenchmarkFanOutThroughActors(b *testing.B) {
+	const watchers = 100
+	r := newPathRig(b)
+	defer r.stop()
+	chans := make([]<-chan []byte, watchers)
+	for i := range chans {
+		chans[i] = r.open(b, ConnID(i+1))
+	}
+	payload := append([]byte("F"), make([]byte, 99)...)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		id := uint64(i + 1)
+		frame, _ := codec.Append(nil, &codec.ClientRequest{RequestID: id, LowestPending: id, Payload: payload}, nil)
+		r.inbox.Received(1, frame)
+		for w, ch := range chans {
+			for !r.ackAll(ConnID(w+1), <-ch) {
+			}
+		}
+	}
 }

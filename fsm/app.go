@@ -84,6 +84,27 @@ type Observer interface {
 	SessionRemoved(session SessionID, reason RemoveReason)
 }
 
+// Notice is one thing an Observer hears about: work queued for Session
+// (Request), or, when Removed is not zero, the session's removal.
+type Notice struct {
+	Session SessionID
+	Request ServerRequest
+	Removed RemoveReason
+}
+
+// BatchObserver is an Observer that takes every notice of one applied
+// command at once, in the order the command produced them, instead of one
+// call per notice: one write that notifies a thousand watchers is one call.
+// The machine calls Notices instead of ServerRequestAdded and
+// SessionRemoved when the Observer implements it. notices and the payloads
+// in it belong to the machine: valid during the call, never to be
+// modified; copy what you keep (the payloads may be kept as they are, they
+// are immutable).
+type BatchObserver interface {
+	Observer
+	Notices(notices []Notice)
+}
+
 // Target names who receives server-initiated work: one session, or any
 // session that declared a capability (a selector).
 type Target struct {

@@ -22,6 +22,8 @@ type Machine struct {
 
 	clock   ClusterTime
 	applied uint64
+	// notices is flushEvents' scratch list for a BatchObserver.
+	notices []Notice
 	// lastEmit is the copy of the last emitted payload, which the next
 	// emit of equal bytes shares (see share).
 	lastEmit []byte
@@ -652,7 +654,18 @@ func (m *Machine) flushEvents() {
 	if len(m.events) == 0 {
 		return
 	}
-	if m.obs != nil {
+	if b, ok := m.obs.(BatchObserver); ok {
+		notices := m.notices[:0]
+		for _, e := range m.events {
+			notices = append(notices, Notice{Session: e.session, Request: e.req, Removed: e.removed})
+		}
+		b.Notices(notices)
+		clear(notices)
+		m.notices = notices[:0]
+		if cap(m.notices) > 4096 {
+			m.notices = nil // an outsized fan-out does not pin its scratch
+		}
+	} else if m.obs != nil {
 		for _, e := range m.events {
 			if e.removed != 0 {
 				m.obs.SessionRemoved(e.session, e.removed)
