@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +99,63 @@ func BenchmarkCompare(b *testing.B) {
 // runZraftOnDisk starts a 3-node kv cluster with its data on disk, runs
 // RunZraft against it and stops it.
 func runZraftOnDisk(b *testing.B, cfg Config) Result {
+	var res Result
+	onDiskCluster(b, func(endpoints []string) {
+		cfg.Endpoints = endpoints
+		var err error
+		if res, err = RunZraft(context.Background(), cfg, nil); err != nil {
+			b.Fatal(err)
+		}
+	})
+	return res
+}
+
+var fanOutWatchers = flag.String("fanout.watchers", "0,10,100,1000", "BenchmarkFanOut: watcher counts to run, comma-separated")
+
+// BenchmarkFanOut runs RunWatch (the kv watch fan-out workload of
+// docs/benchmarks.md) on a 3-node cluster on disk for each count of
+// -fanout.watchers, with the usual 8×8 writes on other keys beside it and
+// 4 writes to the watched key in flight:
+//
+//	go test -run '^$' -bench FanOut -benchtime 1x ./bench/ -args -compare.duration=5s
+func BenchmarkFanOut(b *testing.B) {
+	var counts []int
+	for _, f := range strings.Split(*fanOutWatchers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			b.Fatalf("-fanout.watchers: %v", err)
+		}
+		counts = append(counts, n)
+	}
+	cfg := DefaultConfig()
+	cfg.Duration, cfg.Warmup = *compareDuration, *compareWarmup
+	for range b.N {
+		onDiskCluster(b, func(endpoints []string) {
+			cfg.Endpoints = endpoints
+			var all []WatchResult
+			for _, n := range counts {
+				c := cfg
+				c.Watchers = n
+				res, err := RunWatch(context.Background(), c, nil)
+				if err != nil {
+					b.Fatalf("%d watchers: %v", n, err)
+				}
+				b.Logf("%d watchers: %.0f notifications/s, hot writes %.0f/s, other writes %.0f/s, catch-up %v",
+					n, res.NotificationRate, res.HotWriteRate, res.Others.Throughput, res.CatchUp)
+				all = append(all, res)
+			}
+			var out bytes.Buffer
+			if err := WriteWatchTable(&out, all...); err != nil {
+				b.Fatal(err)
+			}
+			b.Log("\n" + out.String())
+		})
+	}
+}
+
+// onDiskCluster starts a 3-node kv cluster with its data on disk, calls
+// run with its client endpoints and stops it.
+func onDiskCluster(b *testing.B, run func(endpoints []string)) {
 	ncfg := node.DefaultConfig()
 	dir := b.TempDir()
 	newApp := func() fsm.Application {
@@ -122,10 +181,5 @@ func runZraftOnDisk(b *testing.B, cfg Config) Result {
 			b.Errorf("close cluster: %v", err)
 		}
 	}()
-	cfg.Endpoints = c.Endpoints()
-	res, err := RunZraft(context.Background(), cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return res
+	run(c.Endpoints())
 }

@@ -286,9 +286,27 @@ type watcherSession struct {
 	kv   *kv.Client
 }
 
+// watcherDialAttempts bounds the attempts to open one watching session:
+// opening a thousand at once on a loaded machine can outlast one attempt's
+// dialTimeout for a few of them (a leader change in the middle, say).
+const watcherDialAttempts = 3
+
 // dialWatcher opens a watching session with a watch buffer deep enough
-// that a counting consumer never overflows it.
+// that a counting consumer never overflows it, in up to
+// watcherDialAttempts attempts.
 func dialWatcher(ctx context.Context, cfg Config) (*watcherSession, error) {
+	var errs []error
+	for range watcherDialAttempts {
+		ws, err := dialWatcherOnce(ctx, cfg)
+		if err == nil || ctx.Err() != nil {
+			return ws, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func dialWatcherOnce(ctx context.Context, cfg Config) (*watcherSession, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	w := kv.NewWatcher(kv.WithWatchBuffer(4096))
