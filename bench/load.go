@@ -171,6 +171,18 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	if r.onWindow != nil {
 		r.onWindow(measureStart, end)
 	}
+	// The process's CPU time over the window, read when it opens and
+	// closes (after a run that ended early, not at all).
+	var cpuAt [2]atomic.Int64
+	cpuTimers := []*time.Timer{
+		time.AfterFunc(time.Until(measureStart), func() { cpuAt[0].Store(int64(processCPU())) }),
+		time.AfterFunc(time.Until(end), func() { cpuAt[1].Store(int64(processCPU())) }),
+	}
+	defer func() {
+		for _, t := range cpuTimers {
+			t.Stop()
+		}
+	}()
 	workers := make([]*worker, r.cfg.workers())
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -190,6 +202,9 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	wg.Wait()
 	measured := min(max(time.Since(measureStart), 0), r.cfg.Duration)
 	res := r.merge(workers, measured)
+	if c0, c1 := cpuAt[0].Load(), cpuAt[1].Load(); c0 > 0 && c1 > c0 && res.Ops > 0 {
+		res.CPUPerOp = time.Duration(c1-c0) / time.Duration(res.Ops)
+	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("%w: %w", ErrInterrupted, err)
 	}

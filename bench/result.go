@@ -39,6 +39,14 @@ type Result struct {
 	Throughput float64
 	// Latency percentiles and maximum, with microsecond resolution.
 	P50, P90, P99, P999, Max time.Duration
+	// CPUPerOp is the CPU time (user + system) this process used while
+	// measuring, per successful operation; 0 when not measured. It counts
+	// everything in the process: for the Compare benchmark's in-process
+	// cluster that is client, transport, actors, Raft and disk I/O of all
+	// three members, for RunBaseline all of dragonboat, for `zraft bench`
+	// against a remote cluster only the client. Unlike throughput, it
+	// barely depends on what else the machine runs.
+	CPUPerOp time.Duration
 	// Curve is the latency percentile curve (HDR), from the 0th percentile
 	// up to the highest percentile the sample count resolves, for
 	// WritePlot and WriteJSON; nil when nothing succeeded.
@@ -212,6 +220,7 @@ type jsonResult struct {
 	P99Micros      int64             `json:"p99_us"`
 	P999Micros     int64             `json:"p999_us"`
 	MaxMicros      int64             `json:"max_us"`
+	CPUPerOpMicros float64           `json:"cpu_per_op_us"`
 	Curve          []jsonPoint       `json:"curve"`
 	Config         jsonConfig        `json:"config"`
 }
@@ -249,8 +258,9 @@ func toJSON(r Result) jsonResult {
 		curve[i] = jsonPoint{Percentile: p.Percentile, LatencyMicros: p.Latency.Microseconds()}
 	}
 	return jsonResult{
-		Curve: curve,
-		Name:  r.Name, Ops: r.Ops, Reads: r.Reads, Writes: r.Writes, Errors: r.Errors, ErrorsByType: byType,
+		Curve:          curve,
+		CPUPerOpMicros: float64(r.CPUPerOp) / float64(time.Microsecond),
+		Name:           r.Name, Ops: r.Ops, Reads: r.Reads, Writes: r.Writes, Errors: r.Errors, ErrorsByType: byType,
 		DurationMicros: r.Duration.Microseconds(), Throughput: r.Throughput,
 		P50Micros: r.P50.Microseconds(), P90Micros: r.P90.Microseconds(), P99Micros: r.P99.Microseconds(),
 		P999Micros: r.P999.Microseconds(), MaxMicros: r.Max.Microseconds(),

@@ -50,6 +50,10 @@ type WatchResult struct {
 	// that did not happen within 30 s.
 	CatchUp  time.Duration
 	CaughtUp bool
+	// LostWatches counts watches that ended before the run did (the
+	// session was lost, or the watch's buffer overflowed); their watchers
+	// stop receiving, so CaughtUp is false when any was lost.
+	LostWatches int
 }
 
 // RunWatch measures fan-out: cfg.Watchers sessions watch HotKey while one
@@ -91,8 +95,11 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 		return s != 0 && t.UnixNano() >= s && t.UnixNano() <= winEnd.Load()
 	}
 	var notes atomic.Uint64
+	var lost atomic.Int64
+	var closing atomic.Bool   // set once cleanup ends the watches
 	var lastRev atomic.Uint64 // the hot key's newest revision written
 	seen := make([]atomic.Uint64, cfg.Watchers)
+	ended := make([]atomic.Bool, cfg.Watchers) // the watch ended early
 	watchers := make([]*watcherSession, cfg.Watchers)
 	watchErrs := make([]error, cfg.Watchers)
 	var watchWG sync.WaitGroup
@@ -125,11 +132,16 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 					}
 					seen[i].Store(ev.Revision)
 				}
+				if !closing.Load() {
+					lost.Add(1)
+					ended[i].Store(true)
+				}
 			}()
 		}()
 	}
 	setupWG.Wait()
 	cleanup := func() error {
+		closing.Store(true)
 		var errs []error
 		for _, ws := range watchers {
 			if ws != nil {
@@ -208,8 +220,9 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 		res.NotificationRate = float64(res.Notifications) / measured.Seconds()
 	}
 	if err == nil && cfg.Watchers > 0 {
-		res.CatchUp, res.CaughtUp = waitCaughtUp(ctx, seen, lastRev.Load(), lastWrite)
+		res.CatchUp, res.CaughtUp = waitCaughtUp(ctx, seen, ended, lastRev.Load(), lastWrite)
 	}
+	res.LostWatches = int(lost.Load())
 	if after, serr := stats(); serr == nil {
 		res.CancelledWatches = after.CancelledWatches - before.CancelledWatches
 	} else if err == nil {
@@ -218,20 +231,23 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 	return res, errors.Join(err, cleanup())
 }
 
-// waitCaughtUp waits until every watcher has seen revision rev, at most
-// catchUpTimeout, and says how long after since that took.
-func waitCaughtUp(ctx context.Context, seen []atomic.Uint64, rev uint64, since time.Time) (time.Duration, bool) {
+// waitCaughtUp waits until every watcher whose watch has not ended has
+// seen revision rev, at most catchUpTimeout, and says how long after since
+// that took; it reports success only if no watch ended.
+func waitCaughtUp(ctx context.Context, seen []atomic.Uint64, ended []atomic.Bool, rev uint64, since time.Time) (time.Duration, bool) {
 	deadline := since.Add(catchUpTimeout)
 	for {
-		behind := false
+		behind, gone := false, false
 		for i := range seen {
-			if seen[i].Load() < rev {
+			switch {
+			case ended[i].Load():
+				gone = true
+			case seen[i].Load() < rev:
 				behind = true
-				break
 			}
 		}
 		if !behind {
-			return time.Since(since), true
+			return time.Since(since), !gone
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return time.Since(since), false
@@ -245,7 +261,7 @@ func waitCaughtUp(ctx context.Context, seen []atomic.Uint64, rev uint64, since t
 // first run without watchers.
 func WriteWatchTable(w io.Writer, results ...WatchResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "watchers\tother ops/s\tother p50 ms\tother p99 ms\thot writes/s\tnotifications/s\tcancelled watches\tcatch-up ms\t\n")
+	fmt.Fprintf(tw, "watchers\tother ops/s\tother p50 ms\tother p99 ms\thot writes/s\tnotifications/s\tcancelled watches\tlost watches\tcatch-up ms\t\n")
 	for _, r := range results {
 		catch := "-"
 		switch {
@@ -254,8 +270,8 @@ func WriteWatchTable(w io.Writer, results ...WatchResult) error {
 		case r.Watchers > 0:
 			catch = "timeout"
 		}
-		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%s\t%.0f\t%.0f\t%d\t%s\t\n", r.Watchers, r.Others.Throughput,
-			ms(r.Others.P50), ms(r.Others.P99), r.HotWriteRate, r.NotificationRate, r.CancelledWatches, catch)
+		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%s\t%.0f\t%.0f\t%d\t%d\t%s\t\n", r.Watchers, r.Others.Throughput,
+			ms(r.Others.P50), ms(r.Others.P99), r.HotWriteRate, r.NotificationRate, r.CancelledWatches, r.LostWatches, catch)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("bench: write table: %w", err)
@@ -336,6 +352,7 @@ type jsonWatch struct {
 	CancelledWatches uint64     `json:"cancelled_watches"`
 	CatchUpMicros    int64      `json:"catch_up_us"`
 	CaughtUp         bool       `json:"caught_up"`
+	LostWatches      int        `json:"lost_watches"`
 }
 
 // WriteWatchJSON writes watch results as {"watch": [...]}, with the other
@@ -348,7 +365,7 @@ func WriteWatchJSON(w io.Writer, results ...WatchResult) error {
 		doc.Watch = append(doc.Watch, jsonWatch{
 			Watchers: r.Watchers, Others: toJSON(r.Others), HotWrites: r.HotWrites, HotWriteRate: r.HotWriteRate,
 			Notifications: r.Notifications, NotificationRate: r.NotificationRate, CancelledWatches: r.CancelledWatches,
-			CatchUpMicros: r.CatchUp.Microseconds(), CaughtUp: r.CaughtUp,
+			CatchUpMicros: r.CatchUp.Microseconds(), CaughtUp: r.CaughtUp, LostWatches: r.LostWatches,
 		})
 	}
 	enc := json.NewEncoder(w)

@@ -30,8 +30,8 @@ func TestRunWatchDeliversEveryChangeToEveryWatcher(t *testing.T) {
 	if res.HotWrites == 0 || res.Notifications == 0 {
 		t.Fatalf("hot writes %d, notifications %d", res.HotWrites, res.Notifications)
 	}
-	if !res.CaughtUp || res.CancelledWatches != 0 {
-		t.Fatalf("caught up %v (after %v), cancelled watches %d", res.CaughtUp, res.CatchUp, res.CancelledWatches)
+	if !res.CaughtUp || res.CancelledWatches != 0 || res.LostWatches != 0 {
+		t.Fatalf("caught up %v (after %v), cancelled watches %d, lost %d", res.CaughtUp, res.CatchUp, res.CancelledWatches, res.LostWatches)
 	}
 	// Each hot write in the window notifies every watcher; writes near
 	// the window's edges may be notified on either side of it.
