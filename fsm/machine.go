@@ -494,7 +494,17 @@ func (m *Machine) ackServerRequests(c AckServerRequests) Result {
 				}
 			}
 			clear(s.pending[:n])
-			s.pending = s.pending[n:]
+			switch {
+			case n == len(s.pending) && cap(s.pending) <= keptQueue:
+				// Keep a small array: a watcher acknowledging each
+				// notification would otherwise make every next one
+				// allocate its queue afresh.
+				s.pending = s.pending[:0]
+			case n == len(s.pending):
+				s.pending = nil // a large emptied queue is given back
+			default:
+				s.pending = s.pending[n:]
+			}
 			m.pendingTotal -= n
 			m.pendingChanged(s)
 			freed = true
@@ -649,6 +659,11 @@ func (m *Machine) drainUnassigned() {
 	// Emit from the callback.
 	m.reportMoves(SessionID{}, moved)
 }
+
+// keptQueue is the largest emptied server-request queue (in entries) a
+// session keeps for reuse; larger ones are released, so a session that once
+// held many pending requests does not pin that memory.
+const keptQueue = 16
 
 func (m *Machine) flushEvents() {
 	if len(m.events) == 0 {
