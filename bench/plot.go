@@ -6,6 +6,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,9 +17,9 @@ var ErrNoCurve = errors.New("bench: no latency curve to plot")
 
 // Plot geometry, in SVG user units (pixels).
 const (
-	panelW, panelH         = 440, 320
-	plotLeft, plotRight    = 62, 16
-	plotTop, plotBottom    = 44, 48
+	panelW, panelH         = 440, 340
+	plotLeft, plotRight    = 56, 34
+	plotTop, plotBottom    = 64, 48
 	plotLegendLine         = 16
 	minNines, minLatencyMs = 2.0, 0.1
 )
@@ -127,21 +128,18 @@ func drawPanel(b *strings.Builder, x0 float64, panel []Result) {
 	fmt.Fprintf(b, `<text x="%.1f" y="16" font-size="13" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(workloadTitle(panel[0].Config)))
 	// Grid and ticks: every nine on x, every decade on y.
 	for n := 0.0; n <= xMax; n++ {
-		label := "0%"
-		if n > 0 {
-			label = strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.*f", max(int(n)-2, 0), 100*(1-math.Pow(10, -n))), "0"), ".") + "%"
-		}
+		label := percentLabel(n)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", px(n), top, px(n), top+h)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", px(n), top+h+14, label)
 	}
-	for d := yLo; d <= yHi+1e-9; d++ {
-		v := math.Pow(10, d)
+	for d := int(math.Round(yLo)); d <= int(yHi); d++ {
+		v := math.Pow10(d)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", left, py(v), left+w, py(v))
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-4, py(v)+4, strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.1f", v), "0"), "."))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-4, py(v)+4, strconv.FormatFloat(v, 'f', max(-d, 0), 64))
 	}
 	fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#444"/>`+"\n", left, top, w, h)
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">percentile</text>`+"\n", left+w/2, top+h+32)
-	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">latency (ms)</text>`+"\n", x0+14, top+h/2)
+	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">latency (ms)</text>`+"\n", x0+12, top+h/2)
 
 	for i, r := range panel {
 		color, ok := plotColors[r.Name]
@@ -154,11 +152,20 @@ func drawPanel(b *strings.Builder, x0 float64, panel []Result) {
 		}
 		fmt.Fprintf(b, `<polyline class="curve" data-name="%s" fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`+"\n",
 			html.EscapeString(r.Name), color, strings.Join(pts, " "))
-		ly := top + 14 + float64(i*plotLegendLine)
+		ly := 32 + float64(i*plotLegendLine) // legend between title and plot
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", left+8, ly-4, left+28, ly-4, color)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f">%s: %.0f ops/s, p50 %s ms, p99 %s ms</text>`+"\n",
 			left+32, ly, html.EscapeString(r.Name), r.Throughput, ms(r.P50), ms(r.P99))
 	}
+}
+
+// percentLabel names the percentile n nines up: "0%", "90%", "99%",
+// "99.9%", ...
+func percentLabel(n float64) string {
+	if n <= 0 {
+		return "0%"
+	}
+	return strconv.FormatFloat(100*(1-math.Pow(10, -n)), 'f', max(int(n)-2, 0), 64) + "%"
 }
 
 // ms64 is d in milliseconds.

@@ -23,6 +23,14 @@ func withCurve(r Result, n int, base time.Duration) Result {
 	return r
 }
 
+func TestPercentLabels(t *testing.T) {
+	for n, want := range []string{"0%", "90%", "99%", "99.9%", "99.99%", "99.999%"} {
+		if got := percentLabel(float64(n)); got != want {
+			t.Errorf("percentLabel(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
 func TestCurveCoversTheNinesTheSamplesResolve(t *testing.T) {
 	h := hdr.New(histMinMicros, histMaxMicros, histSigFigs)
 	for i := 1; i <= 10_000; i++ {
