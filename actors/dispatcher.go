@@ -3,7 +3,9 @@
 // Owns: the relay from the state machine's Observer (which runs on
 // dragonboat's apply goroutine and must not block) to the actors, and the
 // batching of acknowledgements: acks from session actors are gathered for
-// AckBatchInterval and recorded with one AckServerRequests proposal. The
+// AckBatchInterval and recorded with one AckServerRequests proposal, at
+// most one in flight (acks arriving meanwhile go in the next, sent as soon
+// as the one in flight is answered). The
 // batch holds at most one entry per session (a later ack supersedes an
 // earlier one because acks are cumulative), so it is bounded by the number
 // of live sessions.
@@ -139,6 +141,14 @@ type dispatcher struct {
 	leader bool
 	acks   map[fsm.SessionID]uint64
 	timer  *time.Timer
+	// ackSent is when the acknowledgement proposal in flight was sent
+	// (zero when none is): at most one is in flight, and the acks that
+	// arrive meanwhile wait for its outcome, so a fan-out whose
+	// acknowledgements keep coming costs one entry per commit round, not
+	// one per AckBatchInterval. A proposal unanswered for twice the
+	// proposal timeout (its reply lost to a bridge restart) no longer
+	// holds the next one back.
+	ackSent time.Time
 }
 
 // NewDispatcher returns the producer of the dispatcher actor.
@@ -159,6 +169,7 @@ func (d *dispatcher) Receive(c actor.Context) {
 		d.leader = m.IsLeader
 		if !m.IsLeader {
 			clear(d.acks)
+			d.ackSent = time.Time{}
 		}
 	case *workAdded:
 		d.obs.pending.Add(-1)
@@ -183,7 +194,12 @@ func (d *dispatcher) Receive(c actor.Context) {
 		d.timer = nil
 		d.flush(c)
 	case *Proposed:
-		if t, ok := m.Tag.(ackTag); ok && m.Err != nil && d.leader {
+		t, ok := m.Tag.(ackTag)
+		if !ok {
+			return
+		}
+		d.ackSent = time.Time{}
+		if m.Err != nil && d.leader {
 			// Put the acks back (unless superseded) for the next batch.
 			for _, a := range t.acks {
 				if a.UpTo > d.acks[a.Session] {
@@ -191,6 +207,12 @@ func (d *dispatcher) Receive(c actor.Context) {
 				}
 			}
 			d.arm(c)
+			return
+		}
+		if d.timer == nil {
+			// Acks that waited for this outcome have waited at least
+			// as long as a batch interval.
+			d.flush(c)
 		}
 	}
 }
@@ -271,6 +293,10 @@ func (d *dispatcher) flush(c actor.Context) {
 	if len(d.acks) == 0 || !d.leader {
 		return
 	}
+	if !d.ackSent.IsZero() && d.env.Now().Sub(d.ackSent) < 2*d.env.Settings.ProposalTimeout {
+		return // sent when the one in flight is answered
+	}
+	d.ackSent = d.env.Now()
 	acks := make([]fsm.Ack, 0, len(d.acks))
 	for s, upTo := range d.acks {
 		acks = append(acks, fsm.Ack{Session: s, UpTo: upTo})

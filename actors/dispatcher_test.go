@@ -24,7 +24,8 @@ func TestDispatcherRelaysACommandsNoticesInOneMessage(t *testing.T) {
 		case *Deliver, *DeliverBatch, *SessionRemoved:
 			out <- m
 		case *LeaderQuery:
-			c.Respond(&LeaderChanged{})
+			// Its answer may arrive after the test's LeaderChanged.
+			c.Respond(&LeaderChanged{LeaderID: 1, IsLeader: true})
 		}
 	}))
 	keepalive := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
@@ -92,6 +93,71 @@ func TestDispatcherRelaysACommandsNoticesInOneMessage(t *testing.T) {
 	obs.Notices(make([]fsm.Notice, 101))
 	if obs.Pending() != 0 || !obs.dropped.Load() {
 		t.Fatalf("over the bound: %d pending, dropped %v", obs.Pending(), obs.dropped.Load())
+	}
+	_ = sys.Root.StopFuture(d).Wait()
+}
+
+// TestDispatcherKeepsOneAckProposalInFlight: acknowledgements that arrive
+// while an AckServerRequests proposal is in flight wait for its outcome and
+// then go together in one more, however many batch intervals pass; so a
+// fan-out whose acks keep coming costs one entry per commit round.
+func TestDispatcherKeepsOneAckProposalInFlight(t *testing.T) {
+	sys := quietSystem()
+	defer sys.Shutdown()
+	proposals := make(chan *Propose, 16)
+	raft := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		switch m := c.Message().(type) {
+		case *Propose:
+			proposals <- m
+		case *LeaderQuery:
+			c.Respond(&LeaderChanged{LeaderID: 1, IsLeader: true})
+		}
+	}))
+	env := &Env{
+		Settings: Settings{NodeID: 1, AckBatchInterval: time.Millisecond, ProposalTimeout: time.Minute},
+		Refs:     Refs{Raft: raft},
+		Metrics:  NewMetrics(nil),
+		Log:      slog.New(slog.DiscardHandler),
+		Now:      time.Now,
+	}
+	d := sys.Root.Spawn(actor.PropsFromProducer(NewDispatcher(env, NewObserver(sys, nil, 10))))
+	sys.Root.Send(d, &LeaderChanged{LeaderID: 1, IsLeader: true})
+	s := func(n byte) fsm.SessionID { return fsm.SessionID{15: n} }
+	acksOf := func(p *Propose) []fsm.Ack {
+		t.Helper()
+		cmd, err := fsm.DecodeCommand(p.Cmd)
+		a, ok := cmd.(fsm.AckServerRequests)
+		if err != nil || !ok {
+			t.Fatalf("proposal %T %v", cmd, err)
+		}
+		return a.Acks
+	}
+	next := func() *Propose {
+		t.Helper()
+		select {
+		case p := <-proposals:
+			return p
+		case <-time.After(5 * time.Second):
+			t.Fatal("no proposal")
+			return nil
+		}
+	}
+	sys.Root.Send(d, &Acked{Session: s(1), UpTo: 3})
+	first := next()
+	if a := acksOf(first); len(a) != 1 || a[0] != (fsm.Ack{Session: s(1), UpTo: 3}) {
+		t.Fatalf("first proposal %v", a)
+	}
+	sys.Root.Send(d, &Acked{Session: s(2), UpTo: 1})
+	sys.Root.Send(d, &Acked{Session: s(3), UpTo: 5})
+	sys.Root.Send(d, &Acked{Session: s(2), UpTo: 2})
+	select {
+	case p := <-proposals:
+		t.Fatalf("a second proposal %v while the first is in flight", acksOf(p))
+	case <-time.After(50 * time.Millisecond): // 50 batch intervals
+	}
+	sys.Root.Send(first.ReplyTo, &Proposed{Tag: first.Tag})
+	if a := acksOf(next()); len(a) != 2 || a[0] != (fsm.Ack{Session: s(2), UpTo: 2}) || a[1] != (fsm.Ack{Session: s(3), UpTo: 5}) {
+		t.Fatalf("second proposal %v, want s2 up to 2 and s3 up to 5", a)
 	}
 	_ = sys.Root.StopFuture(d).Wait()
 }

@@ -176,6 +176,9 @@ func BenchmarkFanOut(b *testing.B) {
 // run with its client endpoints and stops it.
 func onDiskCluster(b *testing.B, run func(endpoints []string)) {
 	ncfg := node.DefaultConfig()
+	// Every client connects from 127.0.0.1: a thousand watchers plus the
+	// other sessions would exceed the default per-source cap of 1,000.
+	ncfg.MaxConnsPerSource = ncfg.MaxConns
 	dir := b.TempDir()
 	newApp := func() fsm.Application {
 		s, err := kv.New(kv.DefaultConfig())
