@@ -81,10 +81,18 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 	if err != nil {
 		return res, errors.Join(err, closeAll(hotConn))
 	}
-	stats := func() (kv.Stats, error) {
-		sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-		return hot.Stats(sctx)
+	// The stats query is retried: right after a heavy fan-out it can
+	// outlast one operation timeout.
+	stats := func() (st kv.Stats, err error) {
+		for range 3 {
+			sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+			st, err = hot.Stats(sctx)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				return st, err
+			}
+		}
+		return st, err
 	}
 
 	// The window is set once the runner knows it; events and writes
