@@ -200,6 +200,10 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 		}()
 	}
 	wg.Wait()
+	if cpuAt[1].Load() == 0 && !time.Now().Before(end) {
+		// The workers stopped at end, before the timer ran.
+		cpuAt[1].Store(int64(processCPU()))
+	}
 	measured := min(max(time.Since(measureStart), 0), r.cfg.Duration)
 	res := r.merge(workers, measured)
 	if c0, c1 := cpuAt[0].Load(), cpuAt[1].Load(); c0 > 0 && c1 > c0 && res.Ops > 0 {
