@@ -3,7 +3,9 @@
 // Owns: the relay from the state machine's Observer (which runs on
 // dragonboat's apply goroutine and must not block) to the actors, and the
 // batching of acknowledgements: acks from session actors are gathered for
-// AckBatchInterval and recorded with one AckServerRequests proposal. The
+// AckBatchInterval and recorded with one AckServerRequests proposal, at
+// most one in flight (acks arriving meanwhile go in the next, sent as soon
+// as the one in flight is answered). The
 // batch holds at most one entry per session (a later ack supersedes an
 // earlier one because acks are cumulative), so it is bounded by the number
 // of live sessions.
@@ -42,6 +44,16 @@ type workAdded struct {
 	session fsm.SessionID
 	req     fsm.ServerRequest
 }
+
+// notices is every notice of one applied command (fsm.BatchObserver).
+type notices struct{ list []fsm.Notice }
+
+// DeliverBatch hands server requests to many sessions' actors at once: the
+// dispatcher sends one per applied command that queued work for several
+// sessions (a kv write notifying its watchers), so the directory handles
+// one message for the whole fan-out. Each Deliver names a different
+// session.
+type DeliverBatch struct{ Delivers []Deliver }
 
 type flushAcks struct{}
 
@@ -98,6 +110,26 @@ func (o *Observer) ServerRequestAdded(session fsm.SessionID, req fsm.ServerReque
 	o.post(&workAdded{session: session, req: req})
 }
 
+// Notices implements fsm.BatchObserver: every notice of one applied
+// command is one message to the dispatcher. It counts as len(list) notices
+// against the bound, so a command's fan-out is relayed whole or, past the
+// bound, dropped whole (and every session re-reads its pending work).
+func (o *Observer) Notices(list []fsm.Notice) {
+	if len(list) == 0 {
+		return
+	}
+	o.gate.RLock()
+	defer o.gate.RUnlock()
+	n := int64(len(list))
+	if o.pending.Add(n) > o.max {
+		o.pending.Add(-n)
+		o.dropped.Store(true)
+		return
+	}
+	// The machine reuses its list; payloads are immutable and kept as is.
+	o.root.Send(o.dispatcher, &notices{list: slices.Clone(list)})
+}
+
 // SessionRemoved implements fsm.Observer.
 func (o *Observer) SessionRemoved(session fsm.SessionID, reason fsm.RemoveReason) {
 	o.post(&SessionRemoved{Session: session, Reason: reason})
@@ -109,6 +141,14 @@ type dispatcher struct {
 	leader bool
 	acks   map[fsm.SessionID]uint64
 	timer  *time.Timer
+	// ackSent is when the acknowledgement proposal in flight was sent
+	// (zero when none is): at most one is in flight, and the acks that
+	// arrive meanwhile wait for its outcome, so a fan-out whose
+	// acknowledgements keep coming costs one entry per commit round, not
+	// one per AckBatchInterval. A proposal unanswered for twice the
+	// proposal timeout (its reply lost to a bridge restart) no longer
+	// holds the next one back.
+	ackSent time.Time
 }
 
 // NewDispatcher returns the producer of the dispatcher actor.
@@ -129,6 +169,7 @@ func (d *dispatcher) Receive(c actor.Context) {
 		d.leader = m.IsLeader
 		if !m.IsLeader {
 			clear(d.acks)
+			d.ackSent = time.Time{}
 		}
 	case *workAdded:
 		d.obs.pending.Add(-1)
@@ -136,14 +177,14 @@ func (d *dispatcher) Receive(c actor.Context) {
 		if d.leader {
 			c.Send(d.env.Refs.Sessions, &Deliver{Session: m.session, Reqs: []fsm.ServerRequest{m.req}})
 		}
+	case *notices:
+		d.obs.pending.Add(-int64(len(m.list)))
+		d.resyncIfDropped(c)
+		d.relay(c, m.list)
 	case *SessionRemoved:
 		d.obs.pending.Add(-1)
 		d.resyncIfDropped(c)
-		delete(d.acks, m.Session)
-		if d.leader {
-			c.Send(d.env.Refs.Sessions, m)
-			c.Send(d.env.Refs.KeepAlive, m)
-		}
+		d.removed(c, m)
 	case *Acked:
 		if d.leader && m.UpTo > d.acks[m.Session] {
 			d.acks[m.Session] = m.UpTo
@@ -153,7 +194,12 @@ func (d *dispatcher) Receive(c actor.Context) {
 		d.timer = nil
 		d.flush(c)
 	case *Proposed:
-		if t, ok := m.Tag.(ackTag); ok && m.Err != nil && d.leader {
+		t, ok := m.Tag.(ackTag)
+		if !ok {
+			return
+		}
+		d.ackSent = time.Time{}
+		if m.Err != nil && d.leader {
 			// Put the acks back (unless superseded) for the next batch.
 			for _, a := range t.acks {
 				if a.UpTo > d.acks[a.Session] {
@@ -161,8 +207,70 @@ func (d *dispatcher) Receive(c actor.Context) {
 				}
 			}
 			d.arm(c)
+			return
+		}
+		if d.timer == nil {
+			// Acks that waited for this outcome have waited at least
+			// as long as a batch interval.
+			d.flush(c)
 		}
 	}
+}
+
+func (d *dispatcher) removed(c actor.Context, m *SessionRemoved) {
+	delete(d.acks, m.Session)
+	if d.leader {
+		c.Send(d.env.Refs.Sessions, m)
+		c.Send(d.env.Refs.KeepAlive, m)
+	}
+}
+
+// relay hands one command's notices on, in their order: the work for each
+// session gathered into one Deliver, and all of them to the directory as
+// one DeliverBatch; a removal first sends the work gathered before it, so
+// the directory sees work and removals in the order they happened.
+// Followers only forget removed sessions' acks.
+func (d *dispatcher) relay(c actor.Context, list []fsm.Notice) {
+	var batch []Deliver
+	var index map[fsm.SessionID]int
+	// One backing array for the requests of the whole list: a session's
+	// first request takes a one-element window of it (a second request for
+	// the same session grows that session's slice on its own).
+	var reqs []fsm.ServerRequest
+	send := func() {
+		switch len(batch) {
+		case 0:
+		case 1:
+			c.Send(d.env.Refs.Sessions, &batch[0])
+		default:
+			c.Send(d.env.Refs.Sessions, &DeliverBatch{Delivers: batch})
+		}
+		batch, index, reqs = nil, nil, nil
+	}
+	for _, n := range list {
+		if n.Removed != 0 {
+			send()
+			d.removed(c, &SessionRemoved{Session: n.Session, Reason: n.Removed})
+			continue
+		}
+		if !d.leader {
+			continue
+		}
+		if i, ok := index[n.Session]; ok {
+			batch[i].Reqs = append(batch[i].Reqs, n.Request)
+			continue
+		}
+		if index == nil {
+			index = make(map[fsm.SessionID]int)
+		}
+		index[n.Session] = len(batch)
+		if reqs == nil {
+			reqs = make([]fsm.ServerRequest, 0, len(list))
+		}
+		reqs = append(reqs, n.Request)
+		batch = append(batch, Deliver{Session: n.Session, Reqs: reqs[len(reqs)-1 : len(reqs) : len(reqs)]})
+	}
+	send()
 }
 
 // resyncIfDropped makes every session actor re-read its pending work after
@@ -185,6 +293,10 @@ func (d *dispatcher) flush(c actor.Context) {
 	if len(d.acks) == 0 || !d.leader {
 		return
 	}
+	if !d.ackSent.IsZero() && d.env.Now().Sub(d.ackSent) < 2*d.env.Settings.ProposalTimeout {
+		return // sent when the one in flight is answered
+	}
+	d.ackSent = d.env.Now()
 	acks := make([]fsm.Ack, 0, len(d.acks))
 	for s, upTo := range d.acks {
 		acks = append(acks, fsm.Ack{Session: s, UpTo: upTo})

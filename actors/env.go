@@ -123,6 +123,10 @@ type Env struct {
 	// Directory, when set, is the replicated member directory; it takes
 	// over from Settings.Members once it holds members.
 	Directory *Directory
+	// Scheduler, when set, runs the mailboxes of every actor spawned with
+	// Props (see Scheduler); nil keeps protoactor's goroutine per
+	// activation.
+	Scheduler *Scheduler
 }
 
 // send encodes m and sends it to conn. Encoding failures are programmer
@@ -203,5 +207,9 @@ func clip(s string, max int) string {
 // Props returns props for an actor of kind with the tree's supervision and
 // any test fault injection.
 func (e *Env) Props(kind string, producer actor.Producer) *actor.Props {
-	return supervision.Props(actor.PropsFromProducer(producer), kind, e.Settings.Supervision, e.Faults)
+	p := supervision.Props(actor.PropsFromProducer(producer), kind, e.Settings.Supervision, e.Faults)
+	if e.Scheduler != nil {
+		p.Configure(actor.WithDispatcher(e.Scheduler))
+	}
+	return p
 }

@@ -211,6 +211,12 @@ func (d *directory) Receive(c actor.Context) {
 		if e := d.bySession[m.Session]; e != nil {
 			c.Send(e.pid, m)
 		}
+	case *DeliverBatch:
+		for i := range m.Delivers {
+			if e := d.bySession[m.Delivers[i].Session]; e != nil {
+				c.Send(e.pid, &m.Delivers[i])
+			}
+		}
 	case *SessionRemoved:
 		d.removed(c, m)
 	case *Resync:

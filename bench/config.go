@@ -40,6 +40,9 @@ const (
 	MaxKeys = 1_000_000
 	// MaxDuration bounds Config.Duration and Config.Warmup each.
 	MaxDuration = time.Hour
+	// MaxWatchers bounds Config.Watchers: the kv application's default
+	// limit of watchers per key.
+	MaxWatchers = 4096
 )
 
 // ErrConfig is wrapped by every error Validate returns.
@@ -86,6 +89,12 @@ type Config struct {
 	// preloading excluded), so that a run ends even if the clock misbehaves.
 	// Default 100,000,000.
 	MaxOps uint64
+	// Watchers is the number of sessions RunWatch opens to watch one hot
+	// key; the other runs ignore it. Default 0.
+	Watchers int
+	// HotInFlight is the number of writes to the hot key RunWatch keeps in
+	// flight (one session). Default 4.
+	HotInFlight int
 	// TLS, when set, is passed to every client.Dial of RunZraft (see
 	// client.WithTLS). Default nil: plaintext.
 	TLS *tls.Config `json:"-"`
@@ -103,6 +112,7 @@ func DefaultConfig() Config {
 		Keys:        1000,
 		Timeout:     5 * time.Second,
 		MaxOps:      100_000_000,
+		HotInFlight: 4,
 	}
 }
 
@@ -134,6 +144,10 @@ func (c Config) Validate() error {
 		return configErr("timeout must be positive, got %v", c.Timeout)
 	case c.MaxOps == 0:
 		return configErr("max ops must be positive")
+	case c.Watchers < 0 || c.Watchers > MaxWatchers:
+		return configErr("watchers must be 0..%d, got %d", MaxWatchers, c.Watchers)
+	case c.HotInFlight < 1 || c.HotInFlight > MaxInFlight:
+		return configErr("hot-key writes in flight must be 1..%d, got %d", MaxInFlight, c.HotInFlight)
 	}
 	return nil
 }

@@ -68,6 +68,10 @@ type runner struct {
 	classify func(error) string
 	progress func(Progress)
 	keys     []string
+	// onWindow, when set, is called once the measuring window is known,
+	// before any worker starts; decorate, when set, adds to each Progress.
+	onWindow func(start, end time.Time)
+	decorate func(*Progress)
 
 	// Shared counters, written by workers and read by the reporter.
 	issued      atomic.Uint64 // operations started (warm-up included), for MaxOps
@@ -164,6 +168,21 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	measureStart := time.Now().Add(r.cfg.Warmup)
 	end := measureStart.Add(r.cfg.Duration)
 	r.measureStart.Store(measureStart.UnixNano())
+	if r.onWindow != nil {
+		r.onWindow(measureStart, end)
+	}
+	// The process's CPU time over the window, read when it opens and
+	// closes (after a run that ended early, not at all).
+	var cpuAt [2]atomic.Int64
+	cpuTimers := []*time.Timer{
+		time.AfterFunc(time.Until(measureStart), func() { cpuAt[0].Store(int64(processCPU())) }),
+		time.AfterFunc(time.Until(end), func() { cpuAt[1].Store(int64(processCPU())) }),
+	}
+	defer func() {
+		for _, t := range cpuTimers {
+			t.Stop()
+		}
+	}()
 	workers := make([]*worker, r.cfg.workers())
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -181,8 +200,15 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 		}()
 	}
 	wg.Wait()
+	if cpuAt[1].Load() == 0 && !time.Now().Before(end) {
+		// The workers stopped at end, before the timer ran.
+		cpuAt[1].Store(int64(processCPU()))
+	}
 	measured := min(max(time.Since(measureStart), 0), r.cfg.Duration)
 	res := r.merge(workers, measured)
+	if c0, c1 := cpuAt[0].Load(), cpuAt[1].Load(); c0 > 0 && c1 > c0 && res.Ops > 0 {
+		res.CPUPerOp = time.Duration(c1-c0) / time.Duration(res.Ops)
+	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("%w: %w", ErrInterrupted, err)
 	}
@@ -325,6 +351,9 @@ func (r *runner) report(stop <-chan struct{}) {
 				p.Rate = float64(done-last) / secs
 			}
 			last, lastAt = done, now
+			if r.decorate != nil {
+				r.decorate(&p)
+			}
 			r.progress(p)
 		}
 	}
@@ -352,6 +381,7 @@ func (r *runner) merge(workers []*worker, measured time.Duration) Result {
 		us := func(q float64) time.Duration { return time.Duration(h.ValueAtQuantile(q)) * time.Microsecond }
 		res.P50, res.P90, res.P99, res.P999 = us(50), us(90), us(99), us(99.9)
 		res.Max = time.Duration(h.Max()) * time.Microsecond
+		res.Curve = curve(h)
 	}
 	return res
 }

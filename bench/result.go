@@ -39,6 +39,18 @@ type Result struct {
 	Throughput float64
 	// Latency percentiles and maximum, with microsecond resolution.
 	P50, P90, P99, P999, Max time.Duration
+	// CPUPerOp is the CPU time (user + system) this process used while
+	// measuring, per successful operation; 0 when not measured. It counts
+	// everything in the process: for the Compare benchmark's in-process
+	// cluster that is client, transport, actors, Raft and disk I/O of all
+	// three members, for RunBaseline all of dragonboat, for `zraft bench`
+	// against a remote cluster only the client. Unlike throughput, it
+	// barely depends on what else the machine runs.
+	CPUPerOp time.Duration
+	// Curve is the latency percentile curve (HDR), from the 0th percentile
+	// up to the highest percentile the sample count resolves, for
+	// WritePlot and WriteJSON; nil when nothing succeeded.
+	Curve []CurvePoint
 	// Config is the configuration of the run.
 	Config Config
 }
@@ -58,13 +70,20 @@ type Progress struct {
 	Measured, Errors uint64
 	// Rate is operations completed per second over the last interval.
 	Rate float64
+	// Notifications counts watch notifications received while measuring
+	// (RunWatch only; 0 otherwise).
+	Notifications uint64
 }
 
 // ProgressLine renders p on one line for a terminal, for example
 // "zraft    measure  3.0s  41234 ops  0 errors  13502 ops/s".
 func (p Progress) ProgressLine() string {
-	return fmt.Sprintf("%-8s %-8s %5.1fs %9d ops %6d errors %9.0f ops/s",
+	line := fmt.Sprintf("%-8s %-8s %5.1fs %9d ops %6d errors %9.0f ops/s",
 		p.Name, p.Phase, p.Elapsed.Seconds(), p.Measured, p.Errors, p.Rate)
+	if p.Notifications > 0 {
+		line += fmt.Sprintf(" %10d notifications", p.Notifications)
+	}
+	return line
 }
 
 // Comparison relates a zraft result to the baseline run with the same
@@ -201,7 +220,14 @@ type jsonResult struct {
 	P99Micros      int64             `json:"p99_us"`
 	P999Micros     int64             `json:"p999_us"`
 	MaxMicros      int64             `json:"max_us"`
+	CPUPerOpMicros float64           `json:"cpu_per_op_us"`
+	Curve          []jsonPoint       `json:"curve"`
 	Config         jsonConfig        `json:"config"`
+}
+
+type jsonPoint struct {
+	Percentile    float64 `json:"percentile"`
+	LatencyMicros int64   `json:"latency_us"`
 }
 
 type jsonComparison struct {
@@ -227,8 +253,14 @@ func toJSON(r Result) jsonResult {
 	if endpoints == nil {
 		endpoints = []string{}
 	}
+	curve := make([]jsonPoint, len(r.Curve))
+	for i, p := range r.Curve {
+		curve[i] = jsonPoint{Percentile: p.Percentile, LatencyMicros: p.Latency.Microseconds()}
+	}
 	return jsonResult{
-		Name: r.Name, Ops: r.Ops, Reads: r.Reads, Writes: r.Writes, Errors: r.Errors, ErrorsByType: byType,
+		Curve:          curve,
+		CPUPerOpMicros: float64(r.CPUPerOp) / float64(time.Microsecond),
+		Name:           r.Name, Ops: r.Ops, Reads: r.Reads, Writes: r.Writes, Errors: r.Errors, ErrorsByType: byType,
 		DurationMicros: r.Duration.Microseconds(), Throughput: r.Throughput,
 		P50Micros: r.P50.Microseconds(), P90Micros: r.P90.Microseconds(), P99Micros: r.P99.Microseconds(),
 		P999Micros: r.P999.Microseconds(), MaxMicros: r.Max.Microseconds(),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -79,6 +80,14 @@ func checkResult(t *testing.T, res Result, name string) {
 	}
 	if want := float64(res.Ops) / res.Duration.Seconds(); math.Abs(res.Throughput-want) > 1e-6*want {
 		t.Errorf("throughput %v, want ops/duration %v", res.Throughput, want)
+	}
+	// Every operation costs this process some CPU, far less than the
+	// whole window's wall time.
+	if res.CPUPerOp <= 0 || res.CPUPerOp*time.Duration(res.Ops) > 2*res.Duration*time.Duration(runtime.NumCPU()) {
+		t.Errorf("CPU per operation %v over %d ops in %v", res.CPUPerOp, res.Ops, res.Duration)
+	}
+	if len(res.Curve) < 2 || res.Curve[0].Percentile != 0 || res.Curve[len(res.Curve)-1].Latency != res.Max {
+		t.Errorf("curve %v does not run from the 0th percentile to the maximum %v", res.Curve, res.Max)
 	}
 }
 

@@ -43,8 +43,15 @@ func RunZraft(ctx context.Context, cfg Config, progress func(Progress)) (Result,
 	for i, c := range conns {
 		kvs[i] = kv.NewClient(c)
 	}
-	do := func(ctx context.Context, w int, read bool, key string, value []byte) error {
-		c := kvs[w/cfg.InFlight]
+	res, err := newRunner(cfg, NameZraft, zraftDo(cfg.InFlight, kvs), zraftErrorType, progress).run(ctx)
+	return res, errors.Join(err, closeAll(conns))
+}
+
+// zraftDo is the operation of worker w: a kv get or set through the
+// session of its group of inFlight workers.
+func zraftDo(inFlight int, kvs []*kv.Client) doFunc {
+	return func(ctx context.Context, w int, read bool, key string, value []byte) error {
+		c := kvs[w/inFlight]
 		if read {
 			_, err := c.Get(ctx, key)
 			return err
@@ -52,8 +59,6 @@ func RunZraft(ctx context.Context, cfg Config, progress func(Progress)) (Result,
 		_, err := c.Set(ctx, key, value)
 		return err
 	}
-	res, err := newRunner(cfg, NameZraft, do, zraftErrorType, progress).run(ctx)
-	return res, errors.Join(err, closeAll(conns))
 }
 
 // dialAll opens one session per cfg.Sessions, at most dialParallel at a

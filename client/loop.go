@@ -35,10 +35,37 @@ func (c *Conn) run() {
 		case <-timer.C:
 			c.handleTimers(time.Now())
 		}
+		c.drain()
 		if !c.stopped {
 			now := time.Now()
 			c.pump(now)
 			c.deliver()
+		}
+	}
+}
+
+// drainBurst bounds the events drain handles after the one the loop woke
+// for, so that timers and Close are looked at regularly under load.
+const drainBurst = 64
+
+// drain handles the calls and frames that are already waiting, before the
+// loop pumps, delivers and re-arms its timer once for all of them: under
+// load replies arrive in bursts (a batch answered together), and each one
+// handled on its own paid for a timer reset and a pump that sent at most
+// the one request its reply made room for, where one pump now sends them
+// all together (one write for the transport).
+func (c *Conn) drain() {
+	for range drainBurst {
+		if c.stopped {
+			return
+		}
+		select {
+		case o := <-c.ops:
+			c.handleOp(o, time.Now())
+		case in := <-c.inbound:
+			c.handleInbound(in, time.Now())
+		default:
+			return
 		}
 	}
 }

@@ -63,7 +63,8 @@ func (m *Machine) sessionRoom(caps []Capability) int {
 // delivery buffer, so it means only "received".
 //
 // ctx.Session() is the acknowledging session. reqs and their payloads belong
-// to the machine and are only valid during the call: copy what you keep.
+// to the machine and are only valid during the call: copy what you keep, and
+// never modify a payload (one copy may back the queues of many sessions).
 // Emit and Place are allowed (for example to start the next step of a
 // pipeline); work emitted to the acknowledging session gets new ids.
 type AckObserver interface {

@@ -84,6 +84,27 @@ type Observer interface {
 	SessionRemoved(session SessionID, reason RemoveReason)
 }
 
+// Notice is one thing an Observer hears about: work queued for Session
+// (Request), or, when Removed is not zero, the session's removal.
+type Notice struct {
+	Session SessionID
+	Request ServerRequest
+	Removed RemoveReason
+}
+
+// BatchObserver is an Observer that takes every notice of one applied
+// command at once, in the order the command produced them, instead of one
+// call per notice: one write that notifies a thousand watchers is one call.
+// The machine calls Notices instead of ServerRequestAdded and
+// SessionRemoved when the Observer implements it. notices and the payloads
+// in it belong to the machine: valid during the call, never to be
+// modified; copy what you keep (the payloads may be kept as they are, they
+// are immutable).
+type BatchObserver interface {
+	Observer
+	Notices(notices []Notice)
+}
+
 // Target names who receives server-initiated work: one session, or any
 // session that declared a capability (a selector).
 type Target struct {
@@ -120,7 +141,9 @@ func (c *Context) Now() ClusterTime { return c.m.clock }
 // for an AppCommand or a session lifecycle call about another session.
 func (c *Context) Session() SessionID { return c.session }
 
-// Emit queues server-initiated work. payload is copied. It returns
+// Emit queues server-initiated work. payload is copied; emitting the same
+// bytes again right after shares that copy (fan-out to many sessions holds
+// the payload once), so queued payloads are never modified. It returns
 // ErrPayloadTooLarge, ErrSessionNotFound (ToSession of a session that is not
 // live), or ErrQueueFull (the target session has
 // Config.MaxPendingServerRequests pending, or for a selector no capable

@@ -22,6 +22,11 @@ type Machine struct {
 
 	clock   ClusterTime
 	applied uint64
+	// notices is flushEvents' scratch list for a BatchObserver.
+	notices []Notice
+	// lastEmit is the copy of the last emitted payload, which the next
+	// emit of equal bytes shares (see share).
+	lastEmit []byte
 
 	sessions map[SessionID]*session
 	// byOpenKey finds a live session by (secret hash, nonce) so that an
@@ -120,6 +125,7 @@ func New(app Application, cfg Config, obs Observer) (*Machine, error) {
 
 func (m *Machine) reset() {
 	m.clock = 0
+	m.lastEmit = nil
 	m.applied = 0
 	m.sessions = make(map[SessionID]*session)
 	m.byOpenKey = make(map[openKey]SessionID)
@@ -199,7 +205,9 @@ func (m *Machine) batch(c Batch) Result {
 // batchResult applies n items in order and lays out their results as a
 // StatusBatch result (see DecodeBatchResult).
 func batchResult(n int, apply func(i int) Result) Result {
-	var data []byte
+	// Most results are a status and a short payload: one allocation for
+	// the usual batch instead of a growing slice's several.
+	data := make([]byte, 0, n*16)
 	for i := 0; i < n; i++ {
 		r := apply(i)
 		data = appendUvarint(data, r.Value)
@@ -486,7 +494,17 @@ func (m *Machine) ackServerRequests(c AckServerRequests) Result {
 				}
 			}
 			clear(s.pending[:n])
-			s.pending = s.pending[n:]
+			switch {
+			case n == len(s.pending) && cap(s.pending) <= keptQueue:
+				// Keep a small array: a watcher acknowledging each
+				// notification would otherwise make every next one
+				// allocate its queue afresh.
+				s.pending = s.pending[:0]
+			case n == len(s.pending):
+				s.pending = nil // a large emptied queue is given back
+			default:
+				s.pending = s.pending[n:]
+			}
 			m.pendingTotal -= n
 			m.pendingChanged(s)
 			freed = true
@@ -550,7 +568,7 @@ func (m *Machine) emit(t Target, payload []byte) (Placement, error) {
 	if len(payload) > m.cfg.MaxServerRequestBytes {
 		return Placement{}, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(payload), m.cfg.MaxServerRequestBytes)
 	}
-	p := append([]byte(nil), payload...)
+	p := m.share(payload)
 	if !t.bySelector {
 		s := m.sessions[t.session]
 		if s == nil {
@@ -642,11 +660,27 @@ func (m *Machine) drainUnassigned() {
 	m.reportMoves(SessionID{}, moved)
 }
 
+// keptQueue is the largest emptied server-request queue (in entries) a
+// session keeps for reuse; larger ones are released, so a session that once
+// held many pending requests does not pin that memory.
+const keptQueue = 16
+
 func (m *Machine) flushEvents() {
 	if len(m.events) == 0 {
 		return
 	}
-	if m.obs != nil {
+	if b, ok := m.obs.(BatchObserver); ok {
+		notices := m.notices[:0]
+		for _, e := range m.events {
+			notices = append(notices, Notice{Session: e.session, Request: e.req, Removed: e.removed})
+		}
+		b.Notices(notices)
+		clear(notices)
+		m.notices = notices[:0]
+		if cap(m.notices) > 4096 {
+			m.notices = nil // an outsized fan-out does not pin its scratch
+		}
+	} else if m.obs != nil {
 		for _, e := range m.events {
 			if e.removed != 0 {
 				m.obs.SessionRemoved(e.session, e.removed)

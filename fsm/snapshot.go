@@ -169,7 +169,7 @@ func (m *Machine) RecoverFromSnapshot(r io.Reader) error {
 	if crc32.Checksum(body, crcTable) != sum {
 		return fmt.Errorf("%w: snapshot checksum mismatch", ErrMalformed)
 	}
-	rd := reader{b: body[5:]}
+	rd := reader{b: body[5:], payloads: newInterner()}
 	fresh := &Machine{app: m.app, obs: m.obs, cfg: m.cfg}
 	fresh.reset()
 	fresh.clock = ClusterTime(rd.u64())
@@ -194,7 +194,7 @@ func (m *Machine) RecoverFromSnapshot(r io.Reader) error {
 		q.req.CreatedAt = ClusterTime(rd.u64())
 		q.selector.Name = rd.string(len(rd.b))
 		q.selector.Value = rd.string(len(rd.b))
-		q.req.Payload = bytes.Clone(rd.bytes(len(rd.b)))
+		q.req.Payload = rd.payloads.copyOf(rd.bytes(len(rd.b)))
 		fresh.unassigned = append(fresh.unassigned, q)
 	}
 	nt := rd.count(len(rd.b) / 17)
@@ -267,7 +267,7 @@ func readSession(rd *reader) *session {
 			q := &s.pending[i]
 			q.req.ID = rd.uvarint()
 			q.req.CreatedAt = ClusterTime(rd.u64())
-			q.req.Payload = bytes.Clone(rd.bytes(len(rd.b)))
+			q.req.Payload = rd.payloads.copyOf(rd.bytes(len(rd.b)))
 			switch rd.u8() {
 			case 0:
 			case 1:

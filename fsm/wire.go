@@ -29,6 +29,9 @@ func appendString(b []byte, s string) []byte {
 type reader struct {
 	b   []byte
 	err error
+	// payloads, when set, shares equal server request payloads read from
+	// a snapshot (see interner).
+	payloads *interner
 }
 
 func (r *reader) fail(format string, args ...any) {

@@ -41,6 +41,7 @@ type Node struct {
 	nh       *dragonboat.NodeHost
 	router   *transport.Router
 	work     *actors.Work
+	sched    *actors.Scheduler // runs the actors' mailboxes; closed by closeRaft
 	raft     *raftAdapter
 	cancel   context.CancelFunc
 	metrics  *actors.Metrics
@@ -232,6 +233,10 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 		Faults:  o.faults,
 		Now:     clock(cfg.ClockSkew),
 	}
+	// Mailboxes run on resident goroutines, not one new goroutine per
+	// activation (docs/architecture.md, Goroutines).
+	n.sched = actors.NewScheduler(actors.DefaultResident, actors.DefaultThroughput)
+	env.Scheduler = n.sched
 	n.dir = &actors.Directory{}
 	env.Directory = n.dir
 	conns := &connsAdapter{}

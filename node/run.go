@@ -619,6 +619,9 @@ func (n *Node) closeRaft() {
 		n.unwatch()
 		n.unwatch = nil
 	}
+	if n.sched != nil {
+		n.sched.Close()
+	}
 	n.system.Shutdown()
 }
 

@@ -1,8 +1,10 @@
 package zraftcli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/zraft/zraft/bench"
@@ -13,7 +15,13 @@ const benchSynopsis = `zraft bench [flags]
 Runs N sessions x M in-flight operations against the cluster for a duration
 (kv sets of --payload bytes, with --read-ratio of them linearizable kv gets),
 prints a progress line while it runs, then a table (or JSON with --json):
-throughput, latency p50/p90/p99/p99.9/max, errors by type. With --baseline it
+throughput, latency p50/p90/p99/p99.9/max, errors by type; --plot FILE.svg
+also draws the latency percentile curves. --read-ratio gives etcd-style mixed
+workloads (0.5, 0.95, ...). With --watchers N it measures fan-out instead: N
+sessions watch one hot key that one more session writes (--hot-inflight
+writes in flight) while the usual workload runs on the other keys, once
+without the watchers and once with them, and prints notifications received
+per second, the hot key's write rate and the other keys' rate in both runs. With --baseline it
 also measures raw dragonboat (SyncPropose/SyncRead on a 3-replica shard in this
 process, with zraft's Raft settings, on disk) in the same run and prints
 zraft's figures as ratios to it.
@@ -43,7 +51,10 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	keepAlive := fs.Bool("keepalive", false, "keep-alive-only sessions: --sessions N lean sessions that only send keep-alives")
 	metricsURLs := fs.String("metrics-urls", "", "with --keepalive: the members' /metrics URLs, comma-separated (leader RSS and CPU)")
 	openRate := fs.Int("open-rate", bench.DefaultSessionsConfig().OpenRate, "with --keepalive: sessions opened per second")
+	fs.IntVar(&cfg.Watchers, "watchers", 0, "fan-out workload: this many sessions watch one hot key written by one more session, beside the usual workload; run once without and once with them")
+	fs.IntVar(&cfg.HotInFlight, "hot-inflight", d.HotInFlight, "with --watchers: writes to the hot key in flight")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
+	plotFile := fs.String("plot", "", "also draw the latency percentile curves (zraft and baseline side by side) as an SVG `file`")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -73,6 +84,9 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 			fmt.Fprintln(e.stderr)
 		}
 	}
+	if cfg.Watchers > 0 {
+		return watchBench(ctx, cfg, progress, endLine, *asJSON, e)
+	}
 	var results []bench.Result
 	res, err := bench.RunZraft(ctx, cfg, progress)
 	endLine()
@@ -87,6 +101,11 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 			return fmt.Errorf("baseline run: %w", err)
 		}
 		results = append(results, res)
+	}
+	if *plotFile != "" {
+		if err := writePlotFile(*plotFile, results); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		return bench.WriteJSON(e.stdout, results...)
@@ -121,4 +140,36 @@ func keepAliveBench(ctx context.Context, e env, cfg bench.Config, urls string, o
 		return bench.WriteSessionsJSON(e.stdout, res)
 	}
 	return bench.WriteSessionsTable(e.stdout, res)
+}
+
+// writePlotFile draws results' latency curves into the SVG file path.
+func writePlotFile(path string, results []bench.Result) error {
+	var b bytes.Buffer
+	if err := bench.WritePlot(&b, results...); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("bench: plot: %w", err)
+	}
+	return nil
+}
+
+// watchBench runs the fan-out workload without and with watchers and
+// prints both.
+func watchBench(ctx context.Context, cfg bench.Config, progress func(bench.Progress), endLine func(), asJSON bool, e env) error {
+	var results []bench.WatchResult
+	for _, n := range []int{0, cfg.Watchers} {
+		c := cfg
+		c.Watchers = n
+		res, err := bench.RunWatch(ctx, c, progress)
+		endLine()
+		if err != nil {
+			return fmt.Errorf("watch run with %d watchers: %w", n, err)
+		}
+		results = append(results, res)
+	}
+	if asJSON {
+		return bench.WriteWatchJSON(e.stdout, results...)
+	}
+	return bench.WriteWatchTable(e.stdout, results...)
 }

@@ -1,11 +1,14 @@
 package zraftcli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -175,8 +178,10 @@ func TestUsageAndUnreachable(t *testing.T) {
 
 func TestBenchCommand(t *testing.T) {
 	c := startCLICluster(t)
+	svg := filepath.Join(t.TempDir(), "curves.svg")
 	code, out, errOut := c.zraft(context.Background(), "bench", "--sessions", "2", "--inflight", "2",
-		"--duration", "500ms", "--warmup", "100ms", "--read-ratio", "0.5", "--keys", "20", "--json", "--quiet")
+		"--duration", "500ms", "--warmup", "100ms", "--read-ratio", "0.5", "--keys", "20", "--json", "--quiet",
+		"--plot", svg)
 	if code != 0 {
 		t.Fatalf("bench: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -194,5 +199,29 @@ func TestBenchCommand(t *testing.T) {
 	if r := doc.Results[0]; r.Ops == 0 || r.Errors != 0 {
 		t.Fatalf("bench result %+v: want operations and no errors", r)
 	}
+	if b, err := os.ReadFile(svg); err != nil || !bytes.HasPrefix(b, []byte("<svg")) || !bytes.Contains(b, []byte(`data-name="zraft"`)) {
+		t.Fatalf("--plot wrote %q (%v), want an SVG with the zraft curve", b, err)
+	}
 	c.expect("bench --sessions 0", 2, "", "invalid config")
+
+	// The fan-out workload: one run without and one with watchers.
+	code, out, errOut = c.zraft(context.Background(), "bench", "--sessions", "1", "--inflight", "2",
+		"--duration", "500ms", "--warmup", "100ms", "--keys", "20", "--watchers", "3", "--json", "--quiet")
+	if code != 0 {
+		t.Fatalf("bench --watchers: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var watch struct {
+		Watch []struct {
+			Watchers      int    `json:"watchers"`
+			Notifications uint64 `json:"notifications"`
+			CaughtUp      bool   `json:"caught_up"`
+		} `json:"watch"`
+	}
+	if err := json.Unmarshal([]byte(out), &watch); err != nil || len(watch.Watch) != 2 {
+		t.Fatalf("bench --watchers --json output %q: %v", out, err)
+	}
+	if w := watch.Watch[1]; w.Watchers != 3 || w.Notifications == 0 || !w.CaughtUp || watch.Watch[0].Notifications != 0 {
+		t.Fatalf("watch results %+v", watch.Watch)
+	}
+	c.expect("bench --watchers 5000", 2, "", "watchers must be 0..4096")
 }
