@@ -18,6 +18,13 @@ type Metrics struct {
 	Redeliveries    prometheus.Counter
 	Restarts        *prometheus.CounterVec // by actor kind and directive
 	IsLeader        prometheus.Gauge
+	// Refused counts commands and queries answered before they were
+	// proposed, by reason: in_flight, session_bytes, node_bytes,
+	// command_size.
+	Refused *prometheus.CounterVec
+	// SessionsRefused counts CreateSession and ContinueSession refused by
+	// a limit, by reason: per_source, rate, max_sessions.
+	SessionsRefused *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (which may
@@ -39,7 +46,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Restarts:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_supervisor_events_total", Help: "Supervisor decisions, by actor kind and directive."}, []string{"actor", "directive"}),
 		IsLeader:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "zraft_is_leader", Help: "1 while this node is the leader."}),
 	}
+	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_requests_refused_total",
+		Help: "Commands and queries refused before they were proposed, by reason (in_flight, session_bytes, node_bytes, command_size)."}, []string{"reason"})
+	m.SessionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_sessions_refused_total",
+		Help: "Session creations and continuations refused by a limit, by reason (per_source, rate, max_sessions)."}, []string{"reason"})
 	if reg != nil {
+		reg.MustRegister(m.Refused, m.SessionsRefused)
 		reg.MustRegister(m.Sessions, m.MessagesIn, m.MessagesOut, m.BadFrames, m.InboxDropped, m.EncodeErrors,
 			m.Proposals, m.ProposalSeconds, m.Reads, m.Expiries, m.LeaderChanges, m.Redeliveries, m.Restarts, m.IsLeader)
 	}

@@ -115,6 +115,10 @@ type entry struct {
 	// handled; the actor decrements it. It lives and dies with the entry,
 	// so a stopped actor cannot leak it.
 	backlog *atomic.Int64
+	// source is the source of the connection that last bound the session
+	// here; the session counts against that source's
+	// MaxSessionsPerSource until it is removed or bound from another.
+	source string
 }
 
 type directory struct {
@@ -147,6 +151,9 @@ type directory struct {
 	draining  bool
 	handover  map[ConnID]struct{}
 	drainHint codec.LeaderHint
+	// perSource counts the entries of bySession by source. Bounded by
+	// bySession.
+	perSource map[string]int
 }
 
 // NewSessions returns the producer of the session directory.
@@ -160,6 +167,7 @@ func NewSessions(env *Env) actor.Producer {
 			orphans:   make(map[ConnID]time.Time),
 			unbound:   make(map[ConnID]time.Time),
 			handover:  make(map[ConnID]struct{}),
+			perSource: make(map[string]int),
 		}
 	}
 }
@@ -250,6 +258,7 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 			c.Stop(e.pid)
 			delete(d.bySession, id)
 		}
+		clear(d.perSource)
 		for conn := range d.byConn {
 			d.unbound[conn] = now
 		}
@@ -350,11 +359,53 @@ func (d *directory) childStopped(pid *actor.PID) {
 				Message: "session actor stopped; continue the session"})
 			d.unbind(e.conn)
 		}
-		delete(d.bySession, id)
-		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+		d.forget(id, e)
 		return
 	}
 }
+
+// forget removes a session's entry and its count against its source.
+func (d *directory) forget(id fsm.SessionID, e *entry) {
+	d.setSource(e, "")
+	delete(d.bySession, id)
+	d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+}
+
+// setSource moves a session's count from its source to src ("": none).
+func (d *directory) setSource(e *entry, src string) {
+	if e.source == src {
+		return
+	}
+	if e.source != "" {
+		if d.perSource[e.source]--; d.perSource[e.source] <= 0 {
+			delete(d.perSource, e.source)
+		}
+	}
+	if src != "" {
+		d.perSource[src]++
+	}
+	e.source = src
+}
+
+// sourceFull reports whether conn's source already has
+// MaxSessionsPerSource sessions here, not counting session id (the one
+// being continued, when it is counted against that source already).
+func (d *directory) sourceFull(conn ConnID, id fsm.SessionID) bool {
+	max := d.env.Settings.MaxSessionsPerSource
+	src := d.env.Inbox.Source(conn)
+	if max <= 0 || src == "" {
+		return false
+	}
+	if e := d.bySession[id]; e != nil && e.source == src {
+		return false
+	}
+	return d.perSource[src] >= max
+}
+
+// perSourceText is the message of a TooManySessions for the per-source
+// limit.
+const perSourceText = "this source holds max_sessions_per_source sessions on the leader"
+
 
 // refuse answers a message this node will not serve, in the form the client
 // expects for its kind.
@@ -422,8 +473,14 @@ func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession)
 		reject(codec.CodeOverloaded, "a session request is already in progress on this connection")
 		return
 	}
+	if d.sourceFull(conn, fsm.SessionID{}) {
+		d.env.Metrics.SessionsRefused.WithLabelValues("per_source").Inc()
+		reject(codec.CodeTooManySessions, perSourceText)
+		return
+	}
 	if !d.allowCreate() {
-		reject(codec.CodeRateLimited, "session creation rate limit reached")
+		d.env.Metrics.SessionsRefused.WithLabelValues("rate").Inc()
+		reject(codec.CodeRateLimited, "session creation rate limit reached (session_create_rate)")
 		return
 	}
 	d.busy[conn] = d.env.Now()
@@ -479,6 +536,7 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 		reject(codec.CodeRejected, out.Message)
 		return
 	case fsm.StatusTooManySessions:
+		d.env.Metrics.SessionsRefused.WithLabelValues("max_sessions").Inc()
 		reject(codec.CodeTooManySessions, "the cluster's session limit is reached")
 		return
 	case fsm.StatusSessionExists:
@@ -563,6 +621,11 @@ func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
 		reject(codec.CodeBadSecret, "secret does not match")
 		return
 	}
+	if d.sourceFull(t.conn, info.ID) {
+		d.env.Metrics.SessionsRefused.WithLabelValues("per_source").Inc()
+		reject(codec.CodeTooManySessions, perSourceText)
+		return
+	}
 	if d.bindSession(c, t.conn, t.nonce, info) {
 		d.env.send(t.conn, &codec.SessionContinued{Nonce: t.nonce})
 	}
@@ -625,6 +688,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 		d.unbind(e.conn)
 	}
 	e.conn = conn
+	d.setSource(e, d.env.Inbox.Source(conn))
 	d.byConn[conn] = info.ID
 	delete(d.unbound, conn)
 	c.Send(e.pid, &bind{conn: conn})
@@ -661,8 +725,7 @@ func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 		d.unbind(e.conn)
 	}
 	c.Stop(e.pid)
-	delete(d.bySession, m.Session)
-	d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+	d.forget(m.Session, e)
 }
 
 func (d *directory) shutdown(c actor.Context, m *Shutdown) {
@@ -680,6 +743,7 @@ func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 		c.Stop(e.pid)
 		delete(d.bySession, id)
 	}
+	clear(d.perSource)
 	d.leader = LeaderChanged{}
 	if c.Sender() != nil {
 		c.Respond(&ShutdownDone{})
