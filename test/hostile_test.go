@@ -404,3 +404,199 @@ func TestHostileHugeFrameHeaders(t *testing.T) {
 		t.Fatalf("heap grew %d MiB for %d connections: the announced frames were allocated", grown>>20, conns)
 	}
 }
+
+// srcWire is a raw protocol connection from the attacker's address
+// (127.0.0.2), so that per-source limits count it apart from the probe:
+// the ZMTP handshake through zmq4, then one frame per message. A reader
+// goroutine decodes what the node sends into in.
+type srcWire struct {
+	nc   net.Conn
+	zc   *zmq4.Conn
+	in   chan codec.Message
+	done chan struct{}
+}
+
+func dialFrom(t *testing.T, addr string) *srcWire {
+	t.Helper()
+	d := net.Dialer{LocalAddr: attackerAddr, Timeout: waitTimeout}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("attacker dial: %v", err)
+	}
+	_ = nc.SetDeadline(time.Now().Add(waitTimeout))
+	id := zmq4.SocketIdentity(fmt.Sprintf("\x80attacker-%d", secretSeq.Add(1)))
+	zc, err := zmq4.Open(nc, null.Security(), zmq4.Dealer, id, false, nil)
+	if err != nil {
+		_ = nc.Close()
+		t.Fatalf("attacker handshake: %v", err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	w := &srcWire{nc: nc, zc: zc, in: make(chan codec.Message, 4096), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer close(w.in)
+		for {
+			msg, err := zc.RecvMsg()
+			if err != nil {
+				return
+			}
+			if len(msg.Frames) != 1 {
+				continue
+			}
+			m, err := codec.Decode(msg.Frames[0], nil)
+			if err != nil {
+				continue
+			}
+			select {
+			case w.in <- m:
+			default: // the attacker does not care what it misses
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = nc.Close()
+		<-w.done
+	})
+	return w
+}
+
+func (w *srcWire) send(t *testing.T, m codec.Message) error {
+	t.Helper()
+	f, err := codec.Encode(m)
+	if err != nil {
+		t.Fatalf("encode %v: %v", m.Kind(), err)
+	}
+	return w.zc.SendMsg(zmq4.NewMsg(f))
+}
+
+// next returns the next message match accepts within d.
+func (w *srcWire) next(d time.Duration, match func(codec.Message) bool) (codec.Message, error) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case m, ok := <-w.in:
+			if !ok {
+				return nil, fmt.Errorf("%w: connection closed", errNoMessage)
+			}
+			if match(m) {
+				return m, nil
+			}
+		case <-timer.C:
+			return nil, fmt.Errorf("%w within %v", errNoMessage, d)
+		}
+	}
+}
+
+// createSession asks for a session and returns the node's answer
+// (SessionCreated or SessionRejected).
+func (w *srcWire) createSession(t *testing.T) codec.Message {
+	t.Helper()
+	var secret codec.Secret
+	seq := secretSeq.Add(1)
+	binary.BigEndian.PutUint64(secret[:], uint64(time.Now().UnixNano())+seq)
+	if err := w.send(t, &codec.CreateSession{Nonce: seq, Secret: secret}); err != nil {
+		t.Fatalf("attacker CreateSession: %v", err)
+	}
+	m, err := w.next(waitTimeout, kindIs(codec.KindSessionCreated, codec.KindSessionRejected))
+	if err != nil {
+		t.Fatalf("attacker CreateSession: %v", err)
+	}
+	return m
+}
+
+// checkMemory fails the test when the process's RSS is over the budget.
+func checkMemory(t *testing.T) int64 {
+	t.Helper()
+	m := rss(t)
+	if m > memoryBudget {
+		t.Fatalf("RSS %d MiB over the %d MiB budget", m>>20, memoryBudget>>20)
+	}
+	return m
+}
+
+// Issue 10, rows 2 and 4: one source bound 10,000 sessions and kept them
+// alive, so that max_conns and the leader's memory went to it and other
+// clients failed (with "not leader" once max_sessions was reached). Now the
+// leader serves at most max_sessions_per_source sessions per source: the
+// attacker's next CreateSession gets SessionRejected(TooManySessions), while
+// a client from another source is still served.
+func TestHostileSessionsPerSource(t *testing.T) {
+	limit, conns := 40, 60
+	if *hostileFull {
+		limit, conns = 500, 900
+	}
+	c := startAppCluster(t, func(cfg *node.Config) {
+		cfg.MaxSessionsPerSource = limit
+		cfg.SessionTimeout = time.Minute // the attacker's sessions stay without keep-alives
+	}, kvApp)
+	leader := c.leader(t)
+	stop := make(chan struct{})
+	errs := probe(c, 300*time.Millisecond, stop)
+	created, refused := 0, 0
+	for range conns {
+		w := dialFrom(t, leader.ClientAddr())
+		switch m := w.createSession(t).(type) {
+		case *codec.SessionCreated:
+			created++
+		case *codec.SessionRejected:
+			if m.Reason != codec.CodeTooManySessions {
+				t.Fatalf("attacker's session %d refused with %v (%s), want TooManySessions", created+refused+1, m.Reason, m.Message)
+			}
+			refused++
+		}
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Fatalf("well-behaved client not served during the attack: %v", err)
+	}
+	if created != limit || refused != conns-limit {
+		t.Fatalf("attacker got %d sessions and %d refusals, want %d and %d", created, refused, limit, conns-limit)
+	}
+	if got := metric(t, leader, "zraft_sessions_refused_total", "reason", "per_source"); got != float64(conns-limit) {
+		t.Fatalf("zraft_sessions_refused_total{reason=per_source} = %v, want %d", got, conns-limit)
+	}
+	m := checkMemory(t)
+	t.Logf("one source asked for %d sessions: %d created, %d refused TooManySessions; probes all served; process RSS %d MiB",
+		conns, created, refused, m>>20)
+}
+
+// The per-source session limit and the creation rate limit reach a client
+// of this library as their own errors, never as "not leader".
+func TestHostileSessionRefusalsTyped(t *testing.T) {
+	t.Run("per source", func(t *testing.T) {
+		c := startAppCluster(t, func(cfg *node.Config) { cfg.MaxSessionsPerSource = 2 }, kvApp)
+		for range 2 {
+			dialClient(t, c)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		conn, err := client.Dial(ctx, c.Endpoints())
+		if err == nil {
+			_ = conn.Close()
+			t.Fatal("a third session from one source was created with max_sessions_per_source 2")
+		}
+		if !errors.Is(err, client.ErrTooManySessions) || errors.Is(err, client.ErrNotLeader) {
+			t.Fatalf("Dial = %v, want client.ErrTooManySessions (and not ErrNotLeader)", err)
+		}
+	})
+	t.Run("rate", func(t *testing.T) {
+		c := startAppCluster(t, func(cfg *node.Config) { cfg.SessionCreateRate = 1 }, kvApp)
+		dialClient(t, c)
+		// The bucket (burst 1) is empty for a second; a Dial that must
+		// finish sooner fails with the refusal it got.
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		defer cancel()
+		conn, err := client.Dial(ctx, c.Endpoints())
+		if err == nil {
+			_ = conn.Close()
+			t.Fatal("a second session was created within a second at session_create_rate 1")
+		}
+		if !errors.Is(err, client.ErrRateLimited) || errors.Is(err, client.ErrNotLeader) {
+			t.Fatalf("Dial = %v, want client.ErrRateLimited (and not ErrNotLeader)", err)
+		}
+		if got := metric(t, c.leader(t), "zraft_sessions_refused_total", "reason", "rate"); got < 1 {
+			t.Fatalf("zraft_sessions_refused_total{reason=rate} = %v, want at least 1", got)
+		}
+	})
+}
