@@ -505,13 +505,20 @@ func (w *srcWire) createSession(t *testing.T) codec.Message {
 	return m
 }
 
-// checkMemory fails the test when the process's RSS is over the budget.
+// checkMemory fails the test when the process's RSS is over the budget,
+// and logs the Go heap in use after a collection (RSS also holds garbage
+// not yet returned to the system, and, in these in-memory clusters, the
+// three members' Raft logs).
 func checkMemory(t *testing.T) int64 {
 	t.Helper()
 	m := rss(t)
 	if m > memoryBudget {
 		t.Fatalf("RSS %d MiB over the %d MiB budget", m>>20, memoryBudget>>20)
 	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("process RSS %d MiB, Go heap in use after GC %d MiB (three members)", m>>20, ms.HeapInuse>>20)
 	return m
 }
 
@@ -598,5 +605,107 @@ func TestHostileSessionRefusalsTyped(t *testing.T) {
 		if got := metric(t, c.leader(t), "zraft_sessions_refused_total", "reason", "rate"); got < 1 {
 			t.Fatalf("zraft_sessions_refused_total{reason=rate} = %v, want at least 1", got)
 		}
+	})
+}
+
+// pipelineFrom sends n commands of payload on w as fast as it can, without
+// waiting for replies, then collects the replies that arrive within
+// waitTimeout (or until it has n) and counts them by outcome.
+func pipelineFrom(t *testing.T, w *srcWire, n int, payload []byte) map[codec.Code]int {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if err := w.send(t, &codec.ClientRequest{RequestID: uint64(i), LowestPending: 1, Payload: payload}); err != nil {
+			break // cut as a slow consumer, or the node's queue for it is full
+		}
+	}
+	got := map[codec.Code]int{}
+	total := 0
+	for total < n {
+		m, err := w.next(waitTimeout, kindIs(codec.KindClientResponse, codec.KindRequestError))
+		if err != nil {
+			break
+		}
+		total++
+		if e, ok := m.(*codec.RequestError); ok {
+			got[e.Reason]++
+		} else {
+			got[codec.CodeUnspecified]++ // answered: the command ran
+		}
+	}
+	return got
+}
+
+// Issue 10, row 5: sessions sending 1 MiB commands without waiting for
+// replies took the leader to 2.7–4.35 GB, and the Raft log kept the values
+// kv would refuse (≈ 1.1–1.6 GB per member). kv declares its largest
+// command (fsm.CommandSizer), so each such command is answered TooLarge
+// before anything is proposed; with an application that accepts them, the
+// session's bytes in flight (max_session_bytes) answer Overloaded before
+// anything is proposed.
+func TestHostileLargeCommands(t *testing.T) {
+	sessions, commands := 4, 100
+	if *hostileFull {
+		sessions, commands = 8, 1500
+	}
+	payload := kv.EncodeSet("big", make([]byte, 1<<20-64))
+	t.Run("kv refuses by size", func(t *testing.T) {
+		c := startAppCluster(t, func(cfg *node.Config) { cfg.SessionTimeout = time.Minute }, kvApp)
+		leader := c.leader(t)
+		stop := make(chan struct{})
+		errs := probe(c, 300*time.Millisecond, stop)
+		tooLarge := 0
+		for range sessions {
+			w := dialFrom(t, leader.ClientAddr())
+			if _, ok := w.createSession(t).(*codec.SessionCreated); !ok {
+				t.Fatal("attacker session refused")
+			}
+			got := pipelineFrom(t, w, commands, payload)
+			if len(got) != 1 || got[codec.CodeTooLarge] == 0 {
+				t.Fatalf("replies to %d commands of 1 MiB: %v, want only TooLarge", commands, got)
+			}
+			tooLarge += got[codec.CodeTooLarge]
+		}
+		close(stop)
+		if err := <-errs; err != nil {
+			t.Fatalf("well-behaved client not served during the attack: %v", err)
+		}
+		if got := metric(t, leader, "zraft_requests_refused_total", "reason", "command_size"); got < float64(tooLarge) {
+			t.Fatalf("zraft_requests_refused_total{reason=command_size} = %v, want at least %d", got, tooLarge)
+		}
+		m := checkMemory(t)
+		t.Logf("%d sessions × %d commands of 1 MiB: %d answered TooLarge, none proposed; probes all served; process RSS %d MiB",
+			sessions, commands, tooLarge, m>>20)
+	})
+	t.Run("session bytes", func(t *testing.T) {
+		c := startCluster(t, func(cfg *node.Config) {
+			cfg.SessionTimeout = time.Minute
+			cfg.MaxSessionBytes = 2 << 20
+		})
+		leader := c.leader(t)
+		stop := make(chan struct{})
+		errs := probe(c, 300*time.Millisecond, stop)
+		overloaded, ran := 0, 0
+		for range sessions {
+			w := dialFrom(t, leader.ClientAddr())
+			if _, ok := w.createSession(t).(*codec.SessionCreated); !ok {
+				t.Fatal("attacker session refused")
+			}
+			got := pipelineFrom(t, w, commands/2, payload)
+			overloaded += got[codec.CodeOverloaded]
+			ran += got[codec.CodeUnspecified]
+		}
+		close(stop)
+		if err := <-errs; err != nil {
+			t.Fatalf("well-behaved client not served during the attack: %v", err)
+		}
+		if overloaded == 0 {
+			t.Fatalf("no command answered Overloaded at max_session_bytes (%d ran)", ran)
+		}
+		if got := metric(t, leader, "zraft_requests_refused_total", "reason", "session_bytes"); got < float64(overloaded) {
+			t.Fatalf("zraft_requests_refused_total{reason=session_bytes} = %v, want at least %d", got, overloaded)
+		}
+		m := checkMemory(t)
+		t.Logf("%d sessions × %d commands of 1 MiB at max_session_bytes 2 MiB: %d ran, %d answered Overloaded; probes all served; process RSS %d MiB",
+			sessions, commands/2, ran, overloaded, m>>20)
 	})
 }
