@@ -709,3 +709,68 @@ func TestHostileLargeCommands(t *testing.T) {
 			sessions, commands/2, ran, overloaded, m>>20)
 	})
 }
+
+// Issue 10, row 8: 1 GiB of kv values took 1.8–2.4 GB per member, with no
+// total quota (the limits allowed ≈ 64 GiB per replica). The replicated
+// state now has a quota (quota_bytes): past it writes that grow the store
+// get QuotaExceeded (kv.ErrQuotaExceeded, client.ErrQuotaExceeded), while
+// reads, deletes, rewrites that do not grow it and new sessions keep
+// working, like etcd's NOSPACE alarm.
+func TestHostileQuota(t *testing.T) {
+	quota := int64(16 << 20)
+	if *hostileFull {
+		quota = 128 << 20
+	}
+	c := startAppCluster(t, func(cfg *node.Config) { cfg.QuotaBytes = quota }, kvApp)
+	leader := c.leader(t)
+	if err := probeOnce(c); err != nil { // the probe's key exists before the store fills
+		t.Fatalf("before the attack: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := dialClient(t, c)
+	kvc := kv.NewClient(conn)
+	stop := make(chan struct{})
+	errs := probe(c, 300*time.Millisecond, stop)
+	value := make([]byte, 64<<10)
+	var written int64
+	var err error
+	for i := 0; int64(i) < 2*quota/int64(len(value)); i++ {
+		if _, err = kvc.Set(ctx, fmt.Sprintf("fill-%06d", i), value); err != nil {
+			break
+		}
+		written += int64(len(value))
+	}
+	if !errors.Is(err, kv.ErrQuotaExceeded) || !errors.Is(err, client.ErrQuotaExceeded) {
+		t.Fatalf("writing past the quota: %v after %d MiB, want kv.ErrQuotaExceeded and client.ErrQuotaExceeded", err, written>>20)
+	}
+	if written > quota || written < quota-2*int64(len(value)) {
+		t.Fatalf("refused after %d bytes written, quota %d", written, quota)
+	}
+	if _, err := kvc.Get(ctx, "fill-000001"); err != nil {
+		t.Fatalf("get at the quota: %v", err)
+	}
+	if _, err := kvc.Set(ctx, "fill-000002", value[:10]); err != nil {
+		t.Fatalf("shrinking a value at the quota: %v", err)
+	}
+	if _, err := kvc.Delete(ctx, "fill-000003"); err != nil {
+		t.Fatalf("delete at the quota: %v", err)
+	}
+	if _, err := kvc.Set(ctx, "after-delete", value[:1000]); err != nil {
+		t.Fatalf("set after freeing space: %v", err)
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Fatalf("well-behaved client not served at the quota: %v", err)
+	}
+	used := metric(t, leader, "zraft_state_bytes")
+	if used > float64(quota) || used < float64(quota-4*int64(len(value))) {
+		t.Fatalf("zraft_state_bytes = %v, quota %d", used, quota)
+	}
+	if got := metric(t, leader, "zraft_quota_bytes"); got != float64(quota) {
+		t.Fatalf("zraft_quota_bytes = %v, want %d", got, quota)
+	}
+	m := checkMemory(t)
+	t.Logf("quota %d MiB: refused QuotaExceeded after %d MiB of 64 KiB values; get, delete, shrink and probes served; state %v bytes; process RSS %d MiB",
+		quota>>20, written>>20, used, m>>20)
+}
