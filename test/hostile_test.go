@@ -774,3 +774,102 @@ func TestHostileQuota(t *testing.T) {
 	t.Logf("quota %d MiB: refused QuotaExceeded after %d MiB of 64 KiB values; get, delete, shrink and probes served; state %v bytes; process RSS %d MiB",
 		quota>>20, written>>20, used, m>>20)
 }
+
+// serverRequestIDs drains w until it stays quiet for quiet and returns the
+// distinct server request ids it received.
+func serverRequestIDs(w *srcWire, quiet time.Duration) map[uint64]bool {
+	ids := map[uint64]bool{}
+	for {
+		m, err := w.next(quiet, kindIs(codec.KindServerRequest))
+		if err != nil {
+			return ids
+		}
+		ids[m.(*codec.ServerRequest).RequestID] = true
+	}
+}
+
+// Issue 10, row 7: watchers that never acknowledged were sent every
+// notification at once, and again on each redelivery tick (2.3–2.7 GB on
+// the leader for 60 watchers and 300 writes of 64 KiB). A session now has
+// at most the client's window (64) of server requests unacknowledged on the
+// wire; the rest wait in the replicated state and are sent as the client
+// acknowledges.
+func TestHostileWatchersNeverAcknowledge(t *testing.T) {
+	watchers, writes, size := 6, 100, 16<<10
+	if *hostileFull {
+		watchers, writes, size = 60, 300, 64<<10
+	}
+	const window = 64
+	c := startAppCluster(t, func(cfg *node.Config) {
+		cfg.SessionTimeout = time.Minute
+		// Redeliveries repeat ids already counted; a long interval lets
+		// each watcher's connection fall quiet soon after the writes.
+		cfg.RedeliverInterval = 5 * time.Second
+	}, kvApp)
+	leader := c.leader(t)
+	ws := make([]*srcWire, watchers)
+	for i := range ws {
+		ws[i] = dialFrom(t, leader.ClientAddr())
+		if _, ok := ws[i].createSession(t).(*codec.SessionCreated); !ok {
+			t.Fatal("watcher session refused")
+		}
+		if err := ws[i].send(t, &codec.ClientRequest{RequestID: 1, LowestPending: 1, Payload: kv.EncodeWatch("hot")}); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := ws[i].next(waitTimeout, answers(1)); err != nil || m.Kind() != codec.KindClientResponse {
+			t.Fatalf("watch: %v %+v", err, m)
+		}
+	}
+	stop := make(chan struct{})
+	errs := probe(c, 300*time.Millisecond, stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	writer := kv.NewClient(dialClient(t, c))
+	value := make([]byte, size)
+	for i := range writes {
+		value[0] = byte(i)
+		if _, err := writer.Set(ctx, "hot", value); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	for i, w := range ws {
+		ids := serverRequestIDs(w, 500*time.Millisecond)
+		if len(ids) != window {
+			t.Fatalf("watcher %d received %d distinct notifications without acknowledging, want the window of %d", i, len(ids), window)
+		}
+		for id := range ids {
+			if id > window {
+				t.Fatalf("watcher %d received id %d beyond the window", i, id)
+			}
+		}
+	}
+	// Acknowledging opens the window: the next ones come from the
+	// replicated state.
+	if err := ws[0].send(t, &codec.ServerRequestAck{RequestID: window}); err != nil {
+		t.Fatal(err)
+	}
+	got := serverRequestIDs(ws[0], 500*time.Millisecond)
+	more := 0
+	for id := range got {
+		if id > 2*window {
+			t.Fatalf("after acknowledging %d: id %d beyond the new window", window, id)
+		}
+		if id > window {
+			more++
+		}
+	}
+	want := min(writes, 2*window) - window
+	if more != want {
+		t.Fatalf("after acknowledging %d: %d more notifications, want %d", window, more, want)
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Fatalf("well-behaved client not served during the attack: %v", err)
+	}
+	if got := metric(t, leader, "zraft_client_slow_consumers_total"); got != 0 {
+		t.Fatalf("%v watchers cut as slow consumers: the window should keep them under send_queue_bytes", got)
+	}
+	m := checkMemory(t)
+	t.Logf("%d watchers that never acknowledge, %d writes of %d KiB: each got the window of %d, the next %d after acknowledging; probes all served; redeliveries %v; process RSS %d MiB",
+		watchers, writes, size>>10, window, want, metric(t, leader, "zraft_server_request_redeliveries_total"), m>>20)
+}
