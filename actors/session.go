@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -89,19 +88,19 @@ type session struct {
 	nextRead uint64
 	// bytes is the payload bytes of inFlight and reads, at most
 	// Settings.MaxSessionBytes; the same bytes are held of Env.Bytes.
-	bytes   int64
-	pending []outgoing // ordered by id, ids strictly increasing
+	bytes    int64
+	pending  []outgoing // ordered by id, ids strictly increasing
 	acked    uint64
 	reported time.Time
 	timer    *time.Timer
 	timerDue time.Time // when timer fires
 	timerGen uint64    // generation of timer, carried by its tick
-	backlog  *atomic.Int64
+	backlog  *backlog
 }
 
 // NewSession returns the producer of a session actor. backlog is shared
 // with the directory, which counts the messages it forwards.
-func NewSession(env *Env, info fsm.SessionInfo, backlog *atomic.Int64) actor.Producer {
+func NewSession(env *Env, info fsm.SessionInfo, backlog *backlog) actor.Producer {
 	return func() actor.Actor {
 		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]flight),
 			reads: make(map[uint64]flight), backlog: backlog}
@@ -136,7 +135,7 @@ func (s *session) Receive(c actor.Context) {
 			s.arm(c)
 		}
 	case *SessionMsg:
-		s.backlog.Add(-1)
+		s.backlog.done(int64(m.size))
 		s.message(c, m)
 	case *Proposed:
 		s.proposed(m)

@@ -21,7 +21,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,6 +33,9 @@ import (
 type SessionMsg struct {
 	Conn ConnID
 	Msg  codec.Message
+	// size is the frame's length, held of the session's backlog (and the
+	// node's byte budget) until the actor handles the message.
+	size int
 }
 
 // Deliver hands server requests to a session's actor.
@@ -111,10 +113,11 @@ type entry struct {
 	pid  *actor.PID
 	conn ConnID
 	info fsm.SessionInfo
-	// backlog counts messages forwarded to the session actor and not yet
-	// handled; the actor decrements it. It lives and dies with the entry,
-	// so a stopped actor cannot leak it.
-	backlog *atomic.Int64
+	// backlog counts messages (and their bytes) forwarded to the session
+	// actor and not yet handled; the actor marks them done. It lives and
+	// dies with the entry (closed when the entry is forgotten), so a
+	// stopped actor cannot leak it.
+	backlog *backlog
 	// source is the source of the connection that last bound the session
 	// here; the session counts against that source's
 	// MaxSessionsPerSource until it is removed or bound from another.
@@ -181,6 +184,11 @@ func (d *directory) Receive(c actor.Context) {
 		d.armReaper(c)
 	case *actor.Stopping, *actor.Restarting:
 		d.env.Metrics.Sessions.Set(0)
+		// The session actors stop with the directory: what their mailboxes
+		// hold goes back to the node's byte budget.
+		for _, e := range d.bySession {
+			e.backlog.close()
+		}
 		if d.reaper != nil {
 			d.reaper.Stop()
 		}
@@ -256,6 +264,7 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 				}
 			}
 			c.Stop(e.pid)
+			e.backlog.close()
 			delete(d.bySession, id)
 		}
 		clear(d.perSource)
@@ -338,12 +347,15 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 	e := d.bySession[id]
 	// A client that sends faster than its session actor handles is
 	// refused rather than queued without bound.
-	if e.backlog.Load() >= int64(d.env.Settings.MaxInFlight+backlogSlack) {
-		d.refuse(in, codec.CodeOverloaded, "session backlog full")
+	// Its frames wait in the actor's mailbox holding their bytes of the
+	// session's budget and the node's, as they do once proposed.
+	if reason := e.backlog.add(int64(in.size), int64(d.env.Settings.MaxInFlight+backlogSlack),
+		int64(d.env.Settings.MaxSessionBytes)); reason != "" {
+		d.env.Metrics.Refused.WithLabelValues(reason).Inc()
+		d.refuse(in, codec.CodeOverloaded, backlogText[reason])
 		return
 	}
-	e.backlog.Add(1)
-	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg})
+	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg, size: in.size})
 }
 
 // childStopped forgets a session whose actor stopped for good (its
@@ -366,6 +378,7 @@ func (d *directory) childStopped(pid *actor.PID) {
 
 // forget removes a session's entry and its count against its source.
 func (d *directory) forget(id fsm.SessionID, e *entry) {
+	e.backlog.close()
 	d.setSource(e, "")
 	delete(d.bySession, id)
 	d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
@@ -402,10 +415,16 @@ func (d *directory) sourceFull(conn ConnID, id fsm.SessionID) bool {
 	return d.perSource[src] >= max
 }
 
+// backlogText is the message of an Overloaded for each backlog bound.
+var backlogText = map[string]string{
+	"backlog":       "session backlog full",
+	"session_bytes": "the session's bytes waiting are at max_session_bytes",
+	"node_bytes":    "the node's command and query bytes are at max_proposal_bytes",
+}
+
 // perSourceText is the message of a TooManySessions for the per-source
 // limit.
 const perSourceText = "this source holds max_sessions_per_source sessions on the leader"
-
 
 // refuse answers a message this node will not serve, in the form the client
 // expects for its kind.
@@ -668,7 +687,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	}
 	e := d.bySession[info.ID]
 	if e == nil {
-		e = &entry{info: info, backlog: new(atomic.Int64)}
+		e = &entry{info: info, backlog: newBacklog(d.env.Bytes)}
 		props := d.env.Props("session", NewSession(d.env, info, e.backlog))
 		pid, err := c.SpawnNamed(props, "session-"+info.ID.String())
 		if err != nil {
@@ -741,6 +760,7 @@ func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 	d.draining, d.drainHint = true, h
 	for id, e := range d.bySession {
 		c.Stop(e.pid)
+		e.backlog.close()
 		delete(d.bySession, id)
 	}
 	clear(d.perSource)
