@@ -254,8 +254,8 @@ func DefaultConfig() Config {
 		MaxProposalBytes:     256 << 20,
 		QuotaBytes:           1 << 30,
 
-		PeerIdleTimeout:   90 * time.Second,
-		HashCheckEntries:  10000,
+		PeerIdleTimeout:  90 * time.Second,
+		HashCheckEntries: 10000,
 	}
 }
 
