@@ -127,14 +127,14 @@ type Config struct {
 	MaxSessionBytes int `json:"max_session_bytes"`
 	// MaxProposalBytes bounds the payload bytes of all sessions' commands
 	// and queries admitted and not yet answered on this node; past it
-	// clients get Overloaded before anything is proposed. Default 256 MiB;
+	// clients get Overloaded before anything is proposed. Default 128 MiB;
 	// at least max_session_bytes.
 	MaxProposalBytes int64 `json:"max_proposal_bytes"`
 	// QuotaBytes is the byte quota of the replicated application state
 	// (fsm.Config.QuotaBytes): past it an application that keeps the quota
 	// (kv does) refuses writes with QuotaExceeded, while reads, deletes and
 	// session traffic keep working. It must be the same on every member.
-	// 0: no quota. Default 1 GiB.
+	// 0: no quota. Default 512 MiB.
 	QuotaBytes int64 `json:"quota_bytes"`
 
 	// TLSCertFile and TLSKeyFile turn on TLS for client connections.
@@ -251,8 +251,8 @@ func DefaultConfig() Config {
 
 		MaxSessionsPerSource: 10000,
 		MaxSessionBytes:      8 << 20,
-		MaxProposalBytes:     256 << 20,
-		QuotaBytes:           1 << 30,
+		MaxProposalBytes:     128 << 20,
+		QuotaBytes:           512 << 20,
 
 		PeerIdleTimeout:  90 * time.Second,
 		HashCheckEntries: 10000,
