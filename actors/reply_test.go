@@ -27,6 +27,8 @@ func TestRequestReplyMapsEveryOutcome(t *testing.T) {
 		{"evicted", Proposed{Value: uint64(fsm.StatusResponseEvicted)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeResponseEvicted}},
 		{"in flight", Proposed{Value: uint64(fsm.StatusTooManyInFlight)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeTooManyInFlight}},
 		{"out of order", Proposed{Value: uint64(fsm.StatusOutOfOrder)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOutOfOrder}},
+		{"quota exceeded", Proposed{Value: uint64(fsm.StatusQuotaExceeded), Data: []byte("kv: storage quota exceeded")},
+			&codec.RequestError{RequestID: 7, Reason: codec.CodeQuotaExceeded, Message: "kv: storage quota exceeded"}},
 		{"too large", Proposed{Value: uint64(fsm.StatusResultTooLarge)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeTooLarge}},
 		{"busy", Proposed{Err: fmt.Errorf("%w: x", ErrOverloaded)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOverloaded}},
 		{"timeout", Proposed{Err: fmt.Errorf("%w: x", ErrOutcomeUnknown)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOutcomeUnknown}},
