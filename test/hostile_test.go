@@ -505,6 +505,28 @@ func (w *srcWire) createSession(t *testing.T) codec.Message {
 	return m
 }
 
+// checkAlive fails the test unless every member knows the same leader and
+// answers a linearizable read within probeLimit.
+func checkAlive(t *testing.T, c *cluster) {
+	t.Helper()
+	leader, _, ok := c.Nodes()[0].Leader()
+	for _, n := range c.Nodes() {
+		id, _, known := n.Leader()
+		if !known || !ok || id != leader {
+			t.Fatalf("member %d: leader %d (known %v), member %d says %d", n.ID(), id, known, c.Nodes()[0].ID(), leader)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), probeLimit())
+		_, err := n.Read(ctx, []byte("any"))
+		cancel()
+		// The application may refuse the query's bytes; a Raft or
+		// availability failure is what would say the member is not alive.
+		var coded interface{ AppCode() uint32 }
+		if err != nil && !errors.As(err, &coded) {
+			t.Fatalf("member %d: linearizable read: %v", n.ID(), err)
+		}
+	}
+}
+
 // checkMemory fails the test when the Go heap in use after a collection
 // or, without -race, the process's RSS is over the budget (the whole
 // process holds three members, whose in-memory Raft logs count too). RSS
@@ -567,6 +589,7 @@ func TestHostileSessionsPerSource(t *testing.T) {
 	if got := metric(t, leader, "zraft_sessions_refused_total", "reason", "per_source"); got != float64(conns-limit) {
 		t.Fatalf("zraft_sessions_refused_total{reason=per_source} = %v, want %d", got, conns-limit)
 	}
+	checkAlive(t, c)
 	m := checkMemory(t)
 	t.Logf("one source asked for %d sessions: %d created, %d refused TooManySessions; probes all served; process RSS %d MiB",
 		conns, created, refused, m>>20)
@@ -680,6 +703,7 @@ func TestHostileLargeCommands(t *testing.T) {
 		if got := metric(t, leader, "zraft_requests_refused_total", "reason", "command_size"); got < float64(tooLarge) {
 			t.Fatalf("zraft_requests_refused_total{reason=command_size} = %v, want at least %d", got, tooLarge)
 		}
+		checkAlive(t, c)
 		m := checkMemory(t)
 		t.Logf("%d sessions × %d commands of 1 MiB: %d answered TooLarge, none proposed; probes all served; process RSS %d MiB",
 			sessions, commands, tooLarge, m>>20)
@@ -729,6 +753,7 @@ func TestHostileLargeCommands(t *testing.T) {
 		if got := metric(t, leader, "zraft_proposal_bytes_in_flight"); got != 0 {
 			t.Fatalf("zraft_proposal_bytes_in_flight = %v after every command was answered, want 0", got)
 		}
+		checkAlive(t, c)
 		m := checkMemory(t)
 		t.Logf("%d sessions × %d commands of %d KiB at max_session_bytes %d KiB: %d ran, %d answered Overloaded; probes all served; process RSS %d MiB",
 			sessions, commands, size>>10, budget>>10, ran, overloaded, m>>20)
@@ -800,6 +825,7 @@ func TestHostileQuota(t *testing.T) {
 	if got := metric(t, leader, "zraft_quota_bytes"); got != float64(quota) {
 		t.Fatalf("zraft_quota_bytes = %v, want %d", got, quota)
 	}
+	checkAlive(t, c)
 	m := checkMemory(t)
 	t.Logf("quota %d MiB: refused QuotaExceeded after %d MiB of 64 KiB values; get, delete, shrink and probes served; state %v bytes; process RSS %d MiB",
 		quota>>20, written>>20, used, m>>20)
@@ -900,6 +926,7 @@ func TestHostileWatchersNeverAcknowledge(t *testing.T) {
 	if got := metric(t, leader, "zraft_client_slow_consumers_total"); got != 0 {
 		t.Fatalf("%v watchers cut as slow consumers: the window should keep them under send_queue_bytes", got)
 	}
+	checkAlive(t, c)
 	m := checkMemory(t)
 	t.Logf("%d watchers that never acknowledge, %d writes of %d KiB: each got the window of %d, the next %d after acknowledging; probes all served; redeliveries %v; process RSS %d MiB",
 		watchers, writes, size>>10, window, want, metric(t, leader, "zraft_server_request_redeliveries_total"), m>>20)
