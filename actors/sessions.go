@@ -155,8 +155,13 @@ type directory struct {
 	handover  map[ConnID]struct{}
 	drainHint codec.LeaderHint
 	// perSource counts the entries of bySession by source. Bounded by
-	// bySession.
+	// bySession. creating counts the creations in flight by source (the
+	// connections in busy that create a session, and their source in
+	// creator), so that a source cannot pass its limit with creations
+	// proposed at once. Bounded by busy.
 	perSource map[string]int
+	creating  map[string]int
+	creator   map[ConnID]string
 }
 
 // NewSessions returns the producer of the session directory.
@@ -171,6 +176,8 @@ func NewSessions(env *Env) actor.Producer {
 			unbound:   make(map[ConnID]time.Time),
 			handover:  make(map[ConnID]struct{}),
 			perSource: make(map[string]int),
+			creating:  make(map[string]int),
+			creator:   make(map[ConnID]string),
 		}
 	}
 }
@@ -273,6 +280,8 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 		}
 		clear(d.byConn)
 		clear(d.busy)
+		clear(d.creating)
+		clear(d.creator)
 		d.env.Metrics.Sessions.Set(0)
 	}
 	if m.LeaderID != 0 && !m.IsLeader && len(d.handover) > 0 {
@@ -412,7 +421,28 @@ func (d *directory) sourceFull(conn ConnID, id fsm.SessionID) bool {
 	if e := d.bySession[id]; e != nil && e.source == src {
 		return false
 	}
-	return d.perSource[src] >= max
+	return d.perSource[src]+d.creating[src] >= max
+}
+
+// markCreating marks conn busy with a session creation from its source.
+func (d *directory) markCreating(conn ConnID) {
+	d.notBusy(conn)
+	d.busy[conn] = d.env.Now()
+	if src := d.env.Inbox.Source(conn); src != "" {
+		d.creator[conn] = src
+		d.creating[src]++
+	}
+}
+
+// notBusy ends conn's creation or continuation in progress, if any.
+func (d *directory) notBusy(conn ConnID) {
+	delete(d.busy, conn)
+	if src, ok := d.creator[conn]; ok {
+		delete(d.creator, conn)
+		if d.creating[src]--; d.creating[src] <= 0 {
+			delete(d.creating, src)
+		}
+	}
 }
 
 // backlogText is the message of an Overloaded for each backlog bound.
@@ -502,7 +532,7 @@ func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession)
 		reject(codec.CodeRateLimited, "session creation rate limit reached (session_create_rate)")
 		return
 	}
-	d.busy[conn] = d.env.Now()
+	d.markCreating(conn)
 	d.proposeOpen(c, createTag{conn: conn, nonce: m.Nonce, msg: m})
 }
 
@@ -510,7 +540,7 @@ func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession)
 func (d *directory) proposeOpen(c actor.Context, t createTag) {
 	var id fsm.SessionID
 	if _, err := rand.Read(id[:]); err != nil {
-		delete(d.busy, t.conn)
+		d.notBusy(t.conn)
 		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: codec.CodeInternal, Leader: d.hint(),
 			Message: "no randomness for a session id"})
 		return
@@ -531,7 +561,7 @@ func (d *directory) proposeOpen(c actor.Context, t createTag) {
 }
 
 func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
-	delete(d.busy, t.conn)
+	d.notBusy(t.conn)
 	reject := func(code codec.Code, msg string) {
 		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: d.hint(), Message: msg})
 	}
@@ -561,7 +591,7 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 	case fsm.StatusSessionExists:
 		if t.attempt+1 < maxIDAttempts {
 			t.attempt++
-			d.busy[t.conn] = d.env.Now()
+			d.markCreating(t.conn)
 			d.proposeOpen(c, t)
 			return
 		}
@@ -618,7 +648,7 @@ func (d *directory) continueSession(c actor.Context, conn ConnID, m *codec.Conti
 }
 
 func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
-	delete(d.busy, t.conn)
+	d.notBusy(t.conn)
 	reject := func(code codec.Code, msg string) {
 		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: d.hint(), Message: msg})
 	}
@@ -715,7 +745,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 }
 
 func (d *directory) connGone(c actor.Context, conn ConnID) {
-	delete(d.busy, conn)
+	d.notBusy(conn)
 	delete(d.orphans, conn)
 	delete(d.unbound, conn)
 	delete(d.handover, conn)
