@@ -19,8 +19,8 @@ type Metrics struct {
 	Restarts        *prometheus.CounterVec // by actor kind and directive
 	IsLeader        prometheus.Gauge
 	// Refused counts commands and queries answered before they were
-	// proposed, by reason: in_flight, session_bytes, node_bytes,
-	// command_size.
+	// proposed, by reason: in_flight, queries, backlog, session_bytes,
+	// node_bytes, command_size.
 	Refused *prometheus.CounterVec
 	// SessionsRefused counts CreateSession and ContinueSession refused by
 	// a limit, by reason: per_source, rate, max_sessions.
@@ -47,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		IsLeader:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "zraft_is_leader", Help: "1 while this node is the leader."}),
 	}
 	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_requests_refused_total",
-		Help: "Commands and queries refused before they were proposed, by reason (in_flight, session_bytes, node_bytes, command_size)."}, []string{"reason"})
+		Help: "Commands and queries refused before they were proposed, by reason (in_flight, queries, backlog, session_bytes, node_bytes, command_size)."}, []string{"reason"})
 	m.SessionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_sessions_refused_total",
 		Help: "Session creations and continuations refused by a limit, by reason (per_source, rate, max_sessions)."}, []string{"reason"})
 	if reg != nil {

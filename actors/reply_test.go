@@ -156,8 +156,11 @@ func TestAdmitBoundsBytesInFlight(t *testing.T) {
 	if code, reason := a.admit(2, 1, 100); code != codec.CodeOverloaded || reason != "session_bytes" {
 		t.Fatalf("command past the session's bytes = %v %q, want Overloaded session_bytes", code, reason)
 	}
-	if _, ok := a.admitRead(50); !ok {
-		t.Fatal("a query within the session's bytes was refused")
+	if _, reason := a.admitRead(50); reason != "" {
+		t.Fatalf("a query within the session's bytes was refused: %q", reason)
+	}
+	if _, reason := b.admitRead(101); reason != "node_bytes" {
+		t.Fatalf("a query past the node's bytes: %q, want node_bytes", reason)
 	}
 	if code, _ := b.admit(1, 1, 100); code != 0 {
 		t.Fatalf("another session's command refused: %v", code)

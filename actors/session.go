@@ -196,11 +196,11 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 				Message: "consistency " + m.Consistency.String() + " is not supported"})
 			return
 		}
-		key, ok := s.admitRead(int64(len(m.Payload)))
-		if !ok {
-			s.refused("session_bytes")
+		key, reason := s.admitRead(int64(len(m.Payload)))
+		if reason != "" {
+			s.refused(reason)
 			s.env.send(in.Conn, &codec.QueryError{CorrelationID: m.CorrelationID, Reason: codec.CodeOverloaded,
-				Message: refusalText["session_bytes"]})
+				Message: refusalText[reason]})
 			return
 		}
 		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID, key: key})
@@ -272,15 +272,22 @@ func (s *session) admit(id, lowest uint64, size int64) (codec.Code, string) {
 }
 
 // admitRead holds a query's payload bytes and returns the key of its entry
-// in reads; false when the session's or the node's budget is spent.
-func (s *session) admitRead(size int64) (uint64, bool) {
+// in reads, or the reason it is refused: "queries" (MaxInFlight queries in
+// flight already), "session_bytes" or "node_bytes" (a budget is spent).
+func (s *session) admitRead(size int64) (uint64, string) {
 	now := s.env.Now()
-	if s.take(now, size) != "" {
-		return 0, false
+	if len(s.reads) >= s.env.Settings.MaxInFlight {
+		s.forgetLost(now)
+		if len(s.reads) >= s.env.Settings.MaxInFlight {
+			return 0, "queries"
+		}
+	}
+	if reason := s.take(now, size); reason != "" {
+		return 0, reason
 	}
 	s.nextRead++
 	s.reads[s.nextRead] = flight{at: now, size: size}
-	return s.nextRead, true
+	return s.nextRead, ""
 }
 
 // take holds size bytes of the session's and the node's budgets, or says
@@ -327,6 +334,7 @@ func (s *session) forgetLost(now time.Time) {
 // refusalText is the message a client gets with each refusal reason.
 var refusalText = map[string]string{
 	"in_flight":     "too many requests in flight for this session",
+	"queries":       "max_in_flight queries in flight for this session",
 	"session_bytes": "the session's bytes in flight are at max_session_bytes",
 	"node_bytes":    "the node's command and query bytes in flight are at max_proposal_bytes",
 }
