@@ -89,8 +89,23 @@ type Settings struct {
 	MaxInFlight       int
 	MaxProposals      int
 	SessionCreateRate int
-	Limits            codec.Limits
-	Supervision       supervision.Limits
+	// MaxSessionsPerSource bounds the sessions this node serves for one
+	// source (0: no bound); past it CreateSession and ContinueSession get
+	// TooManySessions.
+	MaxSessionsPerSource int
+	// MaxSessionBytes bounds the payload bytes of one session's commands
+	// and queries admitted and not yet answered (0: no bound); past it the
+	// client gets Overloaded.
+	MaxSessionBytes int
+	// MaxCommandBytes is the largest command the application accepts
+	// (0: no bound below the protocol's); a larger one is answered
+	// TooLarge and never proposed.
+	MaxCommandBytes int
+	// ServerRequestWindow bounds the server requests a session has sent
+	// and not seen acknowledged (0: the protocol's 64).
+	ServerRequestWindow int
+	Limits              codec.Limits
+	Supervision         supervision.Limits
 }
 
 // Refs are the PIDs of the tree's fixed actors. Restarts keep a PID, so the
@@ -112,9 +127,12 @@ type Env struct {
 	Raft     Raft
 	Work     *Work
 	Inbox    *Inbox
-	Metrics  *Metrics
-	Log      *slog.Logger
-	Faults   *supervision.Faults // nil outside tests
+	// Bytes is the node-wide budget of command and query payload bytes
+	// admitted and not yet answered; nil: none.
+	Bytes   *ByteBudget
+	Metrics *Metrics
+	Log     *slog.Logger
+	Faults  *supervision.Faults // nil outside tests
 	// TreeUp is set by the node once every actor of the tree is spawned;
 	// before that, actors must not post to siblings spawned after them.
 	TreeUp atomic.Bool

@@ -69,6 +69,38 @@ type Inbox struct {
 	// live is the keep-alive fast path's table (see liveness.go).
 	live *Liveness
 	now  func() time.Time
+	// sources maps each open connection to its source (SourceKey of its
+	// remote address), from Opened to Closed; it outlives restarts of the
+	// actors that read it.
+	sources sync.Map
+}
+
+// Source returns the source of an open connection (see SourceKey), or ""
+// when the inbox does not know it.
+func (in *Inbox) Source(conn ConnID) string {
+	if in == nil {
+		return ""
+	}
+	s, _ := in.sources.Load(conn)
+	k, _ := s.(string)
+	return k
+}
+
+// SourceKey names the source of a connection for per-source limits: its
+// IPv4 address, or the /64 prefix of its IPv6 address (one host usually
+// holds a whole /64), as the transport counts connections per source.
+func SourceKey(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		if a == nil {
+			return ""
+		}
+		return a.String()
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // Pause holds off every post from the transport until the returned
@@ -104,7 +136,8 @@ func (in *Inbox) Liveness() *Liveness {
 // Opened tells the directory about a connection that completed its
 // handshake, so that it can close it if it never binds a session. It is
 // called on the connection's goroutine before any of its frames.
-func (in *Inbox) Opened(conn ConnID, _ net.Addr) {
+func (in *Inbox) Opened(conn ConnID, remote net.Addr) {
+	in.sources.Store(conn, SourceKey(remote))
 	in.gate.RLock()
 	defer in.gate.RUnlock()
 	in.root.Send(in.env.Refs.Sessions, &ConnOpened{Conn: conn})
@@ -187,6 +220,7 @@ func (in *Inbox) Closed(conn ConnID, _ error) {
 	in.gate.RLock()
 	defer in.gate.RUnlock()
 	in.root.Send(in.env.Refs.Sessions, &ConnGone{Conn: conn})
+	in.sources.Delete(conn)
 }
 
 type gateway struct {

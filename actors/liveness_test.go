@@ -3,7 +3,6 @@ package actors
 import (
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,7 +262,7 @@ func TestContinuationIsASignOfLifeOncePerInterval(t *testing.T) {
 	spawned := make(chan struct{})
 	parent := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
 		if _, ok := c.Message().(*actor.Started); ok {
-			session = c.Spawn(actor.PropsFromProducer(NewSession(env, fsm.SessionInfo{ID: id, Timeout: 10 * time.Second}, new(atomic.Int64))))
+			session = c.Spawn(actor.PropsFromProducer(NewSession(env, fsm.SessionInfo{ID: id, Timeout: 10 * time.Second}, new(backlog))))
 			close(spawned)
 		}
 	}))

@@ -22,6 +22,13 @@ type Metrics struct {
 	// client showed no sign of life, by reason (silent_bound: bound to a
 	// session, nothing received for the session timeout).
 	ReapedConns *prometheus.CounterVec
+	// Refused counts commands and queries answered before they were
+	// proposed, by reason: in_flight, queries, backlog, session_bytes,
+	// node_bytes, command_size.
+	Refused *prometheus.CounterVec
+	// SessionsRefused counts CreateSession and ContinueSession refused by
+	// a limit, by reason: per_source, rate, max_sessions.
+	SessionsRefused *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (which may
@@ -45,8 +52,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.ReapedConns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_reaped_connections_total",
 		Help: "Connections closed for showing no sign of life, by reason."}, []string{"reason"})
+	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_requests_refused_total",
+		Help: "Commands and queries refused before they were proposed, by reason (in_flight, queries, backlog, session_bytes, node_bytes, command_size)."}, []string{"reason"})
+	m.SessionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_sessions_refused_total",
+		Help: "Session creations and continuations refused by a limit, by reason (per_source, rate, max_sessions)."}, []string{"reason"})
 	if reg != nil {
-		reg.MustRegister(m.ReapedConns)
+		reg.MustRegister(m.ReapedConns, m.Refused, m.SessionsRefused)
 		reg.MustRegister(m.Sessions, m.MessagesIn, m.MessagesOut, m.BadFrames, m.InboxDropped, m.EncodeErrors,
 			m.Proposals, m.ProposalSeconds, m.Reads, m.Expiries, m.LeaderChanges, m.Redeliveries, m.Restarts, m.IsLeader)
 	}

@@ -27,6 +27,8 @@ func TestRequestReplyMapsEveryOutcome(t *testing.T) {
 		{"evicted", Proposed{Value: uint64(fsm.StatusResponseEvicted)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeResponseEvicted}},
 		{"in flight", Proposed{Value: uint64(fsm.StatusTooManyInFlight)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeTooManyInFlight}},
 		{"out of order", Proposed{Value: uint64(fsm.StatusOutOfOrder)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOutOfOrder}},
+		{"quota exceeded", Proposed{Value: uint64(fsm.StatusQuotaExceeded), Data: []byte("kv: storage quota exceeded")},
+			&codec.RequestError{RequestID: 7, Reason: codec.CodeQuotaExceeded, Message: "kv: storage quota exceeded"}},
 		{"too large", Proposed{Value: uint64(fsm.StatusResultTooLarge)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeTooLarge}},
 		{"busy", Proposed{Err: fmt.Errorf("%w: x", ErrOverloaded)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOverloaded}},
 		{"timeout", Proposed{Err: fmt.Errorf("%w: x", ErrOutcomeUnknown)}, &codec.RequestError{RequestID: 7, Reason: codec.CodeOutcomeUnknown}},
@@ -110,25 +112,78 @@ func TestMergePendingKeepsOrderAndSkipsKnownAndAcked(t *testing.T) {
 func TestAdmitAlwaysTakesTheLowestPendingRequest(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	s := &session{env: &Env{Settings: Settings{MaxInFlight: 3, ProposalTimeout: time.Second}, Now: func() time.Time { return now }},
-		inFlight: map[uint64]time.Time{}}
+		inFlight: map[uint64]flight{}, reads: map[uint64]flight{}}
 	for id := uint64(2); id <= 4; id++ {
-		if !s.admit(id, 1) {
+		if !admitted(s, id, 1) {
 			t.Fatalf("request %d refused below the bound", id)
 		}
 	}
-	if s.admit(5, 1) {
+	if admitted(s, 5, 1) {
 		t.Fatal("request 5 admitted past the bound")
 	}
-	if !s.admit(1, 1) {
+	if !admitted(s, 1, 1) {
 		t.Fatal("the lowest pending request was refused")
 	}
-	if !s.admit(1, 1) {
+	if !admitted(s, 1, 1) {
 		t.Fatal("a retry of the lowest pending request was refused")
 	}
-	if s.admit(6, 6) {
+	if admitted(s, 6, 6) {
 		t.Fatal("a second request claiming to be the lowest pending was admitted past the bound")
 	}
 	if len(s.inFlight) != 4 {
 		t.Fatalf("%d in flight, want MaxInFlight+1", len(s.inFlight))
+	}
+}
+
+func admitted(s *session, id, lowest uint64) bool {
+	code, _ := s.admit(id, lowest, 0)
+	return code == 0
+}
+
+// Commands and queries hold their payload bytes of the session's budget
+// and the node's until answered; past either the answer is Overloaded,
+// before anything is proposed, and a stopped actor gives its bytes back.
+func TestAdmitBoundsBytesInFlight(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	node := NewByteBudget(250)
+	env := &Env{Settings: Settings{MaxInFlight: 100, MaxSessionBytes: 150, ProposalTimeout: time.Second},
+		Now: func() time.Time { return now }, Bytes: node}
+	a := &session{env: env, inFlight: map[uint64]flight{}, reads: map[uint64]flight{}}
+	b := &session{env: env, inFlight: map[uint64]flight{}, reads: map[uint64]flight{}}
+	if code, _ := a.admit(1, 1, 100); code != 0 {
+		t.Fatalf("first command refused: %v", code)
+	}
+	if code, reason := a.admit(2, 1, 100); code != codec.CodeOverloaded || reason != "session_bytes" {
+		t.Fatalf("command past the session's bytes = %v %q, want Overloaded session_bytes", code, reason)
+	}
+	if _, reason := a.admitRead(50); reason != "" {
+		t.Fatalf("a query within the session's bytes was refused: %q", reason)
+	}
+	if _, reason := b.admitRead(101); reason != "node_bytes" {
+		t.Fatalf("a query past the node's bytes: %q, want node_bytes", reason)
+	}
+	if code, _ := b.admit(1, 1, 100); code != 0 {
+		t.Fatalf("another session's command refused: %v", code)
+	}
+	if code, reason := b.admit(2, 1, 1); code != codec.CodeOverloaded || reason != "node_bytes" {
+		t.Fatalf("command past the node's bytes = %v %q, want Overloaded node_bytes", code, reason)
+	}
+	if node.Used() != 250 || a.bytes != 150 || b.bytes != 100 {
+		t.Fatalf("held: node %d, a %d, b %d; want 250, 150, 100", node.Used(), a.bytes, b.bytes)
+	}
+	// Answers release; a reply for something not held releases nothing.
+	a.proposed(&Proposed{Tag: requestTag{id: 1}, Err: ErrOverloaded})
+	a.proposed(&Proposed{Tag: requestTag{id: 1}, Err: ErrOverloaded})
+	if node.Used() != 150 || a.bytes != 50 {
+		t.Fatalf("after the answer: node %d, a %d; want 150, 50", node.Used(), a.bytes)
+	}
+	// Entries whose replies were lost are forgotten after twice the
+	// proposal timeout, and their bytes with them.
+	now = now.Add(3 * time.Second)
+	if code, _ := b.admit(2, 1, 150); code != 0 {
+		t.Fatalf("command after b's lost reply was forgotten: %v", code)
+	}
+	if b.bytes != 150 || node.Used() != 200 {
+		t.Fatalf("after forgetting: node %d, b %d; want 200, 150", node.Used(), b.bytes)
 	}
 }

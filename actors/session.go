@@ -23,8 +23,8 @@ package actors
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -41,7 +41,21 @@ type Seen struct {
 
 type requestTag struct{ id uint64 }
 
-type queryTag struct{ id uint64 }
+// queryTag names a query in flight: the client's correlation id and the
+// key of its entry in the session's reads.
+type queryTag struct{ id, key uint64 }
+
+// flight is a command or query admitted and not yet answered: when, and
+// the payload bytes it holds of the session's and the node's budgets.
+type flight struct {
+	at   time.Time
+	size int64
+}
+
+// defaultWindow is the server requests a session has unacknowledged on the
+// wire when Settings.ServerRequestWindow is 0: the client library's
+// default buffer (client.WithServerRequestBuffer).
+const defaultWindow = 64
 
 type pendingTag struct{}
 
@@ -63,24 +77,33 @@ type session struct {
 	timeout time.Duration
 	conn    ConnID
 	// inFlight maps request ids awaiting their proposal's outcome to when
-	// they were proposed. An entry whose reply was lost (a bridge restart
-	// drops the message it was handling) is forgotten after twice the
-	// proposal timeout, so lost replies cannot use up the bound.
-	inFlight map[uint64]time.Time
+	// they were proposed and their size. An entry whose reply was lost (a
+	// bridge restart drops the message it was handling) is forgotten after
+	// twice the proposal timeout, so lost replies cannot use up the bound.
+	inFlight map[uint64]flight
+	// reads are the queries in flight, by a key of the session's own
+	// (correlation ids are the client's and may repeat); forgotten like
+	// inFlight.
+	reads    map[uint64]flight
+	nextRead uint64
+	// bytes is the payload bytes of inFlight and reads, at most
+	// Settings.MaxSessionBytes; the same bytes are held of Env.Bytes.
+	bytes    int64
 	pending  []outgoing // ordered by id, ids strictly increasing
 	acked    uint64
 	reported time.Time
 	timer    *time.Timer
 	timerDue time.Time // when timer fires
 	timerGen uint64    // generation of timer, carried by its tick
-	backlog  *atomic.Int64
+	backlog  *backlog
 }
 
 // NewSession returns the producer of a session actor. backlog is shared
 // with the directory, which counts the messages it forwards.
-func NewSession(env *Env, info fsm.SessionInfo, backlog *atomic.Int64) actor.Producer {
+func NewSession(env *Env, info fsm.SessionInfo, backlog *backlog) actor.Producer {
 	return func() actor.Actor {
-		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]time.Time), backlog: backlog}
+		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]flight),
+			reads: make(map[uint64]flight), backlog: backlog}
 	}
 }
 
@@ -93,6 +116,13 @@ func (s *session) Receive(c actor.Context) {
 		if s.timer != nil {
 			s.timer.Stop()
 		}
+		// The node's byte budget is given back now: the replies of what
+		// is in flight reach a stopped actor or a fresh one, which holds
+		// none of it.
+		s.env.Bytes.Release(s.bytes)
+		s.bytes = 0
+		clear(s.inFlight)
+		clear(s.reads)
 	case *bind:
 		s.conn = m.conn
 		if s.conn != 0 {
@@ -100,13 +130,15 @@ func (s *session) Receive(c actor.Context) {
 			// keep-alive interval, like any message but a keep-alive, so
 			// that cycling ContinueSession cannot stand in for them.
 			s.seen(c, false)
-			for i := range s.pending {
+			// Only the window is sent; the rest follows as the client
+			// acknowledges.
+			for i := range min(len(s.pending), s.window()) {
 				s.deliver(&s.pending[i])
 			}
 			s.arm(c)
 		}
 	case *SessionMsg:
-		s.backlog.Add(-1)
+		s.backlog.done(int64(m.size))
 		s.message(c, m)
 	case *Proposed:
 		s.proposed(m)
@@ -144,9 +176,15 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		s.ack(c, m.AckedUpTo)
 	case *codec.ClientRequest:
 		s.seen(c, false)
-		if !s.admit(m.RequestID, m.LowestPending) {
-			s.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: codec.CodeTooManyInFlight,
-				Message: "too many requests in flight for this session"})
+		if max := s.env.Settings.MaxCommandBytes; max > 0 && len(m.Payload) > max {
+			s.refused("command_size")
+			s.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: codec.CodeTooLarge,
+				Message: fmt.Sprintf("command of %d bytes; the application accepts at most %d", len(m.Payload), max)})
+			return
+		}
+		if code, reason := s.admit(m.RequestID, m.LowestPending, int64(len(m.Payload))); code != 0 {
+			s.refused(reason)
+			s.env.send(in.Conn, &codec.RequestError{RequestID: m.RequestID, Reason: code, Message: refusalText[reason]})
 			return
 		}
 		s.env.Work.ProposeRequest(c.ActorSystem(), fsm.ClientRequest{
@@ -161,7 +199,14 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 				Message: "consistency " + m.Consistency.String() + " is not supported"})
 			return
 		}
-		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID})
+		key, reason := s.admitRead(int64(len(m.Payload)))
+		if reason != "" {
+			s.refused(reason)
+			s.env.send(in.Conn, &codec.QueryError{CorrelationID: m.CorrelationID, Reason: codec.CodeOverloaded,
+				Message: refusalText[reason]})
+			return
+		}
+		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID, key: key})
 	case *codec.ServerRequestAck:
 		s.seen(c, false)
 		s.ack(c, m.RequestID)
@@ -174,7 +219,10 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 func (s *session) proposed(p *Proposed) {
 	switch t := p.Tag.(type) {
 	case requestTag:
-		delete(s.inFlight, t.id)
+		if f, ok := s.inFlight[t.id]; ok {
+			s.release(f.size)
+			delete(s.inFlight, t.id)
+		}
 		if s.conn == 0 {
 			// The client resends on reconnect and the cache answers.
 			return
@@ -197,24 +245,106 @@ func (s *session) proposed(p *Proposed) {
 // in id order, so later ones filling the bound while it is refused would
 // wait for it forever. One slot, not one per such request, so a client that
 // lies about its lowest pending id cannot grow the table past MaxInFlight+1.
-func (s *session) admit(id, lowest uint64) bool {
+//
+// It also holds the request's payload bytes of the session's budget
+// (MaxSessionBytes) and the node's (Env.Bytes), answered before anything is
+// proposed: past either the code is Overloaded (a single command never
+// exceeds the session's budget: the node's config keeps it at least
+// max_payload). It returns 0 when the request is admitted, else the code
+// and the refusal's reason (a metric label, see refusalText).
+func (s *session) admit(id, lowest uint64, size int64) (codec.Code, string) {
 	now := s.env.Now()
 	limit := s.env.Settings.MaxInFlight
 	if id == lowest {
 		limit++
 	}
-	if _, again := s.inFlight[id]; !again && len(s.inFlight) >= limit {
-		for rid, at := range s.inFlight {
-			if now.Sub(at) > 2*s.env.Settings.ProposalTimeout {
-				delete(s.inFlight, rid)
-			}
-		}
+	f, again := s.inFlight[id]
+	if !again && len(s.inFlight) >= limit {
+		s.forgetLost(now)
 		if len(s.inFlight) >= limit {
-			return false
+			return codec.CodeTooManyInFlight, "in_flight"
 		}
 	}
-	s.inFlight[id] = now
-	return true
+	if reason := s.take(now, size); reason != "" {
+		return codec.CodeOverloaded, reason
+	}
+	// A resend of a request still in flight is proposed again and holds
+	// its bytes again, until the first answer releases both.
+	s.inFlight[id] = flight{at: now, size: f.size + size}
+	return 0, ""
+}
+
+// admitRead holds a query's payload bytes and returns the key of its entry
+// in reads, or the reason it is refused: "queries" (MaxInFlight queries in
+// flight already), "session_bytes" or "node_bytes" (a budget is spent).
+func (s *session) admitRead(size int64) (uint64, string) {
+	now := s.env.Now()
+	if len(s.reads) >= s.env.Settings.MaxInFlight {
+		s.forgetLost(now)
+		if len(s.reads) >= s.env.Settings.MaxInFlight {
+			return 0, "queries"
+		}
+	}
+	if reason := s.take(now, size); reason != "" {
+		return 0, reason
+	}
+	s.nextRead++
+	s.reads[s.nextRead] = flight{at: now, size: size}
+	return s.nextRead, ""
+}
+
+// take holds size bytes of the session's and the node's budgets, or says
+// which is spent ("session_bytes", "node_bytes").
+func (s *session) take(now time.Time, size int64) string {
+	max := int64(s.env.Settings.MaxSessionBytes)
+	if max > 0 && s.bytes+size > max {
+		s.forgetLost(now)
+		if s.bytes+size > max {
+			return "session_bytes"
+		}
+	}
+	if !s.env.Bytes.Take(size) {
+		return "node_bytes"
+	}
+	s.bytes += size
+	return ""
+}
+
+// release gives back bytes held by take.
+func (s *session) release(size int64) {
+	s.bytes -= size
+	s.env.Bytes.Release(size)
+}
+
+// forgetLost forgets commands and queries in flight for more than twice
+// the proposal timeout: their replies were lost (a bridge restart drops the
+// message it was handling), and they must not hold the bounds for ever.
+func (s *session) forgetLost(now time.Time) {
+	for id, f := range s.inFlight {
+		if now.Sub(f.at) > 2*s.env.Settings.ProposalTimeout {
+			s.release(f.size)
+			delete(s.inFlight, id)
+		}
+	}
+	for key, f := range s.reads {
+		if now.Sub(f.at) > 2*s.env.Settings.ProposalTimeout {
+			s.release(f.size)
+			delete(s.reads, key)
+		}
+	}
+}
+
+// refusalText is the message a client gets with each refusal reason.
+var refusalText = map[string]string{
+	"in_flight":     "too many requests in flight for this session",
+	"queries":       "max_in_flight queries in flight for this session",
+	"session_bytes": "the session's bytes in flight are at max_session_bytes",
+	"node_bytes":    "the node's command and query bytes in flight are at max_proposal_bytes",
+}
+
+// refused counts a request refused before it was proposed.
+func (s *session) refused(reason string) {
+	s.env.Metrics.Refused.WithLabelValues(reason).Inc()
 }
 
 // requestReply maps a proposal's outcome to the reply the client gets.
@@ -246,6 +376,8 @@ func requestReply(id uint64, p *Proposed) codec.Message {
 		code = codec.CodeTooLarge
 	case fsm.StatusInvalid:
 		code = codec.CodeMalformed
+	case fsm.StatusQuotaExceeded:
+		return &codec.RequestError{RequestID: id, Reason: codec.CodeQuotaExceeded, Message: out.Message}
 	}
 	return &codec.RequestError{RequestID: id, Reason: code, Message: out.Status.String() + " " + out.Message}
 }
@@ -253,6 +385,10 @@ func requestReply(id uint64, p *Proposed) codec.Message {
 func (s *session) readDone(c actor.Context, r *ReadDone) {
 	switch t := r.Tag.(type) {
 	case queryTag:
+		if f, ok := s.reads[t.key]; ok {
+			s.release(f.size)
+			delete(s.reads, t.key)
+		}
 		if s.conn == 0 {
 			return
 		}
@@ -307,9 +443,25 @@ func (s *session) add(c actor.Context, reqs []fsm.ServerRequest) {
 	var added []int
 	s.pending, added = mergePending(s.pending, s.acked, reqs)
 	for _, i := range added {
-		s.deliver(&s.pending[i])
+		if i < s.window() {
+			s.deliver(&s.pending[i])
+		}
 	}
 	s.arm(c)
+}
+
+// window is how many of the lowest pending server requests are on the
+// wire at a time: the client holds at most its buffer of requests above
+// the last one it took (client.WithServerRequestBuffer, default 64) and
+// drops the rest unacknowledged, so sending more only fills the
+// connection's queue with copies sent again later. The others stay queued
+// in the replicated state (and in pending) and are sent as acknowledgements
+// open the window.
+func (s *session) window() int {
+	if w := s.env.Settings.ServerRequestWindow; w > 0 {
+		return w
+	}
+	return defaultWindow
 }
 
 // mergePending inserts the requests above acked that pending lacks, keeping
@@ -360,6 +512,15 @@ func (s *session) ack(c actor.Context, upTo uint64) {
 	}
 	s.pending = s.pending[i:]
 	c.Send(s.env.Refs.Dispatcher, &Acked{Session: s.id, UpTo: upTo})
+	// The window moved: send what entered it and was never sent.
+	if s.conn != 0 {
+		for i := range min(len(s.pending), s.window()) {
+			if s.pending[i].attempts == 0 {
+				s.deliver(&s.pending[i])
+			}
+		}
+		s.arm(c)
+	}
 }
 
 // redeliverAfter is how long after its latest send a request is sent
@@ -413,7 +574,7 @@ func (s *session) redeliver(c actor.Context) {
 		return
 	}
 	now := s.env.Now()
-	for i := range s.pending {
+	for i := range min(len(s.pending), s.window()) {
 		o := &s.pending[i]
 		if o.attempts > 0 && !now.Before(o.sentAt.Add(redeliverAfter(s.env.Settings.RedeliverInterval, o.attempts))) {
 			s.deliver(o)

@@ -21,7 +21,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,6 +33,9 @@ import (
 type SessionMsg struct {
 	Conn ConnID
 	Msg  codec.Message
+	// size is the frame's length, held of the session's backlog (and the
+	// node's byte budget) until the actor handles the message.
+	size int
 }
 
 // Deliver hands server requests to a session's actor.
@@ -111,10 +113,15 @@ type entry struct {
 	pid  *actor.PID
 	conn ConnID
 	info fsm.SessionInfo
-	// backlog counts messages forwarded to the session actor and not yet
-	// handled; the actor decrements it. It lives and dies with the entry,
-	// so a stopped actor cannot leak it.
-	backlog *atomic.Int64
+	// backlog counts messages (and their bytes) forwarded to the session
+	// actor and not yet handled; the actor marks them done. It lives and
+	// dies with the entry (closed when the entry is forgotten), so a
+	// stopped actor cannot leak it.
+	backlog *backlog
+	// source is the source of the connection that last bound the session
+	// here; the session counts against that source's
+	// MaxSessionsPerSource until it is removed or bound from another.
+	source string
 }
 
 type directory struct {
@@ -147,6 +154,14 @@ type directory struct {
 	draining  bool
 	handover  map[ConnID]struct{}
 	drainHint codec.LeaderHint
+	// perSource counts the entries of bySession by source. Bounded by
+	// bySession. creating counts the creations in flight by source (the
+	// connections in busy that create a session, and their source in
+	// creator), so that a source cannot pass its limit with creations
+	// proposed at once. Bounded by busy.
+	perSource map[string]int
+	creating  map[string]int
+	creator   map[ConnID]string
 }
 
 // NewSessions returns the producer of the session directory.
@@ -160,6 +175,9 @@ func NewSessions(env *Env) actor.Producer {
 			orphans:   make(map[ConnID]time.Time),
 			unbound:   make(map[ConnID]time.Time),
 			handover:  make(map[ConnID]struct{}),
+			perSource: make(map[string]int),
+			creating:  make(map[string]int),
+			creator:   make(map[ConnID]string),
 		}
 	}
 }
@@ -175,6 +193,11 @@ func (d *directory) Receive(c actor.Context) {
 		d.armReaper(c)
 	case *actor.Stopping, *actor.Restarting:
 		d.env.Metrics.Sessions.Set(0)
+		// The session actors stop with the directory: what their mailboxes
+		// hold goes back to the node's byte budget.
+		for _, e := range d.bySession {
+			e.backlog.close()
+		}
 		if d.reaper != nil {
 			d.reaper.Stop()
 		}
@@ -256,14 +279,18 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 				}
 			}
 			c.Stop(e.pid)
+			e.backlog.close()
 			delete(d.bySession, id)
 		}
+		clear(d.perSource)
 		for conn := range d.byConn {
 			d.unbound[conn] = now
 		}
 		clear(d.byConn)
 		d.env.Inbox.Liveness().Clear()
 		clear(d.busy)
+		clear(d.creating)
+		clear(d.creator)
 		d.env.Metrics.Sessions.Set(0)
 	}
 	if m.LeaderID != 0 && !m.IsLeader && len(d.handover) > 0 {
@@ -338,12 +365,15 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 	e := d.bySession[id]
 	// A client that sends faster than its session actor handles is
 	// refused rather than queued without bound.
-	if e.backlog.Load() >= int64(d.env.Settings.MaxInFlight+backlogSlack) {
-		d.refuse(in, codec.CodeOverloaded, "session backlog full")
+	// Its frames wait in the actor's mailbox holding their bytes of the
+	// session's budget and the node's, as they do once proposed.
+	if reason := e.backlog.add(int64(in.size), int64(d.env.Settings.MaxInFlight+backlogSlack),
+		int64(d.env.Settings.MaxSessionBytes)); reason != "" {
+		d.env.Metrics.Refused.WithLabelValues(reason).Inc()
+		d.refuse(in, codec.CodeOverloaded, backlogText[reason])
 		return
 	}
-	e.backlog.Add(1)
-	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg})
+	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg, size: in.size})
 }
 
 // childStopped forgets a session whose actor stopped for good (its
@@ -359,11 +389,81 @@ func (d *directory) childStopped(pid *actor.PID) {
 				Message: "session actor stopped; continue the session"})
 			d.unbind(e.conn)
 		}
-		delete(d.bySession, id)
-		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+		d.forget(id, e)
 		return
 	}
 }
+
+// forget removes a session's entry and its count against its source.
+func (d *directory) forget(id fsm.SessionID, e *entry) {
+	e.backlog.close()
+	d.setSource(e, "")
+	delete(d.bySession, id)
+	d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+}
+
+// setSource moves a session's count from its source to src ("": none).
+func (d *directory) setSource(e *entry, src string) {
+	if e.source == src {
+		return
+	}
+	if e.source != "" {
+		if d.perSource[e.source]--; d.perSource[e.source] <= 0 {
+			delete(d.perSource, e.source)
+		}
+	}
+	if src != "" {
+		d.perSource[src]++
+	}
+	e.source = src
+}
+
+// sourceFull reports whether conn's source already has
+// MaxSessionsPerSource sessions here, not counting session id (the one
+// being continued, when it is counted against that source already).
+func (d *directory) sourceFull(conn ConnID, id fsm.SessionID) bool {
+	max := d.env.Settings.MaxSessionsPerSource
+	src := d.env.Inbox.Source(conn)
+	if max <= 0 || src == "" {
+		return false
+	}
+	if e := d.bySession[id]; e != nil && e.source == src {
+		return false
+	}
+	return d.perSource[src]+d.creating[src] >= max
+}
+
+// markCreating marks conn busy with a session creation from its source.
+func (d *directory) markCreating(conn ConnID) {
+	d.notBusy(conn)
+	d.busy[conn] = d.env.Now()
+	if src := d.env.Inbox.Source(conn); src != "" {
+		d.creator[conn] = src
+		d.creating[src]++
+	}
+}
+
+// notBusy ends conn's creation or continuation in progress, if any.
+func (d *directory) notBusy(conn ConnID) {
+	delete(d.busy, conn)
+	if src, ok := d.creator[conn]; ok {
+		delete(d.creator, conn)
+		if d.creating[src]--; d.creating[src] <= 0 {
+			delete(d.creating, src)
+		}
+	}
+}
+
+// backlogText is the message of an Overloaded for each backlog bound.
+var backlogText = map[string]string{
+	"backlog":       "session backlog full",
+	"session_bytes": "the session's bytes waiting are at max_session_bytes",
+	"node_bytes":    "the node's command and query bytes are at max_proposal_bytes",
+}
+
+// perSourceText is the message of a TooManySessions for the per-source
+// limit.
+const perSourceText = "this source holds max_sessions_per_source sessions on the leader"
 
 // refuse answers a message this node will not serve, in the form the client
 // expects for its kind.
@@ -431,11 +531,17 @@ func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession)
 		reject(codec.CodeOverloaded, "a session request is already in progress on this connection")
 		return
 	}
-	if !d.allowCreate() {
-		reject(codec.CodeRateLimited, "session creation rate limit reached")
+	if d.sourceFull(conn, fsm.SessionID{}) {
+		d.env.Metrics.SessionsRefused.WithLabelValues("per_source").Inc()
+		reject(codec.CodeTooManySessions, perSourceText)
 		return
 	}
-	d.busy[conn] = d.env.Now()
+	if !d.allowCreate() {
+		d.env.Metrics.SessionsRefused.WithLabelValues("rate").Inc()
+		reject(codec.CodeRateLimited, "session creation rate limit reached (session_create_rate)")
+		return
+	}
+	d.markCreating(conn)
 	d.proposeOpen(c, createTag{conn: conn, nonce: m.Nonce, msg: m})
 }
 
@@ -443,7 +549,7 @@ func (d *directory) create(c actor.Context, conn ConnID, m *codec.CreateSession)
 func (d *directory) proposeOpen(c actor.Context, t createTag) {
 	var id fsm.SessionID
 	if _, err := rand.Read(id[:]); err != nil {
-		delete(d.busy, t.conn)
+		d.notBusy(t.conn)
 		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: codec.CodeInternal, Leader: d.hint(),
 			Message: "no randomness for a session id"})
 		return
@@ -464,7 +570,7 @@ func (d *directory) proposeOpen(c actor.Context, t createTag) {
 }
 
 func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
-	delete(d.busy, t.conn)
+	d.notBusy(t.conn)
 	reject := func(code codec.Code, msg string) {
 		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: d.hint(), Message: msg})
 	}
@@ -488,12 +594,13 @@ func (d *directory) created(c actor.Context, t createTag, p *Proposed) {
 		reject(codec.CodeRejected, out.Message)
 		return
 	case fsm.StatusTooManySessions:
+		d.env.Metrics.SessionsRefused.WithLabelValues("max_sessions").Inc()
 		reject(codec.CodeTooManySessions, "the cluster's session limit is reached")
 		return
 	case fsm.StatusSessionExists:
 		if t.attempt+1 < maxIDAttempts {
 			t.attempt++
-			d.busy[t.conn] = d.env.Now()
+			d.markCreating(t.conn)
 			d.proposeOpen(c, t)
 			return
 		}
@@ -550,7 +657,7 @@ func (d *directory) continueSession(c actor.Context, conn ConnID, m *codec.Conti
 }
 
 func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
-	delete(d.busy, t.conn)
+	d.notBusy(t.conn)
 	reject := func(code codec.Code, msg string) {
 		d.env.send(t.conn, &codec.SessionRejected{Nonce: t.nonce, Reason: code, Leader: d.hint(), Message: msg})
 	}
@@ -570,6 +677,11 @@ func (d *directory) continued(c actor.Context, t continueTag, r *ReadDone) {
 	}
 	if subtle.ConstantTimeCompare(info.SecretHash[:], t.hash[:]) != 1 {
 		reject(codec.CodeBadSecret, "secret does not match")
+		return
+	}
+	if d.sourceFull(t.conn, info.ID) {
+		d.env.Metrics.SessionsRefused.WithLabelValues("per_source").Inc()
+		reject(codec.CodeTooManySessions, perSourceText)
 		return
 	}
 	if d.bindSession(c, t.conn, t.nonce, info) {
@@ -615,7 +727,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	}
 	e := d.bySession[info.ID]
 	if e == nil {
-		e = &entry{info: info, backlog: new(atomic.Int64)}
+		e = &entry{info: info, backlog: newBacklog(d.env.Bytes)}
 		props := d.env.Props("session", NewSession(d.env, info, e.backlog))
 		pid, err := c.SpawnNamed(props, "session-"+info.ID.String())
 		if err != nil {
@@ -635,6 +747,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 		d.unbind(e.conn)
 	}
 	e.conn = conn
+	d.setSource(e, d.env.Inbox.Source(conn))
 	d.byConn[conn] = info.ID
 	d.env.Inbox.Liveness().Bind(conn, info.ID, info.Timeout, d.env.Now())
 	delete(d.unbound, conn)
@@ -643,7 +756,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 }
 
 func (d *directory) connGone(c actor.Context, conn ConnID) {
-	delete(d.busy, conn)
+	d.notBusy(conn)
 	delete(d.orphans, conn)
 	delete(d.unbound, conn)
 	delete(d.handover, conn)
@@ -673,8 +786,7 @@ func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 		d.unbind(e.conn)
 	}
 	c.Stop(e.pid)
-	delete(d.bySession, m.Session)
-	d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
+	d.forget(m.Session, e)
 }
 
 func (d *directory) shutdown(c actor.Context, m *Shutdown) {
@@ -691,8 +803,10 @@ func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 	d.draining, d.drainHint = true, h
 	for id, e := range d.bySession {
 		c.Stop(e.pid)
+		e.backlog.close()
 		delete(d.bySession, id)
 	}
+	clear(d.perSource)
 	d.leader = LeaderChanged{}
 	if c.Sender() != nil {
 		c.Respond(&ShutdownDone{})

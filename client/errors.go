@@ -81,6 +81,13 @@ var (
 	// backoff. It wraps the transport's error, which names the limit.
 	ErrTooManyConnections = errors.New("client: too many connections")
 
+	// ErrQuotaExceeded means the cluster's replicated state is at its byte
+	// quota and refused a write (like etcd's NOSPACE): the command did not
+	// run. Reads, deletes and other commands that shrink the state still
+	// work; retrying the same write fails the same way until space is
+	// freed.
+	ErrQuotaExceeded = errors.New("client: quota exceeded")
+
 	// ErrTooManyInFlight means the session's cached-response limit on the
 	// server is reached; the client retries with backoff.
 	ErrTooManyInFlight = errors.New("client: too many requests in flight")
@@ -184,6 +191,8 @@ func CodeError(c codec.Code) error {
 		return ErrResponseEvicted
 	case codec.CodeTooManyInFlight:
 		return ErrTooManyInFlight
+	case codec.CodeQuotaExceeded:
+		return ErrQuotaExceeded
 	case codec.CodeTooLarge:
 		return ErrTooLarge
 	case codec.CodeMalformed:

@@ -152,6 +152,7 @@ func TestCodeErrorMapping(t *testing.T) {
 		{codec.CodeSessionMoved, ErrSessionMoved},
 		{codec.CodeInternal, ErrInternal},
 		{codec.CodeUnsupported, ErrUnsupported},
+		{codec.CodeQuotaExceeded, ErrQuotaExceeded},
 		{codec.CodeUnspecified, ErrProtocol},
 		{codec.Code(200), ErrProtocol},
 	}
@@ -192,6 +193,7 @@ func TestRetryPolicy(t *testing.T) {
 		{codec.CodeUnsupported, actionFail},
 		{codec.CodeMalformed, actionFail},
 		{codec.CodeInternal, actionFail},
+		{codec.CodeQuotaExceeded, actionFail},
 	}
 	for _, tt := range tests {
 		if got := classify(tt.code); got != tt.want {

@@ -428,7 +428,7 @@ func TestDecodeAliasesPayload(t *testing.T) {
 }
 
 func TestUnknownCodesDecode(t *testing.T) {
-	for _, c := range []Code{22, 99, 255} {
+	for _, c := range []Code{23, 99, 255} {
 		frame := hdr(KindCloseSession, []byte{byte(c)})
 		m, err := Decode(frame, nil)
 		if err != nil {

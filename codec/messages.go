@@ -107,6 +107,7 @@ const (
 	CodeInternal           Code = 19 // a broken invariant on the server
 	CodeUnsupported        Code = 20 // the request asks for something this server does not offer
 	CodeOutOfOrder         Code = 21 // an earlier request id of the session has not run yet; resend after it
+	CodeQuotaExceeded      Code = 22 // the replicated state is at its byte quota; the write did not run
 )
 
 // Consistency selects how a query is served. Every byte value decodes, so a

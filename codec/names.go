@@ -54,6 +54,7 @@ var codeNames = [...]string{
 	CodeInternal:           "Internal",
 	CodeUnsupported:        "Unsupported",
 	CodeOutOfOrder:         "OutOfOrder",
+	CodeQuotaExceeded:      "QuotaExceeded",
 }
 
 // String returns the code's name, such as "NotLeader", or "Code(99)" for a

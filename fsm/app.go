@@ -65,6 +65,24 @@ type Application interface {
 	RecoverFromSnapshot(r io.Reader) error
 }
 
+// CommandSizer is implemented by an Application that refuses every command
+// longer than MaxCommandSize bytes (for example kv, whose keys and values
+// are bounded). A node answers a larger command TooLarge at once, so
+// commands the application would refuse never reach the Raft log.
+// MaxCommandSize must return the same positive value for the life of the
+// node.
+type CommandSizer interface {
+	MaxCommandSize() int
+}
+
+// StateSizer is implemented by an Application that measures its replicated
+// state in bytes (the measure it holds against Context.Quota). StateBytes
+// may be called from any goroutine, concurrently with Apply; a node exports
+// it as a metric.
+type StateSizer interface {
+	StateBytes() int64
+}
+
 // Observer receives node-local notifications of state changes. It is called
 // synchronously on every replica, after a command's changes are complete and
 // before Apply returns, so it sees the state as it stands after the command.
@@ -136,6 +154,14 @@ type Context struct {
 // Now returns the cluster time in Unix nanoseconds: the largest leader time
 // stamp applied so far, identical on every replica.
 func (c *Context) Now() ClusterTime { return c.m.clock }
+
+// Quota returns the byte quota of the application's replicated state
+// (Config.QuotaBytes; 0: none). An application that keeps the quota refuses
+// a command that would grow its state past it by returning an error
+// matching ErrQuotaExceeded, and keeps accepting commands that shrink it.
+// The quota is the same on every replica, so the decision is deterministic
+// as long as the application's byte accounting is.
+func (c *Context) Quota() int64 { return c.m.cfg.QuotaBytes }
 
 // Session returns the session the current command belongs to, or the zero id
 // for an AppCommand or a session lifecycle call about another session.

@@ -59,6 +59,15 @@ type Config struct {
 	// command); a larger one gets StatusInvalid and is not executed.
 	// Default 4 MiB.
 	MaxPayloadBytes int
+	// QuotaBytes is the byte quota of the replicated application state
+	// (0: none). The machine does not measure the application's state: it
+	// hands the quota to the application (Context.Quota), which refuses
+	// writes that would grow its state past it with an error matching
+	// ErrQuotaExceeded (StatusQuotaExceeded), while reads, deletes and
+	// session traffic keep working. Like every limit here it must be the
+	// same on every replica, so the refusal is the same everywhere.
+	// Default 0 (a node sets its quota_bytes).
+	QuotaBytes int64
 }
 
 // DefaultConfig returns the default limits documented on Config's fields.
@@ -102,6 +111,9 @@ func (c Config) Validate() error {
 		if p.v <= 0 {
 			return fmt.Errorf("fsm: config %s must be positive, got %d", p.name, p.v)
 		}
+	}
+	if c.QuotaBytes < 0 {
+		return fmt.Errorf("fsm: config QuotaBytes must not be negative, got %d", c.QuotaBytes)
 	}
 	if c.MinSessionTimeout <= 0 || c.MaxSessionTimeout < c.MinSessionTimeout {
 		return fmt.Errorf("fsm: config session timeout range [%v, %v] is empty or not positive",

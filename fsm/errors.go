@@ -53,6 +53,13 @@ var (
 	// ErrResultTooLarge means the command ran and its state changes stand,
 	// but its result exceeded Config.MaxResultBytes and was replaced.
 	ErrResultTooLarge = errors.New("fsm: result too large")
+	// ErrQuotaExceeded means a command would have grown the replicated
+	// state past Config.QuotaBytes and was refused. An Application returns
+	// an error matching it (errors.Is) from Apply to refuse a write past
+	// Context.Quota; the result is StatusQuotaExceeded, which clients see
+	// as their own QuotaExceeded error. Reads, deletes and session traffic
+	// are not affected.
+	ErrQuotaExceeded = errors.New("fsm: storage quota exceeded")
 	// ErrQueueFull is returned by Context.Emit when the target session's
 	// pending server requests (or, for a selector, the unassigned queue)
 	// reached their bound. Nothing was queued.

@@ -24,6 +24,7 @@ import (
 //	big:N              returns N bytes
 //	emit:HEXID:P       Emit(ToSession(id), P)
 //	cap:NAME=VALUE:P   Emit(ToCapable(NAME=VALUE), P)
+//	grow:N             adds N to size, refused with ErrQuotaExceeded past ctx.Quota()
 //
 // Emit errors are recorded in emitErrs (not replicated state). The replicated
 // state is calls plus a digest of every command applied, closed sessions and
@@ -34,6 +35,7 @@ type testApp struct {
 	closed   []closedCall // test observation; its count is in the snapshot
 	emitErrs []error
 	opened   int
+	size     int64
 }
 
 type closedCall struct {
@@ -65,6 +67,12 @@ func (a *testApp) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 			return nil, &fsm.AppError{Code: uint32(code), Message: "boom " + arg}
 		case "plain":
 			return nil, errors.New("plain failure")
+		case "grow":
+			n, _ := strconv.ParseInt(arg, 10, 64)
+			if q := ctx.Quota(); q > 0 && n > 0 && a.size+n > q {
+				return nil, fmt.Errorf("%w: %d + %d over %d", fsm.ErrQuotaExceeded, a.size, n, q)
+			}
+			a.size += n
 		case "big":
 			n, _ := strconv.Atoi(arg)
 			return make([]byte, n), nil

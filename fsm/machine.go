@@ -400,6 +400,13 @@ func (m *Machine) raiseWatermark(s *session, lowest uint64) {
 func (m *Machine) runApp(id SessionID, payload []byte) Result {
 	m.ctx.session = id
 	out, err := m.app.Apply(&m.ctx, payload)
+	if err != nil && errors.Is(err, ErrQuotaExceeded) {
+		msg := err.Error()
+		if len(msg) > m.cfg.MaxResultBytes {
+			msg = msg[:m.cfg.MaxResultBytes]
+		}
+		return messageResult(StatusQuotaExceeded, msg)
+	}
 	if err != nil {
 		code, msg := appErrorOf(err)
 		if 4+len(msg) > m.cfg.MaxResultBytes {

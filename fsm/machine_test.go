@@ -589,3 +589,34 @@ func TestStatusStringsAreDistinct(t *testing.T) {
 		t.Fatal(fsm.Status(99).String())
 	}
 }
+
+// An application's refusal past the quota is StatusQuotaExceeded with its
+// message (not an application error), cached like any result, and matches
+// ErrQuotaExceeded; commands that shrink the state still run.
+func TestQuotaExceededStatus(t *testing.T) {
+	cfg := fsm.DefaultConfig()
+	cfg.QuotaBytes = 100
+	h := newHarness(t, cfg)
+	h.open(sid(1))
+	if o := h.request(sid(1), 1, 1, "grow:80"); o.Status != fsm.StatusOK {
+		t.Fatalf("grow under the quota: %+v", o)
+	}
+	o := h.request(sid(1), 2, 1, "grow:30")
+	if o.Status != fsm.StatusQuotaExceeded || !errors.Is(o.Err(), fsm.ErrQuotaExceeded) || !strings.Contains(o.Message, "80 + 30 over 100") {
+		t.Fatalf("grow past the quota: %+v, err %v", o, o.Err())
+	}
+	if again := h.request(sid(1), 2, 1, "grow:30"); again.Status != fsm.StatusQuotaExceeded || again.Message != o.Message {
+		t.Fatalf("resent refusal: %+v, want the cached %+v", again, o)
+	}
+	if o := h.request(sid(1), 3, 1, "grow:-50"); o.Status != fsm.StatusOK {
+		t.Fatalf("shrink at the quota: %+v", o)
+	}
+	if o := h.request(sid(1), 4, 1, "grow:30"); o.Status != fsm.StatusOK {
+		t.Fatalf("grow after shrinking: %+v", o)
+	}
+	neg := fsm.DefaultConfig()
+	neg.QuotaBytes = -1
+	if err := neg.Validate(); err == nil || !strings.Contains(err.Error(), "QuotaBytes") {
+		t.Fatalf("a negative quota: Validate = %v", err)
+	}
+}

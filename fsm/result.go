@@ -74,6 +74,12 @@ const (
 	// watermark may have risen from the request's lowest pending id. Resend
 	// the same id after the earlier ones.
 	StatusOutOfOrder Status = 17
+	// StatusQuotaExceeded: the application refused a command that would
+	// grow the replicated state past Config.QuotaBytes (it returned an
+	// error matching ErrQuotaExceeded). Data is the message. The command's
+	// state changes made before the refusal stand (an application refuses
+	// before changing anything).
+	StatusQuotaExceeded Status = 18
 )
 
 // String returns the status name.
@@ -115,6 +121,8 @@ func (s Status) String() string {
 		return "Batch"
 	case StatusOutOfOrder:
 		return "OutOfOrder"
+	case StatusQuotaExceeded:
+		return "QuotaExceeded"
 	default:
 		return fmt.Sprintf("Status(%d)", uint64(s))
 	}
@@ -154,7 +162,7 @@ func DecodeResult(r Result) (Outcome, error) {
 		}
 		o.AppCode = binary.BigEndian.Uint32(r.Data)
 		o.Message = string(r.Data[4:])
-	case StatusSessionRejected, StatusInvalid:
+	case StatusSessionRejected, StatusInvalid, StatusQuotaExceeded:
 		o.Message = string(r.Data)
 	case StatusSessionNotFound, StatusSessionExpired, StatusSessionClosed, StatusResponseEvicted,
 		StatusTooManyInFlight, StatusTooManySessions, StatusStale, StatusNotDue,
@@ -203,6 +211,8 @@ func (o Outcome) Err() error {
 		return ErrSessionExists
 	case StatusOutOfOrder:
 		return ErrOutOfOrder
+	case StatusQuotaExceeded:
+		return fmt.Errorf("%w: %s", ErrQuotaExceeded, o.Message)
 	default:
 		return fmt.Errorf("%w: unknown result status %d", ErrMalformed, uint64(o.Status))
 	}

@@ -148,6 +148,9 @@ func (e *clientAppError) Unwrap() []error { return []error{e.kv, e.app} }
 
 func (c *Client) submit(ctx context.Context, cmd []byte) ([]byte, error) {
 	res, err := c.conn.Submit(ctx, cmd)
+	if errors.Is(err, client.ErrQuotaExceeded) {
+		return nil, fmt.Errorf("%w: %w", ErrQuotaExceeded, err)
+	}
 	if err != nil {
 		return nil, appErr(err)
 	}

@@ -1,6 +1,10 @@
 package kv
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/zraft/zraft/fsm"
+)
 
 // Error is a kv error with a stable application code. The store returns
 // errors that wrap one of the sentinels below; the fsm caches the code and
@@ -46,12 +50,23 @@ var (
 	// watch's first notification could not be queued; retry after
 	// acknowledging pending notifications.
 	ErrBusy = &Error{12, "kv: session notification queue full"}
+	// ErrQuotaExceeded (13): the write would grow the store past the
+	// cluster's storage quota (fsm.Context.Quota; node config quota_bytes).
+	// It matches fsm.ErrQuotaExceeded, so the machine answers it with
+	// StatusQuotaExceeded and clients get the protocol's QuotaExceeded
+	// (client.ErrQuotaExceeded; Client methods return an error matching
+	// this sentinel too). Gets, deletes and writes that do not grow the
+	// store still work.
+	ErrQuotaExceeded = &Error{13, "kv: storage quota exceeded"}
 )
+
+// Is makes ErrQuotaExceeded match fsm.ErrQuotaExceeded.
+func (e *Error) Is(target error) bool { return e == ErrQuotaExceeded && target == fsm.ErrQuotaExceeded }
 
 var sentinels = []*Error{
 	ErrNotFound, ErrMismatch, ErrEmptyKey, ErrKeyTooLarge, ErrValueTooLarge,
 	ErrNotInteger, ErrOverflow, ErrTooManyKeys, ErrTooManyWatches, ErrMalformed,
-	ErrNoSession, ErrBusy,
+	ErrNoSession, ErrBusy, ErrQuotaExceeded,
 }
 
 // ErrorFromCode rebuilds a kv error received from the server as an

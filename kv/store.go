@@ -18,6 +18,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/zraft/zraft/fsm"
 )
@@ -86,7 +87,17 @@ type Store struct {
 	watching  map[fsm.SessionID]map[string]struct{}
 	watches   int
 	cancelled uint64
+	// bytes is the store's size as held against the quota: for each key,
+	// its length, its value's length and entryOverhead. size publishes it
+	// for StateBytes, which other goroutines call.
+	bytes int64
+	size  *atomic.Int64
 }
+
+// entryOverhead is what each key costs beyond its key and value bytes in
+// the quota's accounting (the map slot, the entry, slice headers), so that
+// many small keys cannot hold much more memory than the quota says.
+const entryOverhead = 64
 
 type entry struct {
 	value    []byte
@@ -100,7 +111,7 @@ func New(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg}
+	s := &Store{cfg: cfg, size: new(atomic.Int64)}
 	s.reset()
 	return s, nil
 }
@@ -112,6 +123,27 @@ func (s *Store) reset() {
 	s.watching = make(map[fsm.SessionID]map[string]struct{})
 	s.watches = 0
 	s.cancelled = 0
+	s.bytes = 0
+}
+
+// StateBytes implements fsm.StateSizer: the store's size as held against
+// the quota. Safe from any goroutine.
+func (s *Store) StateBytes() int64 { return s.size.Load() }
+
+// MaxCommandSize implements fsm.CommandSizer: the longest command the
+// store can accept (a compare-and-set of a key of MaxKeyBytes with an
+// expected value and a value of MaxValueBytes each), so that a node answers
+// longer ones TooLarge before they reach the log. A compare-and-set whose
+// expected value is longer than MaxValueBytes could never match anyway.
+func (s *Store) MaxCommandSize() int {
+	n := func(l int) int { return len(binary.AppendUvarint(nil, uint64(l))) + l }
+	return 2 + n(s.cfg.MaxKeyBytes) + 2*n(s.cfg.MaxValueBytes)
+}
+
+// resize records a change of the store's size.
+func (s *Store) resize(delta int64) {
+	s.bytes += delta
+	s.size.Store(s.bytes)
 }
 
 func (s *Store) checkKey(key string) error {
@@ -158,6 +190,7 @@ func (s *Store) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 		if _, ok := s.data[c.key]; !ok {
 			return nil, wrap(ErrNotFound, "%q", c.key)
 		}
+		s.resize(-int64(len(c.key) + len(s.data[c.key].value) + entryOverhead))
 		delete(s.data, c.key)
 		s.revision++
 		s.notify(ctx, Notification{Key: c.key, Deleted: true, Revision: s.revision})
@@ -209,6 +242,15 @@ func (s *Store) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 // put stores a copy of value and notifies the key's watchers.
 func (s *Store) put(ctx *fsm.Context, key string, value []byte) error {
 	e, ok := s.data[key]
+	grow := int64(len(value))
+	if ok {
+		grow -= int64(len(e.value))
+	} else {
+		grow += int64(len(key) + entryOverhead)
+	}
+	if q := ctx.Quota(); q > 0 && grow > 0 && s.bytes+grow > q {
+		return wrap(ErrQuotaExceeded, "%d bytes stored, %d more would pass the quota of %d", s.bytes, grow, q)
+	}
 	if !ok {
 		if len(s.data) >= s.cfg.MaxKeys {
 			return wrap(ErrTooManyKeys, "limit %d", s.cfg.MaxKeys)
@@ -216,6 +258,7 @@ func (s *Store) put(ctx *fsm.Context, key string, value []byte) error {
 		e = &entry{}
 		s.data[key] = e
 	}
+	s.resize(grow)
 	s.revision++
 	e.value = bytes.Clone(value)
 	if e.value == nil {
@@ -410,7 +453,7 @@ func (s *Store) RecoverFromSnapshot(r io.Reader) error {
 	if v := d.u8(); d.err == nil && v != Version {
 		return fmt.Errorf("kv: snapshot version %d unknown", v)
 	}
-	fresh := &Store{cfg: s.cfg}
+	fresh := &Store{cfg: s.cfg, size: s.size}
 	fresh.reset()
 	fresh.revision = d.u64()
 	fresh.cancelled = d.u64()
@@ -423,6 +466,7 @@ func (s *Store) RecoverFromSnapshot(r io.Reader) error {
 			e.value = []byte{}
 		}
 		fresh.data[k] = e
+		fresh.bytes += int64(len(k) + len(e.value) + entryOverhead)
 	}
 	n = d.count()
 	for i := 0; i < n && d.err == nil; i++ {
@@ -450,6 +494,7 @@ func (s *Store) RecoverFromSnapshot(r io.Reader) error {
 		return fmt.Errorf("kv: restore snapshot: %w", err)
 	}
 	*s = *fresh
+	s.size.Store(s.bytes)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package kv_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,8 @@ func (c *cluster) do(id fsm.SessionID, payload []byte) ([]byte, error) {
 		return o.Payload, nil
 	case fsm.StatusAppError:
 		return nil, kv.ErrorFromCode(o.AppCode, o.Message)
+	case fsm.StatusQuotaExceeded:
+		return nil, o.Err()
 	default:
 		c.t.Fatalf("request: %v", o.Err())
 		return nil, nil
@@ -553,4 +556,79 @@ func FuzzStore(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Past the quota, writes that grow the store are refused with
+// StatusQuotaExceeded (fsm.ErrQuotaExceeded), while gets, deletes, writes
+// that shrink a value and watches keep working; a replica restored from a
+// snapshot counts the same bytes and refuses the same write.
+func TestQuota(t *testing.T) {
+	fcfg := fsm.DefaultConfig()
+	fcfg.QuotaBytes = 10 * (1000 + 2 + 64) // ten keys "k0".."k9" of 1,000 bytes
+	c := newCluster(t, kv.DefaultConfig(), fcfg)
+	a := sid(1)
+	c.open(a)
+	value := make([]byte, 1000)
+	for i := range 10 {
+		if _, err := c.do(a, kv.EncodeSet(fmt.Sprintf("k%d", i), value)); err != nil {
+			t.Fatalf("set %d under the quota: %v", i, err)
+		}
+	}
+	if got := c.store.StateBytes(); got != fcfg.QuotaBytes {
+		t.Fatalf("StateBytes = %d, want %d", got, fcfg.QuotaBytes)
+	}
+	_, err := c.do(a, kv.EncodeSet("k10", []byte("x")))
+	if !errors.Is(err, fsm.ErrQuotaExceeded) {
+		t.Fatalf("set past the quota = %v, want fsm.ErrQuotaExceeded", err)
+	}
+	if _, err := c.do(a, kv.EncodeSet("k0", append(value, 1))); !errors.Is(err, fsm.ErrQuotaExceeded) {
+		t.Fatalf("growing a value past the quota = %v, want fsm.ErrQuotaExceeded", err)
+	}
+	if _, err := c.do(a, kv.EncodeIncr("n", 1)); !errors.Is(err, fsm.ErrQuotaExceeded) {
+		t.Fatalf("incr of a new key past the quota = %v, want fsm.ErrQuotaExceeded", err)
+	}
+	if _, _, err := c.get("k10"); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("the refused key exists: %v", err)
+	}
+	if _, _, err := c.get("k3"); err != nil {
+		t.Fatalf("get at the quota: %v", err)
+	}
+	if _, err := c.do(a, kv.EncodeWatch("k3")); err != nil {
+		t.Fatalf("watch at the quota: %v", err)
+	}
+	if _, err := c.do(a, kv.EncodeSet("k1", value[:10])); err != nil {
+		t.Fatalf("shrinking a value at the quota: %v", err)
+	}
+	if _, err := c.do(a, kv.EncodeDelete("k2")); err != nil {
+		t.Fatalf("delete at the quota: %v", err)
+	}
+	if _, err := c.do(a, kv.EncodeSet("k10", []byte("x"))); err != nil {
+		t.Fatalf("set after freeing space: %v", err)
+	}
+	var snap bytes.Buffer
+	if err := c.m.SaveSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	r := newCluster(t, kv.DefaultConfig(), fcfg)
+	if err := r.m.RecoverFromSnapshot(bytes.NewReader(snap.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if r.store.StateBytes() != c.store.StateBytes() {
+		t.Fatalf("restored StateBytes %d, want %d", r.store.StateBytes(), c.store.StateBytes())
+	}
+}
+
+// MaxCommandSize is the longest command the store accepts: a
+// compare-and-set at the key and value limits.
+func TestMaxCommandSize(t *testing.T) {
+	cfg := kv.DefaultConfig()
+	s, err := kv.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("k", cfg.MaxKeyBytes)
+	v := make([]byte, cfg.MaxValueBytes)
+	if n := len(kv.EncodeCompareAndSet(key, v, v)); n != s.MaxCommandSize() {
+		t.Fatalf("largest compare-and-set is %d bytes, MaxCommandSize %d", n, s.MaxCommandSize())
+	}
 }

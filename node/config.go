@@ -114,6 +114,28 @@ type Config struct {
 	// SessionCreateRate limits session creations per second on this node;
 	// past it clients get RateLimited. Default 1,000; burst is the same.
 	SessionCreateRate int `json:"session_create_rate"`
+	// MaxSessionsPerSource bounds the sessions the leader serves for one
+	// source (an IPv4 address or an IPv6 /64): a CreateSession or a
+	// ContinueSession from a source that holds this many gets
+	// TooManySessions. A session counts against the source that last bound
+	// it until it ends. Default 10,000 (a tenth of max_sessions).
+	MaxSessionsPerSource int `json:"max_sessions_per_source"`
+	// MaxSessionBytes bounds the payload bytes of one session's commands
+	// and queries admitted and not yet answered; past it the session gets
+	// Overloaded before anything is proposed. Default 8 MiB; at least
+	// max_payload.
+	MaxSessionBytes int `json:"max_session_bytes"`
+	// MaxProposalBytes bounds the payload bytes of all sessions' commands
+	// and queries admitted and not yet answered on this node; past it
+	// clients get Overloaded before anything is proposed. Default 128 MiB;
+	// at least max_session_bytes.
+	MaxProposalBytes int64 `json:"max_proposal_bytes"`
+	// QuotaBytes is the byte quota of the replicated application state
+	// (fsm.Config.QuotaBytes): past it an application that keeps the quota
+	// (kv does) refuses writes with QuotaExceeded, while reads, deletes and
+	// session traffic keep working. It must be the same on every member.
+	// 0: no quota. Default 512 MiB.
+	QuotaBytes int64 `json:"quota_bytes"`
 
 	// TLSCertFile and TLSKeyFile turn on TLS for client connections.
 	TLSCertFile string `json:"tls_cert_file"`
@@ -226,8 +248,14 @@ func DefaultConfig() Config {
 		MaxInboxBytes:     256 << 20,
 		SessionCreateRate: 1000,
 		MaxPeerConns:      64,
-		PeerIdleTimeout:   90 * time.Second,
-		HashCheckEntries:  10000,
+
+		MaxSessionsPerSource: 10000,
+		MaxSessionBytes:      8 << 20,
+		MaxProposalBytes:     128 << 20,
+		QuotaBytes:           512 << 20,
+
+		PeerIdleTimeout:  90 * time.Second,
+		HashCheckEntries: 10000,
 	}
 }
 
@@ -297,6 +325,7 @@ func (c *Config) Validate() error {
 		"max_inbox": c.MaxInbox, "session_create_rate": c.SessionCreateRate, "max_peer_conns": c.MaxPeerConns,
 		"max_conns_per_source": c.MaxConnsPerSource, "max_handshakes": c.MaxHandshakes,
 		"max_handshakes_per_source": c.MaxHandshakesPerSource,
+		"max_sessions_per_source":   c.MaxSessionsPerSource,
 	} {
 		if n <= 0 {
 			return configErr("%s must be positive", name)
@@ -305,6 +334,13 @@ func (c *Config) Validate() error {
 	if c.SendQueueBytes < c.MaxFrame || c.MaxQueuedBytes < int64(c.MaxFrame) || c.MaxInboxBytes < int64(c.MaxFrame) {
 		return configErr("send_queue_bytes (%d), max_queued_bytes (%d) and max_inbox_bytes (%d) must be at least max_frame (%d)",
 			c.SendQueueBytes, c.MaxQueuedBytes, c.MaxInboxBytes, c.MaxFrame)
+	}
+	if c.MaxSessionBytes < c.MaxPayload || c.MaxProposalBytes < int64(c.MaxSessionBytes) {
+		return configErr("max_session_bytes (%d) must be at least max_payload (%d), and max_proposal_bytes (%d) at least max_session_bytes",
+			c.MaxSessionBytes, c.MaxPayload, c.MaxProposalBytes)
+	}
+	if c.QuotaBytes < 0 {
+		return configErr("quota_bytes must not be negative (0: no quota)")
 	}
 	if c.MaxPayload > c.MaxFrame {
 		return configErr("max_payload (%d) must not exceed max_frame (%d)", c.MaxPayload, c.MaxFrame)

@@ -189,6 +189,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	fcfg.MaxPayloadBytes = cfg.MaxFrame
 	fcfg.MaxResultBytes = cfg.MaxPayload
 	fcfg.MaxServerRequestBytes = cfg.MaxPayload
+	fcfg.QuotaBytes = cfg.QuotaBytes
 	n.hashes = newHashChecker(n.log, n.registry)
 	factory := raftsm.FactoryWith(func(shardID, replicaID uint64) *fsm.Machine {
 		m, err := fsm.New(app, fcfg, observer)
@@ -223,8 +224,11 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 			ProposalTimeout: cfg.ProposalTimeout, AckBatchInterval: cfg.AckBatchInterval,
 			RedeliverInterval: cfg.RedeliverInterval, MaxInFlight: cfg.MaxInFlight,
 			MaxProposals: cfg.MaxProposals, SessionCreateRate: cfg.SessionCreateRate,
-			Limits: limits, Supervision: supervision.DefaultLimits(),
+			MaxSessionsPerSource: cfg.MaxSessionsPerSource, MaxSessionBytes: cfg.MaxSessionBytes,
+			MaxCommandBytes: maxCommandBytes(app),
+			Limits:          limits, Supervision: supervision.DefaultLimits(),
 		},
+		Bytes:   actors.NewByteBudget(cfg.MaxProposalBytes),
 		Refs:    n.refs,
 		Raft:    raft,
 		Work:    n.work,
@@ -241,6 +245,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	env.Directory = n.dir
 	conns := &connsAdapter{}
 	registerProcessMetrics(n.registry, &conns.r)
+	registerBudgetMetrics(n.registry, env.Bytes, app, cfg.QuotaBytes)
 	env.Conns = conns
 	inbox := actors.NewInbox(n.system, env, cfg.MaxInbox, cfg.MaxInboxBytes)
 	env.Inbox = inbox
