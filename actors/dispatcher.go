@@ -105,6 +105,22 @@ func (o *Observer) Reconcile() {
 // Pending returns the number of notices posted and not yet handled.
 func (o *Observer) Pending() int64 { return o.pending.Load() }
 
+// Dropped releases the notices of a message whose handling panicked (the
+// supervisor calls it: protoactor never delivers that message again) and
+// marks notices as dropped, so that the dispatcher has every session
+// re-read its pending work. Other messages are ignored.
+func (o *Observer) Dropped(msg any) {
+	switch m := msg.(type) {
+	case *workAdded, *SessionRemoved:
+		o.pending.Add(-1)
+	case *notices:
+		o.pending.Add(-int64(len(m.list)))
+	default:
+		return
+	}
+	o.dropped.Store(true)
+}
+
 // ServerRequestAdded implements fsm.Observer.
 func (o *Observer) ServerRequestAdded(session fsm.SessionID, req fsm.ServerRequest) {
 	o.post(&workAdded{session: session, req: req})

@@ -188,6 +188,18 @@ func (in *Inbox) Received(conn ConnID, frame []byte) {
 	in.root.Send(in.env.Refs.Sessions, &Inbound{Conn: conn, Msg: msg, size: len(frame)})
 }
 
+// Dropped releases the admission of a message whose handling panicked
+// (the supervisor calls it: protoactor never delivers that message again).
+// Other messages are ignored.
+func (in *Inbox) Dropped(msg any) {
+	switch m := msg.(type) {
+	case *Inbound:
+		in.handled(m.size)
+	case *frameIn:
+		in.handled(len(m.frame))
+	}
+}
+
 // handled releases one admitted frame of size bytes; whoever handles it
 // calls this once.
 func (in *Inbox) handled(size int) {

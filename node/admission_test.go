@@ -27,8 +27,10 @@ func TestInboxAdmissionDoesNotLeakWhenActorStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One more panic than the restart limit: the directory is stopped and
-	// started afresh while frames keep arriving.
-	faults.PanicOn("sessions", supervision.DefaultLimits().MaxRestarts+1, nil)
+	// started afresh while frames keep arriving. Only this test's frames
+	// fault, so that every panic is the leader's (the faults are shared by
+	// the members, whose directories also get timer ticks).
+	faults.PanicOn("sessions", supervision.DefaultLimits().MaxRestarts+1, testFrame)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -55,6 +57,42 @@ func TestInboxAdmissionDoesNotLeakWhenActorStopped(t *testing.T) {
 	if f, b := n.inbox.Pending(); f > 0 || b > 0 {
 		t.Fatalf("%d inbox slots (%d bytes) still held after the load ended: leaked by the stopped actor", f, b)
 	}
+}
+
+// testFrame matches the frames these tests post (connection ids from 1<<40).
+func testFrame(msg any) bool {
+	in, ok := msg.(*actors.Inbound)
+	return ok && in.Conn >= 1<<40
+}
+
+// A panic below the restart limit restarts the directory, and protoactor
+// does not deliver the message it panicked on again: the supervisor gives
+// back that message's admission, so restarts alone leak nothing either.
+func TestInboxAdmissionDoesNotLeakWhenActorRestarts(t *testing.T) {
+	faults := supervision.NewFaults()
+	c := startTestCluster(t, nil, WithFaultInjection(faults))
+	n := c.Leader()
+	frame, err := codec.Encode(&codec.Query{CorrelationID: 1, Payload: []byte("count")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const panics = 5 // below the restart limit: restarts, no stop
+	faults.PanicOn("sessions", panics, testFrame)
+	for i := 0; i < 200000 && faults.Fired("sessions") < panics; i++ {
+		n.inbox.Received(actors.ConnID(1<<40+i%64), frame)
+	}
+	if got := faults.Fired("sessions"); got != panics {
+		t.Fatalf("%d faults fired, want %d", got, panics)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if f, b := n.inbox.Pending(); f == 0 && b == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f, b := n.inbox.Pending()
+	t.Fatalf("%d inbox slots (%d bytes) still held after %d restarts: the panicking frames leaked", f, b, panics)
 }
 
 // The same for the state machine's observer, whose notices the dispatcher

@@ -254,7 +254,15 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	handle := &Handle{Raft: n.refs.Raft, node: n}
 	rootProps := actor.PropsFromProducer(func() actor.Actor {
 		return &rootActor{env: env, inbox: inbox, observer: observer, user: o.userActors, handle: handle}
-	}, actor.WithSupervisor(supervision.Strategy(env.Settings.Supervision)))
+	}, actor.WithSupervisor(supervision.StrategyDropping(env.Settings.Supervision, func(child *actor.PID, msg any) {
+		// A message lost to a panic gives back the admission it held.
+		switch supervision.Kind(child) {
+		case "gateway", "sessions":
+			inbox.Dropped(msg)
+		case "dispatcher":
+			observer.Dropped(msg)
+		}
+	})))
 	// The whole tree is spawned before anything outside it (dragonboat's
 	// listener and the state machine's observer, then clients) can post
 	// to it: protoactor races when a message reaches a mailbox that is

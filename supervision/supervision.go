@@ -70,6 +70,28 @@ func Strategy(l Limits) actor.SupervisorStrategy {
 	})
 }
 
+// StrategyDropping is Strategy, calling dropped with the failed child and
+// the message whose handling panicked before the failure is handled:
+// protoactor does not deliver that message again, so whoever counted it
+// (an admission budget) is told it is gone. dropped gets the message
+// unwrapped from its envelope and must not block.
+func StrategyDropping(l Limits, dropped func(child *actor.PID, msg any)) actor.SupervisorStrategy {
+	return droppingStrategy{SupervisorStrategy: Strategy(l), dropped: dropped}
+}
+
+type droppingStrategy struct {
+	actor.SupervisorStrategy
+	dropped func(child *actor.PID, msg any)
+}
+
+func (s droppingStrategy) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID,
+	rs *actor.RestartStatistics, reason any, message any) {
+	if message != nil {
+		s.dropped(child, actor.UnwrapEnvelopeMessage(message))
+	}
+	s.SupervisorStrategy.HandleFailure(system, sup, child, rs, reason, message)
+}
+
 // Kind returns the actor kind of a PID, the first path element of its id
 // after the node's own prefix: "node-1/sessions/s-0a1b…" has kind "sessions"
 // for the directory and "session" for a session actor, because session actors
