@@ -8,14 +8,17 @@ import (
 	"testing"
 )
 
-// ConsecutivePorts finds n consecutive ports on 127.0.0.1 that were free a
-// moment ago and returns the first; it fails the test after 100 tries.
+// ConsecutivePorts finds n consecutive ports on 127.0.0.1, below the
+// ephemeral range, that were free a moment ago and returns the first; it fails the test after 100 tries.
 // Another process may take one before the caller binds it, so callers that
 // can retry on a taken port should.
 func ConsecutivePorts(t testing.TB, n int) int {
 	t.Helper()
 	for try := 0; try < 100; try++ {
-		base := 20000 + rand.IntN(30000)
+		// Below the kernel's ephemeral range (32768 and up by default), so
+		// that no outgoing connection of a concurrent test takes one of
+		// these ports between this check and the caller's bind.
+		base := 10000 + rand.IntN(22000-n)
 		var ls []net.Listener
 		for i := 0; i < n; i++ {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
@@ -35,9 +38,10 @@ func ConsecutivePorts(t testing.TB, n int) int {
 	return 0
 }
 
-// FreePorts returns n distinct ports on 127.0.0.1 that were free a moment
-// ago (all held open together while chosen, so none repeats). Another
-// process may take one before the caller binds it.
+// FreePorts returns n distinct ports on 127.0.0.1, below the ephemeral
+// range (see ConsecutivePorts), that were free a moment ago (all held open
+// together while chosen, so none repeats). Another process may still take
+// one before the caller binds it.
 func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -45,14 +49,18 @@ func FreePorts(n int) ([]int, error) {
 			_ = l.Close()
 		}
 	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports := make([]int, 0, n)
+	for try := 0; len(ports) < n; try++ {
+		if try >= 100*n {
+			return nil, fmt.Errorf("testnet: no %d free ports below the ephemeral range", n)
+		}
+		p := 10000 + rand.IntN(22000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			return nil, err
+			continue
 		}
 		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		ports = append(ports, p)
 	}
 	return ports, nil
 }
