@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"slices"
@@ -46,13 +47,20 @@ func LocalMembers(n, raftBase, clientBase int) ([]Member, error) {
 			_ = l.Close()
 		}
 	}()
+	// Ports come from below the kernel's ephemeral range (32768 and up by
+	// default): a port the system handed out for listening could be taken
+	// by an outgoing connection between the check and the member's bind.
 	pick := func() (int, error) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("node: find a free port: %w", err)
+		for range 1000 {
+			p := 10000 + rand.IntN(22000)
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				continue
+			}
+			held = append(held, l)
+			return p, nil
 		}
-		held = append(held, l)
-		return l.Addr().(*net.TCPAddr).Port, nil
+		return 0, fmt.Errorf("node: no free port found on 127.0.0.1 between 10000 and 32000")
 	}
 	ms := make([]Member, n)
 	for i := range ms {
