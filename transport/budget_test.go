@@ -144,3 +144,24 @@ func TestReadingBudgetHoldsUnderSlowBigFrames(t *testing.T) {
 		t.Fatalf("ReadingBytes %d after the big frame was handed off, want 0", got)
 	}
 }
+
+// A handshake command frame is bounded by 4 KiB whatever MaxFrameSize is:
+// zmq4 allocates the announced size of each, so before, MaxHandshakes
+// silent handshakes each announcing MaxFrameSize could pin MaxHandshakes ×
+// MaxFrameSize (1 GiB at the defaults). A normal client still connects.
+func TestHandshakeFrameBounded(t *testing.T) {
+	cfg := smallRouterConfig() // MaxFrameSize 4 MiB
+	h := newRecorder(true)
+	r := listen(t, cfg, h)
+	nc := dialFrom(t, r.Addr().String(), 1)[0]
+	cmd := longHeader(flagCommand, maxHandshakeFrame+1)
+	if _, err := nc.Write(append(greeting(), cmd...)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	waitClosedByServer(t, nc)
+	waitFor(t, "handshake failure counted", func() bool { return r.Stats().HandshakeFailures == 1 })
+	if st := r.Stats(); st.OversizedFrames != 1 {
+		t.Fatalf("OversizedFrames = %d, want 1", st.OversizedFrames)
+	}
+	roundTrip(t, dial(t, r.Addr().String(), DefaultDialConfig()), "served")
+}

@@ -593,8 +593,17 @@ func (r *Router) serve(c *serverConn) {
 	r.closed1(c.id, c.cause)
 }
 
+// maxHandshakeFrame bounds a command frame a client may send in its
+// handshake (zmq4 allocates the announced size of each): READY with a
+// socket type and a routing identity of up to 255 bytes takes a few hundred
+// bytes, and this keeps the handshakes in progress at MaxHandshakes × 4 KiB
+// rather than MaxHandshakes × MaxFrameSize (1 GiB at the defaults).
+const maxHandshakeFrame = 4 << 10
+
 // handshake runs TLS (if configured) and the ZMTP handshake under
-// HandshakeTimeout, then clears the deadline.
+// HandshakeTimeout, then clears the deadline. A handshake frame over
+// maxHandshakeFrame (or MaxFrameSize, if smaller) fails it before zmq4
+// allocates anything.
 func (r *Router) handshake(c *serverConn) error {
 	if err := c.raw.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout)); err != nil {
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
@@ -612,7 +621,7 @@ func (r *Router) handshake(c *serverConn) error {
 		c.nc = tc
 		c.br.Reset(tc)
 	}
-	if err := handshake(c.nc, c.br, r.cfg.MaxFrameSize, zmq4.Router, nil, true); err != nil {
+	if err := handshake(c.nc, c.br, min(r.cfg.MaxFrameSize, maxHandshakeFrame), zmq4.Router, nil, true); err != nil {
 		return err
 	}
 	if err := c.raw.SetDeadline(time.Time{}); err != nil {
