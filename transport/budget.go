@@ -7,13 +7,17 @@ import (
 	"time"
 )
 
-// readFree is the part of a frame body a Router reads without drawing on
-// the node-wide reading budget: a frame of up to readFree bytes takes one
-// exact allocation, and a larger one starts in a buffer of readFree bytes.
-// Every body byte beyond it is acquired from RouterConfig.MaxReadingBytes
-// before it is allocated, so the frames being read on all connections hold
-// at most MaxConns × readFree + MaxReadingBytes.
-const readFree = 4 << 10
+// UnbudgetedFrameBytes is the part of a frame a Router connection may hold
+// on its own: a frame body of up to this many bytes takes one exact
+// allocation and a larger one starts in a buffer of this size; every body
+// byte beyond it is acquired from RouterConfig.MaxReadingBytes before it is
+// allocated. A handshake command frame is bounded by it too. Frames being
+// read on all connections therefore hold at most MaxConns ×
+// UnbudgetedFrameBytes + MaxReadingBytes.
+const UnbudgetedFrameBytes = 4 << 10
+
+// readFree is UnbudgetedFrameBytes as the reader uses it.
+const readFree = UnbudgetedFrameBytes
 
 // readBudget is the node-wide budget of bytes of frames being read. It is a
 // FIFO weighted semaphore whose waiters give up when their connection

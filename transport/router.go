@@ -598,7 +598,7 @@ func (r *Router) serve(c *serverConn) {
 // socket type and a routing identity of up to 255 bytes takes a few hundred
 // bytes, and this keeps the handshakes in progress at MaxHandshakes × 4 KiB
 // rather than MaxHandshakes × MaxFrameSize (1 GiB at the defaults).
-const maxHandshakeFrame = 4 << 10
+const maxHandshakeFrame = UnbudgetedFrameBytes
 
 // handshake runs TLS (if configured) and the ZMTP handshake under
 // HandshakeTimeout, then clears the deadline. A handshake frame over
