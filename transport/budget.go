@@ -135,7 +135,17 @@ func (rd *reading) release() {
 }
 
 // start arms the frame-read timeout for a frame larger than readFree and
-// returns its stop.
-func (rd *reading) start() (stop func() bool) {
-	return time.AfterFunc(rd.timeout, rd.expire).Stop
+// returns its stop, which also waits for the timeout's callback if it has
+// fired, so that the reading goroutine owns it.
+func (rd *reading) start() (stop func()) {
+	fired := make(chan struct{})
+	t := time.AfterFunc(rd.timeout, func() {
+		defer close(fired)
+		rd.expire()
+	})
+	return func() {
+		if !t.Stop() {
+			<-fired
+		}
+	}
 }
