@@ -94,6 +94,21 @@ type Config struct {
 	// together; past it a connection that already has bytes queued is
 	// disconnected as a slow consumer. Default 512 MiB; at least max_frame.
 	MaxQueuedBytes int64 `json:"max_queued_bytes"`
+	// QueueOverdraftBytes is what connections with an empty queue may
+	// still queue past max_queued_bytes, all together, so clients that
+	// keep up are served; past it they too are disconnected as slow
+	// consumers. Default 32 MiB; not negative.
+	QueueOverdraftBytes int64 `json:"queue_overdraft_bytes"`
+	// MaxReadingBytes bounds the bytes of frames being read on all client
+	// connections together, beyond the first 4 KiB of each; a connection
+	// that needs more while it is spent is not read until bytes are free.
+	// Default 128 MiB; at least max_frame.
+	MaxReadingBytes int64 `json:"max_reading_bytes"`
+	// FrameReadTimeout bounds the reading of a client frame larger than
+	// 4 KiB from its header to its last byte (waits for max_reading_bytes
+	// included); a client that has not sent it whole is disconnected.
+	// Default 30 s.
+	FrameReadTimeout time.Duration `json:"frame_read_timeout"`
 	// MaxFrame bounds one protocol message in bytes. Default 4 MiB.
 	MaxFrame int `json:"max_frame"`
 	// MaxPayload bounds a command, query or result payload. Default 1 MiB.
@@ -240,6 +255,9 @@ func DefaultConfig() Config {
 		HandshakeTimeout:       5 * time.Second,
 		SendQueueBytes:         8 << 20,
 		MaxQueuedBytes:         512 << 20,
+		QueueOverdraftBytes:    32 << 20,
+		MaxReadingBytes:        128 << 20,
+		FrameReadTimeout:       30 * time.Second,
 
 		MaxPayload:        1 << 20,
 		MaxInFlight:       1024,
@@ -314,6 +332,7 @@ func (c *Config) Validate() error {
 		"proposal_timeout": c.ProposalTimeout, "ack_batch_interval": c.AckBatchInterval,
 		"redeliver_interval": c.RedeliverInterval, "shutdown_grace": c.ShutdownGrace,
 		"peer_idle_timeout": c.PeerIdleTimeout, "handshake_timeout": c.HandshakeTimeout,
+		"frame_read_timeout": c.FrameReadTimeout,
 	} {
 		if d <= 0 {
 			return configErr("%s must be positive", name)
@@ -334,6 +353,12 @@ func (c *Config) Validate() error {
 	if c.SendQueueBytes < c.MaxFrame || c.MaxQueuedBytes < int64(c.MaxFrame) || c.MaxInboxBytes < int64(c.MaxFrame) {
 		return configErr("send_queue_bytes (%d), max_queued_bytes (%d) and max_inbox_bytes (%d) must be at least max_frame (%d)",
 			c.SendQueueBytes, c.MaxQueuedBytes, c.MaxInboxBytes, c.MaxFrame)
+	}
+	if c.MaxReadingBytes < int64(c.MaxFrame) {
+		return configErr("max_reading_bytes (%d) must be at least max_frame (%d)", c.MaxReadingBytes, c.MaxFrame)
+	}
+	if c.QueueOverdraftBytes < 0 {
+		return configErr("queue_overdraft_bytes must not be negative")
 	}
 	if c.MaxSessionBytes < c.MaxPayload || c.MaxProposalBytes < int64(c.MaxSessionBytes) {
 		return configErr("max_session_bytes (%d) must be at least max_payload (%d), and max_proposal_bytes (%d) at least max_session_bytes",
@@ -446,7 +471,7 @@ func LoadConfig(path string) (Config, error) {
 	// nanoseconds before the strict decode below.
 	for _, k := range []string{"rtt", "keepalive_interval", "session_timeout", "proposal_timeout",
 		"ack_batch_interval", "redeliver_interval", "shutdown_grace", "peer_idle_timeout", "debug_clock_skew",
-		"handshake_timeout"} {
+		"handshake_timeout", "frame_read_timeout"} {
 		var s string
 		if v, ok := raw[k]; ok && json.Unmarshal(v, &s) == nil {
 			d, err := time.ParseDuration(s)

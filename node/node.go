@@ -301,6 +301,9 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	rcfg.HandshakeTimeout = cfg.HandshakeTimeout
 	rcfg.SendQueueBytes = cfg.SendQueueBytes
 	rcfg.MaxQueuedBytes = cfg.MaxQueuedBytes
+	rcfg.QueueOverdraftBytes = cfg.QueueOverdraftBytes
+	rcfg.MaxReadingBytes = cfg.MaxReadingBytes
+	rcfg.FrameReadTimeout = cfg.FrameReadTimeout
 	rcfg.TLS = tlsCfg
 	n.router, err = transport.Listen(rcfg, handler{inbox: inbox})
 	if err != nil {

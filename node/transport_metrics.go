@@ -17,6 +17,7 @@ type routerCollector struct {
 
 	refused, handshakeTimeouts, handshakeFailures, slow *prometheus.Desc
 	conns, handshaking, sources, queued, accepted       *prometheus.Desc
+	reading, readingWaits, frameTimeouts                *prometheus.Desc
 }
 
 func newRouterCollector(r *atomic.Pointer[transport.Router]) *routerCollector {
@@ -30,7 +31,7 @@ func newRouterCollector(r *atomic.Pointer[transport.Router]) *routerCollector {
 		handshakeFailures: prometheus.NewDesc("zraft_client_handshake_failures_total",
 			"Client handshakes that failed for another reason (wrong protocol, TLS error, oversized frame, peer gone).", nil, nil),
 		slow: prometheus.NewDesc("zraft_client_slow_consumers_total",
-			"Client connections closed because they stopped reading, by the limit reached: send_queue_bytes, max_queued_bytes, or the queue's frame count.",
+			"Client connections closed because they stopped reading, by the limit reached: send_queue_bytes, max_queued_bytes (with queue_overdraft_bytes for empty queues), or the queue's frame count.",
 			[]string{"reason"}, nil),
 		conns: prometheus.NewDesc("zraft_client_conns",
 			"Client connections open (handshake completed) now.", nil, nil),
@@ -42,12 +43,18 @@ func newRouterCollector(r *atomic.Pointer[transport.Router]) *routerCollector {
 			"Reply bytes queued on client connections and not yet written, now.", nil, nil),
 		accepted: prometheus.NewDesc("zraft_client_conns_accepted_total",
 			"TCP connections accepted on the client port (before any limit).", nil, nil),
+		reading: prometheus.NewDesc("zraft_client_reading_bytes",
+			"Bytes of client frames being read (beyond the first 4 KiB of each) and not yet handed on, now; bounded by max_reading_bytes.", nil, nil),
+		readingWaits: prometheus.NewDesc("zraft_client_reading_waits_total",
+			"Times a client connection stopped being read because max_reading_bytes was in use.", nil, nil),
+		frameTimeouts: prometheus.NewDesc("zraft_client_frame_read_timeouts_total",
+			"Client connections closed because a frame larger than 4 KiB was not received whole within frame_read_timeout.", nil, nil),
 	}
 }
 
 func (c *routerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.refused, c.handshakeTimeouts, c.handshakeFailures, c.slow,
-		c.conns, c.handshaking, c.sources, c.queued, c.accepted} {
+		c.conns, c.handshaking, c.sources, c.queued, c.accepted, c.reading, c.readingWaits, c.frameTimeouts} {
 		ch <- d
 	}
 }
@@ -74,6 +81,9 @@ func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.slow, st.SlowConsumersNode, "max_queued_bytes")
 	counter(c.slow, st.QueueFullCloses, "send_queue_frames")
 	counter(c.accepted, st.Accepted)
+	counter(c.readingWaits, st.ReadingWaits)
+	counter(c.frameTimeouts, st.FrameTimeouts)
+	gauge(c.reading, st.ReadingBytes)
 	gauge(c.conns, st.Active)
 	gauge(c.handshaking, st.Handshaking)
 	gauge(c.sources, int64(st.Sources))

@@ -72,11 +72,34 @@ type RouterConfig struct {
 	// MaxQueuedBytes bounds the bytes queued on all connections together.
 	// A Send that would pass it closes its connection as a slow consumer
 	// when that connection already has bytes queued (it is behind); a
-	// connection with an empty queue is always given its frame, so readers
-	// that keep up are served. Queued bytes therefore never exceed
-	// MaxQueuedBytes plus one frame per connection. Default 512 MiB; at
-	// least MaxFrameSize.
+	// connection with an empty queue is given its frame from
+	// QueueOverdraftBytes, so readers that keep up are served. Default
+	// 512 MiB; at least MaxFrameSize.
 	MaxQueuedBytes int64
+	// QueueOverdraftBytes is the node-wide overdraft past MaxQueuedBytes
+	// that only connections with an empty queue may use. A Send to such a
+	// connection that would pass MaxQueuedBytes plus the overdraft closes it
+	// as a slow consumer too (counted in SlowConsumersNode). Queued bytes
+	// therefore never exceed MaxQueuedBytes + QueueOverdraftBytes, whatever
+	// the number of connections. Default 32 MiB; not negative.
+	QueueOverdraftBytes int64
+	// MaxReadingBytes bounds the bytes of frames being read on all
+	// connections together, beyond the first 4 KiB of each frame (which
+	// every connection may hold on its own): a reader acquires body bytes
+	// past 4 KiB from it before allocating them and gives them back once
+	// the frame is handed to the Handler. A reader that finds it spent
+	// waits, not reading its connection (TCP pushes back on the peer), and
+	// is counted in RouterStats.ReadingWaits. Frames being read therefore
+	// hold at most MaxConns × 4 KiB + MaxReadingBytes. Default 128 MiB; at
+	// least MaxFrameSize, so any accepted frame can complete.
+	MaxReadingBytes int64
+	// FrameReadTimeout bounds the reading of a frame larger than 4 KiB,
+	// from its header to its last byte, waits for MaxReadingBytes
+	// included: a peer that has not sent it whole by then is closed with a
+	// cause wrapping ErrFrameTimeout, counted in RouterStats.FrameTimeouts,
+	// so that slow senders cannot hold the reading budget. Default 30 s
+	// (4 MiB at about 1 Mbit/s); positive.
+	FrameReadTimeout time.Duration
 	// Linger bounds how long CloseConn and Close spend writing frames that
 	// were queued before the close; what is not written by then is dropped.
 	// Zero drops queued frames at once. Default 1 s; not negative.
@@ -103,6 +126,9 @@ func DefaultRouterConfig() RouterConfig {
 		MaxHandshakesPerSource: 32,
 		SendQueueBytes:         8 << 20,
 		MaxQueuedBytes:         512 << 20,
+		QueueOverdraftBytes:    32 << 20,
+		MaxReadingBytes:        128 << 20,
+		FrameReadTimeout:       30 * time.Second,
 	}
 }
 
@@ -130,6 +156,12 @@ func (c RouterConfig) Validate() error {
 		return fmt.Errorf("%w: SendQueueBytes %d below MaxFrameSize %d", ErrInvalidConfig, c.SendQueueBytes, c.MaxFrameSize)
 	case c.MaxQueuedBytes < int64(c.MaxFrameSize):
 		return fmt.Errorf("%w: MaxQueuedBytes %d below MaxFrameSize %d", ErrInvalidConfig, c.MaxQueuedBytes, c.MaxFrameSize)
+	case c.QueueOverdraftBytes < 0:
+		return fmt.Errorf("%w: QueueOverdraftBytes %d negative", ErrInvalidConfig, c.QueueOverdraftBytes)
+	case c.MaxReadingBytes < int64(c.MaxFrameSize):
+		return fmt.Errorf("%w: MaxReadingBytes %d below MaxFrameSize %d", ErrInvalidConfig, c.MaxReadingBytes, c.MaxFrameSize)
+	case c.FrameReadTimeout <= 0:
+		return fmt.Errorf("%w: FrameReadTimeout %v not positive", ErrInvalidConfig, c.FrameReadTimeout)
 	case c.Linger < 0:
 		return fmt.Errorf("%w: Linger %v negative", ErrInvalidConfig, c.Linger)
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:

@@ -70,7 +70,7 @@ func TestClientCommandsAndMultipart(t *testing.T) {
 		_ = writeFrame(bw, 0, []byte("p2"))
 		_ = writeFrame(bw, 0, []byte("single"))
 		_ = bw.Flush()
-		body, kind, err := readMessage(bufio.NewReader(nc), 1024)
+		body, kind, err := readMessage(bufio.NewReader(nc), 1024, nil)
 		if err == nil && kind == kindCommand {
 			pong <- body
 		}

@@ -44,6 +44,13 @@ var (
 	// with slow consumers. Errors wrapping it also wrap ErrQueueFull.
 	ErrSlowConsumer = errors.New("transport: slow consumer")
 
+	// ErrFrameTimeout is the cause passed to Handler.Closed when a peer did
+	// not send a frame larger than 4 KiB whole within
+	// RouterConfig.FrameReadTimeout of its header (waiting for the reading
+	// budget included): the connection is closed, so that slow senders
+	// cannot hold the node's MaxReadingBytes.
+	ErrFrameTimeout = errors.New("transport: frame read timeout")
+
 	// ErrTooManyConnections means the server refused the connection at a
 	// connection or handshake limit (in total or for this source) and said
 	// so: it answered the ZMTP greeting with an ERROR command whose reason

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"strings"
 
 	"github.com/go-zeromq/zmq4"
@@ -26,10 +25,6 @@ const (
 	greetingLen = 64
 	// maxShortFrame is the largest body a short (2-byte) header describes.
 	maxShortFrame = 255
-	// bodyChunk is the most a frame body is allocated ahead of the bytes
-	// that have arrived: a header announcing a large frame pins at most
-	// this much until its body actually comes.
-	bodyChunk = 64 << 10
 )
 
 // ZMTP command names this package reacts to after the handshake.
@@ -124,7 +119,9 @@ func unexpected(err error) error {
 // data message is read to its last frame without allocating its bodies and
 // reported as kindDropped: zraft speaks single-frame messages only, and
 // discarding keeps a peer from making us buffer an unbounded message.
-func readMessage(br *bufio.Reader, limit int) ([]byte, msgKind, error) {
+// Body bytes beyond readFree are drawn from rd's budget when rd is set (a
+// Router connection; see readBody).
+func readMessage(br *bufio.Reader, limit int, rd *reading) ([]byte, msgKind, error) {
 	multipart := false
 	for {
 		flags, size, err := readHeader(br, limit)
@@ -139,7 +136,7 @@ func readMessage(br *bufio.Reader, limit int) ([]byte, msgKind, error) {
 			if more || multipart {
 				return nil, kindData, fmt.Errorf("%w: command frame inside a multi-part message", ErrProtocol)
 			}
-			body, err := readBody(br, size)
+			body, err := readBody(br, size, rd)
 			if err != nil {
 				return nil, kindData, unexpected(err)
 			}
@@ -155,7 +152,7 @@ func readMessage(br *bufio.Reader, limit int) ([]byte, msgKind, error) {
 			}
 			continue
 		}
-		body, err := readBody(br, size)
+		body, err := readBody(br, size, rd)
 		if err != nil {
 			return nil, kindData, unexpected(err)
 		}
@@ -164,21 +161,40 @@ func readMessage(br *bufio.Reader, limit int) ([]byte, msgKind, error) {
 }
 
 // readBody reads a frame body of size bytes (size is at most the frame
-// limit). Memory follows the bytes that arrive: the buffer starts at
-// bodyChunk and doubles as it fills, so a peer that announces a large frame
-// and sends little costs little. Small bodies take one exact allocation.
-func readBody(br *bufio.Reader, size int) ([]byte, error) {
-	if size <= bodyChunk {
+// limit). Memory follows the bytes that arrive: a body of up to readFree
+// bytes takes one exact allocation; a larger one starts at readFree and
+// doubles as it fills, so a peer that announces a large frame and sends
+// little costs little. With rd set (a Router connection), every byte of
+// capacity beyond readFree is first acquired from the node-wide reading
+// budget (waiting, and so not reading the connection, while the budget is
+// spent), and the body must arrive whole within rd's frame-read timeout of
+// its header, or the connection is closed. The bytes stay held (rd.held)
+// until the caller releases them.
+func readBody(br *bufio.Reader, size int, rd *reading) ([]byte, error) {
+	if size <= readFree {
 		body := make([]byte, size)
 		if _, err := io.ReadFull(br, body); err != nil {
 			return nil, err
 		}
 		return body, nil
 	}
-	body := make([]byte, 0, bodyChunk)
+	if rd != nil {
+		defer rd.start()()
+	}
+	body := make([]byte, 0, readFree)
 	for len(body) < size {
 		if len(body) == cap(body) {
-			body = slices.Grow(body, min(cap(body), size-len(body)))
+			grow := min(cap(body), size-len(body))
+			if rd != nil {
+				if err := rd.grow(grow); err != nil {
+					return nil, err
+				}
+			}
+			// An exact allocation, so that the capacity is what was
+			// acquired.
+			nb := make([]byte, len(body), len(body)+grow)
+			copy(nb, body)
+			body = nb
 		}
 		n, err := br.Read(body[len(body):min(cap(body), size)])
 		body = body[:len(body)+n]

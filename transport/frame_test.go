@@ -108,12 +108,12 @@ func TestReadMessage(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			br := bufio.NewReader(iotest.OneByteReader(bytes.NewReader(tc.stream)))
 			for i, want := range tc.kinds {
-				body, kind, err := readMessage(br, 1024)
+				body, kind, err := readMessage(br, 1024, nil)
 				if err != nil || kind != want || string(body) != tc.bodies[i] {
 					t.Fatalf("message %d = %q kind %d err %v, want %q kind %d", i, body, kind, err, tc.bodies[i], want)
 				}
 			}
-			if _, _, err := readMessage(br, 1024); !errors.Is(err, tc.err) {
+			if _, _, err := readMessage(br, 1024, nil); !errors.Is(err, tc.err) {
 				t.Fatalf("final err = %v, want %v", err, tc.err)
 			}
 		})
@@ -135,7 +135,7 @@ func TestWriteFrameRoundTrip(t *testing.T) {
 	}
 	br := bufio.NewReader(&buf)
 	for _, want := range bodies {
-		got, kind, err := readMessage(br, 1024)
+		got, kind, err := readMessage(br, 1024, nil)
 		if err != nil || kind != kindData || !bytes.Equal(got, want) {
 			t.Fatalf("got %d bytes kind %d err %v, want %d bytes", len(got), kind, err, len(want))
 		}
@@ -152,7 +152,7 @@ func FuzzReadMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReader(bytes.NewReader(data))
 		for range 64 {
-			body, kind, err := readMessage(br, 600)
+			body, kind, err := readMessage(br, 600, nil)
 			if err != nil {
 				return
 			}
@@ -177,7 +177,7 @@ func FuzzGuard(f *testing.F) {
 }
 
 // TestAnnouncedSizeIsNotAllocatedAhead: a header announcing a frame at the
-// limit, followed by a few bytes, costs about one bodyChunk, not the
+// limit, followed by a few bytes, costs about one readFree buffer, not the
 // announced size (issue 10: 9-byte headers pinned 4 MiB each).
 func TestAnnouncedSizeIsNotAllocatedAhead(t *testing.T) {
 	const announced = 4 << 20
@@ -185,7 +185,7 @@ func TestAnnouncedSizeIsNotAllocatedAhead(t *testing.T) {
 	br := bufio.NewReaderSize(bytes.NewReader(stream), 4096)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, _, err := readMessage(br, announced)
+	_, _, err := readMessage(br, announced, nil)
 	runtime.ReadMemStats(&after)
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("readMessage = %v, want io.ErrUnexpectedEOF", err)
@@ -195,17 +195,17 @@ func TestAnnouncedSizeIsNotAllocatedAhead(t *testing.T) {
 	}
 }
 
-// TestLargeBodyArrivingInPieces: a body larger than bodyChunk, delivered a
+// TestLargeBodyArrivingInPieces: a body larger than readFree, delivered a
 // little at a time, is read whole and exact.
 func TestLargeBodyArrivingInPieces(t *testing.T) {
-	for _, size := range []int{bodyChunk, bodyChunk + 1, 3*bodyChunk + 7, 1 << 20} {
+	for _, size := range []int{readFree, readFree + 1, 3*readFree + 7, 1 << 20} {
 		body := make([]byte, size)
 		for i := range body {
 			body[i] = byte(i * 7)
 		}
 		stream := cat(longHeader(0, uint64(size)), body)
 		br := bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(stream)), 4096)
-		got, kind, err := readMessage(br, 1<<20)
+		got, kind, err := readMessage(br, 1<<20, nil)
 		if err != nil || kind != kindData || !bytes.Equal(got, body) {
 			t.Fatalf("size %d: readMessage = %d bytes, kind %v, %v", size, len(got), kind, err)
 		}

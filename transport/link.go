@@ -81,6 +81,12 @@ type link struct {
 	limit  int
 	linger time.Duration
 	stats  *counters
+	// rd, on a Router connection, draws frame bytes beyond readFree from
+	// the node-wide reading budget; nil on a client Conn.
+	rd *reading
+	// quit is closed when the link starts closing, which ends a wait for
+	// the reading budget.
+	quit chan struct{}
 
 	// br is the pooled buffered reader while a message is being read (and
 	// during the handshake); nil while the connection waits between
@@ -134,7 +140,7 @@ type link struct {
 }
 
 func newLink(nc net.Conn, br *bufio.Reader, limit int, linger time.Duration, stats *counters) *link {
-	return &link{raw: nc, nc: nc, br: br, limit: limit, linger: linger, stats: stats}
+	return &link{raw: nc, nc: nc, br: br, limit: limit, linger: linger, stats: stats, quit: make(chan struct{})}
 }
 
 // pooledReader returns a reader from the pool reading from r.
@@ -185,7 +191,7 @@ func (l *link) readMsg() ([]byte, msgKind, error) {
 		l.br = pooledReader(nil)
 		l.br.Reset(&l.pre)
 	}
-	body, kind, err := readMessage(l.br, l.limit)
+	body, kind, err := readMessage(l.br, l.limit, l.rd)
 	l.releaseReader(err != nil)
 	return body, kind, err
 }
@@ -214,6 +220,7 @@ func (l *link) shutdown(cause error, graceful bool) bool {
 		// Set after the flushing writer is counted: whoever sees the link
 		// closing and then waits for its writers waits for that one too.
 		l.closed.Store(true)
+		close(l.quit)
 		l.mu.Unlock()
 		if l.graceful {
 			_ = l.raw.SetWriteDeadline(time.Now().Add(l.linger))

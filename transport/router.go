@@ -83,8 +83,18 @@ type RouterStats struct {
 	// node-wide MaxQueuedBytes was reached.
 	SlowConsumersNode uint64
 	// QueuedBytes is the number of bytes queued on all connections and not
-	// yet handed to their sockets, now.
+	// yet handed to their sockets, now (at most MaxQueuedBytes +
+	// QueueOverdraftBytes).
 	QueuedBytes int64
+	// ReadingBytes is the part of MaxReadingBytes held now by frames being
+	// read (beyond their first 4 KiB) and not yet handed to the Handler.
+	ReadingBytes int64
+	// ReadingWaits counts the times a reader had to wait for
+	// MaxReadingBytes (and stopped reading its connection meanwhile).
+	ReadingWaits uint64
+	// FrameTimeouts counts connections closed because a frame was not read
+	// whole within FrameReadTimeout (cause ErrFrameTimeout).
+	FrameTimeouts uint64
 	// OversizedFrames counts connections closed because the peer announced
 	// a frame larger than MaxFrameSize (in the handshake or later).
 	OversizedFrames uint64
@@ -183,6 +193,9 @@ type Router struct {
 	slow, slowNode                            atomic.Uint64
 	// queued is the bytes queued on every connection together.
 	queued atomic.Int64
+	// reading is the node-wide budget of bytes of frames being read.
+	reading       readBudget
+	frameTimeouts atomic.Uint64
 }
 
 // Listen validates cfg, binds cfg.Addr and starts accepting connections
@@ -207,6 +220,7 @@ func Listen(cfg RouterConfig, h Handler) (*Router, error) {
 		sources:  make(map[string]*source),
 		refusals: make(map[net.Conn]struct{}),
 		quit:     make(chan struct{}),
+		reading:  readBudget{limit: cfg.MaxReadingBytes},
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[ConnID]*serverConn)
@@ -236,8 +250,9 @@ func (r *Router) lookup(id ConnID) *serverConn {
 // SendQueue frames is full: that connection is then closed (its peer has
 // stopped reading), and nobody else is affected. A connection whose queued
 // bytes would pass SendQueueBytes, or that has bytes queued when all
-// connections together would pass MaxQueuedBytes, is closed the same way
-// with an error wrapping ErrSlowConsumer and ErrQueueFull.
+// connections together would pass MaxQueuedBytes, or whose frame would pass
+// MaxQueuedBytes + QueueOverdraftBytes even with an empty queue, is closed
+// the same way with an error wrapping ErrSlowConsumer and ErrQueueFull.
 func (r *Router) Send(id ConnID, frame []byte) error {
 	c := r.lookup(id)
 	if c == nil || c.closing() {
@@ -254,11 +269,11 @@ func (r *Router) Send(id ConnID, frame []byte) error {
 	}
 	q := c.queuedBytes.Load()
 	var slow error
-	switch {
-	case q+n > int64(r.cfg.SendQueueBytes):
+	if q+n > int64(r.cfg.SendQueueBytes) {
 		slow = fmt.Errorf("%w: %w: %d bytes queued, limit %d", ErrSlowConsumer, ErrQueueFull, q, r.cfg.SendQueueBytes)
-	case q > 0 && r.queued.Load()+n > r.cfg.MaxQueuedBytes:
-		slow = fmt.Errorf("%w: %w: %d bytes queued while the node's %d bytes are in use", ErrSlowConsumer, ErrQueueFull, q, r.cfg.MaxQueuedBytes)
+	} else if !r.reserve(n, q == 0) {
+		slow = fmt.Errorf("%w: %w: %d bytes queued while the node's %d bytes (and %d of overdraft for empty queues) are in use",
+			ErrSlowConsumer, ErrQueueFull, q, r.cfg.MaxQueuedBytes, r.cfg.QueueOverdraftBytes)
 	}
 	if slow != nil {
 		if c.shutdown(slow, false) {
@@ -269,10 +284,9 @@ func (r *Router) Send(id ConnID, frame []byte) error {
 		}
 		return slow
 	}
-	// Counted before the frame is visible to the writer, which subtracts
-	// it when it takes the frame.
+	// Counted (r.queued by reserve) before the frame is visible to the
+	// writer, which subtracts it when it takes the frame.
 	c.queuedBytes.Add(n)
-	r.queued.Add(n)
 	switch err := c.enqueue(frame); {
 	case err == nil:
 		return nil
@@ -287,6 +301,26 @@ func (r *Router) Send(id ConnID, frame []byte) error {
 			r.qfulls.Add(1)
 		}
 		return ErrQueueFull
+	}
+}
+
+// reserve adds n to the node's queued bytes if they stay within
+// MaxQueuedBytes, or within MaxQueuedBytes + QueueOverdraftBytes for a
+// connection whose queue is empty, and reports whether it did. The
+// compare-and-swap makes the bound hold under concurrent Sends.
+func (r *Router) reserve(n int64, emptyQueue bool) bool {
+	limit := r.cfg.MaxQueuedBytes
+	if emptyQueue {
+		limit += r.cfg.QueueOverdraftBytes
+	}
+	for {
+		cur := r.queued.Load()
+		if cur+n > limit {
+			return false
+		}
+		if r.queued.CompareAndSwap(cur, cur+n) {
+			return true
+		}
 	}
 }
 
@@ -318,6 +352,9 @@ func (r *Router) Stats() RouterStats {
 		SlowConsumers:            r.slow.Load(),
 		SlowConsumersNode:        r.slowNode.Load(),
 		QueuedBytes:              r.queued.Load(),
+		ReadingBytes:             r.reading.inUse.Load(),
+		ReadingWaits:             r.reading.waits.Load(),
+		FrameTimeouts:            r.frameTimeouts.Load(),
 		OversizedFrames:          r.traffic.oversized.Load(),
 		ProtocolErrors:           r.traffic.protocol.Load(),
 		QueueFullCloses:          r.qfulls.Load(),
@@ -433,6 +470,12 @@ func (r *Router) acceptLoop() {
 		// Set before the goroutine starts so Close always finds a link.
 		c.link = newLink(nc, nil, r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
 		c.link.totalQueued = &r.queued
+		c.link.rd = &reading{budget: &r.reading, timeout: r.cfg.FrameReadTimeout, quit: c.link.quit, expire: func() {
+			err := fmt.Errorf("%w: a frame was not received whole within %v", ErrFrameTimeout, r.cfg.FrameReadTimeout)
+			if c.shutdown(err, false) {
+				r.frameTimeouts.Add(1)
+			}
+		}}
 		r.mu.Unlock()
 		r.wg.Add(1)
 		go r.serve(c)
@@ -550,8 +593,17 @@ func (r *Router) serve(c *serverConn) {
 	r.closed1(c.id, c.cause)
 }
 
+// maxHandshakeFrame bounds a command frame a client may send in its
+// handshake (zmq4 allocates the announced size of each): READY with a
+// socket type and a routing identity of up to 255 bytes takes a few hundred
+// bytes, and this keeps the handshakes in progress at MaxHandshakes × 4 KiB
+// rather than MaxHandshakes × MaxFrameSize (1 GiB at the defaults).
+const maxHandshakeFrame = UnbudgetedFrameBytes
+
 // handshake runs TLS (if configured) and the ZMTP handshake under
-// HandshakeTimeout, then clears the deadline.
+// HandshakeTimeout, then clears the deadline. A handshake frame over
+// maxHandshakeFrame (or MaxFrameSize, if smaller) fails it before zmq4
+// allocates anything.
 func (r *Router) handshake(c *serverConn) error {
 	if err := c.raw.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout)); err != nil {
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
@@ -569,7 +621,7 @@ func (r *Router) handshake(c *serverConn) error {
 		c.nc = tc
 		c.br.Reset(tc)
 	}
-	if err := handshake(c.nc, c.br, r.cfg.MaxFrameSize, zmq4.Router, nil, true); err != nil {
+	if err := handshake(c.nc, c.br, min(r.cfg.MaxFrameSize, maxHandshakeFrame), zmq4.Router, nil, true); err != nil {
 		return err
 	}
 	if err := c.raw.SetDeadline(time.Time{}); err != nil {
@@ -582,9 +634,12 @@ func (r *Router) handshake(c *serverConn) error {
 }
 
 // readLoop delivers frames until the connection fails or starts closing.
-// ZMTP commands are handled here and never reach the Handler.
+// ZMTP commands are handled here and never reach the Handler. The reading
+// budget a frame held is given back once the frame is handed off.
 func (r *Router) readLoop(c *serverConn) error {
+	defer c.rd.release()
 	for {
+		c.rd.release()
 		body, kind, err := c.readMsg()
 		if c.closing() {
 			return nil
