@@ -356,7 +356,8 @@ func TestHostileConnectionLimitTypedError(t *testing.T) {
 // Issue 10, last row: 9-byte frame headers announcing 4 MiB used to make
 // the node allocate the whole 4 MiB before any body byte arrived (32
 // connections: +130 MiB of heap). Memory now follows the bytes received:
-// each such connection pins one 64 KiB chunk.
+// each such connection pins at most its first 4 KiB (the rest waits for
+// the node-wide reading budget, max_reading_bytes).
 func TestHostileHugeFrameHeaders(t *testing.T) {
 	conns := 100
 	if *hostileFull {
@@ -397,7 +398,7 @@ func TestHostileHugeFrameHeaders(t *testing.T) {
 		t.Fatalf("well-behaved client not served: %v", err)
 	}
 	t.Logf("%d connections each announcing a 4 MiB frame: heap grew %d MiB (the whole frames would be %d MiB)", conns, grown>>20, conns*4)
-	// 64 KiB pinned per connection plus its buffers and goroutines; the
+	// 4 KiB pinned per connection plus its buffers and goroutines; the
 	// bound is 1 MiB each, a quarter of what allocating the announced
 	// frames would take.
 	if grown > int64(conns)<<20 {
