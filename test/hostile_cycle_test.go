@@ -230,6 +230,7 @@ func TestHostileContinueSessionCycling(t *testing.T) {
 		smu      sync.Mutex
 		sessions []cycSession
 		tooMany  int
+		limited  int
 		failure  error
 		wg       sync.WaitGroup
 	)
@@ -249,6 +250,7 @@ func TestHostileContinueSessionCycling(t *testing.T) {
 				case err != nil:
 					failure = fmt.Errorf("create: %w", err)
 				case code == codec.CodeRateLimited:
+					limited++
 					n++ // asked again below
 				case code == codec.CodeTooManySessions:
 					tooMany++
@@ -277,7 +279,8 @@ func TestHostileContinueSessionCycling(t *testing.T) {
 		t.Fatalf("one source asked for %d sessions: %d created, %d refused TooManySessions; want %d and %d",
 			ask, len(sessions), tooMany, limit, ask-limit)
 	}
-	t.Logf("created %d sessions in %v, %d refused TooManySessions", limit, time.Since(created).Round(time.Millisecond), tooMany)
+	t.Logf("created %d sessions in %v, %d refused TooManySessions, %d RateLimited (asked again)",
+		limit, time.Since(created).Round(time.Millisecond), tooMany, limited)
 	ids := make([]fsm.SessionID, len(sessions))
 	for i, s := range sessions {
 		ids[i] = fsm.SessionID(s.id)
