@@ -52,7 +52,8 @@ func (l *expiryLog) count(replica int, ids []fsm.SessionID) (all, of int) {
 }
 
 // expiryCounting is the kv application observed: SessionClosed with
-// RemovedExpired is noted in the log. It changes nothing in the state.
+// RemovedExpired is noted in the log. It changes nothing in the state (and
+// hides kv's CommandSizer and StateSizer, which this attack does not need).
 type expiryCounting struct {
 	fsm.Application
 	log     *expiryLog
