@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -185,11 +186,12 @@ func createOne(addr string) (cycSession, codec.Code, error) {
 // a client from another source is served throughout.
 func TestHostileContinueSessionCycling(t *testing.T) {
 	// Short: 300 sessions (320 asked) cycled over 10 connections, 3 s
-	// session timeout. Full: 4,000 (4,200 asked) over 20 connections, 5 s,
-	// so the expiry takes at least four ticks.
+	// session timeout. Full: 4,000 (4,200 asked) over 50 connections, 5 s,
+	// so that a round is short and more than 1,024 sessions fall due in one
+	// tick: the expiry must take at least four.
 	limit, ask, conns, timeout := 300, 320, 10, 3*time.Second
 	if *hostileFull {
-		limit, ask, conns, timeout = 4000, 4200, 20, 5*time.Second
+		limit, ask, conns, timeout = 4000, 4200, 50, 5*time.Second
 	}
 	cycleFor := 2*timeout + timeout/2
 	log := &expiryLog{expired: map[int]map[fsm.SessionID]int{}, entries: map[int]map[fsm.ClusterTime]int{}}
@@ -224,99 +226,120 @@ func TestHostileContinueSessionCycling(t *testing.T) {
 		}
 	}()
 
-	// Create: conns workers, each on a fresh connection per session,
+	// makers creators ask for the sessions, each on a fresh connection
+	// (at most makers handshakes at once, under max_handshakes_per_source),
 	// retrying a RateLimited refusal (session_create_rate) as an attacker
-	// would.
-	var (
-		smu      sync.Mutex
+	// would, and deal them out to conns workers. A worker's cycler
+	// continues the sessions dealt to it so far in turn on its own
+	// connection, one continuation in flight, never a keep-alive, from the
+	// first session on (creating them may take longer than a timeout on a
+	// loaded machine) until 2.5 timeouts after the last creation. Every
+	// continuation must succeed: a session continued once per round is
+	// alive.
+	makers := min(conns, 10)
+	type worker struct {
+		mu       sync.Mutex
 		sessions []cycSession
-		tooMany  int
-		limited  int
-		failure  error
-		wg       sync.WaitGroup
+		wire     *srcWire
+		rounds   int
+		round    time.Duration // the last round's length
+	}
+	var (
+		smu       sync.Mutex
+		tooMany   int
+		limited   int
+		failure   error
+		creators  sync.WaitGroup
+		cyclers   sync.WaitGroup
+		cycleEnd  time.Time
+		createdIn time.Duration
+		dealt     int
 	)
-	created := time.Now()
-	for i := range conns {
-		wg.Add(1)
+	fail := func(err error) {
+		smu.Lock()
+		defer smu.Unlock()
+		if failure == nil {
+			failure = err
+		}
+	}
+	failed := func() bool {
+		smu.Lock()
+		defer smu.Unlock()
+		return failure != nil
+	}
+	workers := make([]*worker, conns)
+	for i := range workers {
+		w, err := dialSrcWire(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		workers[i] = &worker{wire: w}
+		defer w.close()
+	}
+	began := time.Now()
+	for i := range makers {
+		creators.Add(1)
 		go func() {
-			defer wg.Done()
-			n := ask / conns
-			if i < ask%conns {
+			defer creators.Done()
+			n := ask / makers
+			if i < ask%makers {
 				n++
 			}
-			for n > 0 {
+			for n > 0 && !failed() {
 				s, code, err := createOne(addr)
-				smu.Lock()
 				switch {
 				case err != nil:
-					failure = fmt.Errorf("create: %w", err)
+					fail(fmt.Errorf("create: %w", err))
 				case code == codec.CodeRateLimited:
+					smu.Lock()
 					limited++
-					n++ // asked again below
-				case code == codec.CodeTooManySessions:
-					tooMany++
-				case code != 0:
-					failure = fmt.Errorf("create refused with %v", code)
-				default:
-					sessions = append(sessions, s)
-				}
-				stop := failure != nil
-				smu.Unlock()
-				if stop {
-					return
-				}
-				if code == codec.CodeRateLimited {
+					smu.Unlock()
 					time.Sleep(50 * time.Millisecond)
+					continue // asked again
+				case code == codec.CodeTooManySessions:
+					smu.Lock()
+					tooMany++
+					smu.Unlock()
+				case code != 0:
+					fail(fmt.Errorf("create refused with %v", code))
+				default:
+					smu.Lock()
+					wk := workers[dealt%conns]
+					dealt++
+					smu.Unlock()
+					wk.mu.Lock()
+					wk.sessions = append(wk.sessions, s)
+					wk.mu.Unlock()
 				}
 				n--
 			}
 		}()
 	}
-	wg.Wait()
-	if failure != nil {
-		t.Fatal(failure)
-	}
-	if len(sessions) != limit || tooMany != ask-limit {
-		t.Fatalf("one source asked for %d sessions: %d created, %d refused TooManySessions; want %d and %d",
-			ask, len(sessions), tooMany, limit, ask-limit)
-	}
-	t.Logf("created %d sessions in %v, %d refused TooManySessions, %d RateLimited (asked again)",
-		limit, time.Since(created).Round(time.Millisecond), tooMany, limited)
-	ids := make([]fsm.SessionID, len(sessions))
-	for i, s := range sessions {
-		ids[i] = fsm.SessionID(s.id)
-	}
-
-	// Cycle: conns connections, each continuing its share of the sessions
-	// in turn, one continuation in flight, never a keep-alive, for more
-	// than two session timeouts. Every continuation must succeed: a session
-	// continued once per round is alive.
-	wires := make([]*srcWire, conns)
-	for i := range wires {
-		w, err := dialSrcWire(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wires[i] = w
-		defer w.close()
-	}
-	rounds := make([]int, conns)
-	lastRound := make([]time.Duration, conns)
-	var cerr error
-	end := time.Now().Add(cycleFor)
-	for i, w := range wires {
-		wg.Add(1)
+	for i, wk := range workers {
+		cyclers.Add(1)
 		go func() {
-			defer wg.Done()
-			for time.Now().Before(end) {
-				began := time.Now()
-				for j := i; j < len(sessions); j += conns {
-					s := sessions[j]
+			defer cyclers.Done()
+			for !failed() {
+				wk.mu.Lock()
+				list := slices.Clone(wk.sessions)
+				wk.mu.Unlock()
+				smu.Lock()
+				end := cycleEnd
+				smu.Unlock()
+				if !end.IsZero() && time.Now().After(end) {
+					return
+				}
+				if len(list) == 0 {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				start := time.Now()
+				for _, s := range list {
 					nonce := secretSeq.Add(1)
-					err := w.put(&codec.ContinueSession{SessionID: s.id, Secret: s.secret, Nonce: nonce})
+					err := wk.wire.put(&codec.ContinueSession{SessionID: s.id, Secret: s.secret, Nonce: nonce})
 					var m codec.Message
 					if err == nil {
-						m, err = w.next(waitTimeout, sessionAnswer(nonce))
+						m, err = wk.wire.next(waitTimeout, sessionAnswer(nonce))
 					}
 					if err == nil {
 						if r, ok := m.(*codec.SessionRejected); ok {
@@ -324,27 +347,45 @@ func TestHostileContinueSessionCycling(t *testing.T) {
 						}
 					}
 					if err != nil {
-						smu.Lock()
-						cerr = fmt.Errorf("cycling connection %d, round %d: %w", i, rounds[i], err)
-						smu.Unlock()
+						fail(fmt.Errorf("cycling connection %d, round %d: %w", i, wk.rounds, err))
 						return
 					}
 				}
-				rounds[i]++
-				lastRound[i] = time.Since(began)
+				wk.rounds++
+				wk.round = time.Since(start)
 			}
 		}()
 	}
-	wg.Wait()
-	if cerr != nil {
-		t.Fatal(cerr)
+	creators.Wait()
+	smu.Lock()
+	createdIn = time.Since(began)
+	cycleEnd = time.Now().Add(cycleFor)
+	smu.Unlock()
+	cyclers.Wait()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+	var sessions []cycSession
+	rounds, lastRound := make([]int, conns), make([]time.Duration, conns)
+	for i, wk := range workers {
+		sessions = append(sessions, wk.sessions...)
+		rounds[i], lastRound[i] = wk.rounds, wk.round.Round(time.Millisecond)
+	}
+	if len(sessions) != limit || tooMany != ask-limit {
+		t.Fatalf("one source asked for %d sessions: %d created, %d refused TooManySessions; want %d and %d",
+			ask, len(sessions), tooMany, limit, ask-limit)
+	}
+	ids := make([]fsm.SessionID, len(sessions))
+	for i, s := range sessions {
+		ids[i] = fsm.SessionID(s.id)
 	}
 	if all, _ := log.count(1, ids); all != 0 {
 		t.Fatalf("%d sessions expired while continuations kept them alive", all)
 	}
 	sessionsLive := metric(t, leader, "zraft_sessions")
-	t.Logf("cycled %d sessions over %d connections for %v without keep-alives: rounds per connection %v (last round %v); leader serves %v sessions, %v per-source refusals",
-		limit, conns, cycleFor, rounds, lastRound, sessionsLive, metric(t, leader, "zraft_sessions_refused_total", "reason", "per_source"))
+	t.Logf("created %d sessions in %v, %d refused TooManySessions, %d RateLimited (asked again); cycled them over %d connections without keep-alives, %v past the last creation: rounds per connection %v (last round %v); leader serves %v sessions, %v per-source refusals",
+		limit, createdIn.Round(time.Millisecond), tooMany, limited, conns, cycleFor, rounds, lastRound,
+		sessionsLive, metric(t, leader, "zraft_sessions_refused_total", "reason", "per_source"))
 	if sessionsLive < float64(limit) {
 		t.Fatalf("zraft_sessions = %v while %d sessions were cycled", sessionsLive, limit)
 	}
@@ -353,8 +394,8 @@ func TestHostileContinueSessionCycling(t *testing.T) {
 	// its last continuation, each on every replica, each proposed once.
 	before := expiries()
 	vanished := time.Now()
-	for _, w := range wires {
-		w.close()
+	for _, wk := range workers {
+		wk.wire.close()
 	}
 	bound := timeout + actors.Grace(timeout, 200*time.Millisecond) + 5*time.Second
 	var took time.Duration
