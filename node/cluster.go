@@ -34,9 +34,13 @@ type Cluster struct {
 	joined map[uint64]bool
 }
 
+// pickedPorts holds the ports LocalMembers handed out in this process.
+var pickedPorts sync.Map
+
 // LocalMembers returns n members on 127.0.0.1. With raftBase and clientBase
 // non-zero, member i (from 1) uses ports raftBase+i-1 and clientBase+i-1;
-// with zero, free ports are picked by asking the OS.
+// with zero, ports are picked at random below the ephemeral range, each
+// free when picked and never handed out twice by this process.
 func LocalMembers(n, raftBase, clientBase int) ([]Member, error) {
 	// Every chosen port stays bound until all are chosen: a port released
 	// at once could be handed out again for the next member (dragonboat
@@ -50,11 +54,17 @@ func LocalMembers(n, raftBase, clientBase int) ([]Member, error) {
 	// Ports come from below the kernel's ephemeral range (32768 and up by
 	// default): a port the system handed out for listening could be taken
 	// by an outgoing connection between the check and the member's bind.
+	// A port is never handed out twice by this process (a caller binds it
+	// later, and another call in between must not choose it again).
 	pick := func() (int, error) {
 		for range 1000 {
 			p := 10000 + rand.IntN(22000)
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
+				continue
+			}
+			if _, used := pickedPorts.LoadOrStore(p, true); used {
+				_ = l.Close()
 				continue
 			}
 			held = append(held, l)
