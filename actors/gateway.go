@@ -180,7 +180,7 @@ func (in *Inbox) Received(conn ConnID, frame []byte) {
 	if isKeepAlive {
 		acked = ka.AckedUpTo
 	}
-	if _, answer := in.live.Heard(conn, in.now(), isKeepAlive, acked); answer {
+	if _, answer := in.live.Heard(conn, in.now(), isKeepAlive, acked); answer && in.env.Settings.KeepAliveFastPath {
 		in.handled(len(frame))
 		in.env.send(conn, &codec.KeepAliveResponse{Timestamp: ka.Timestamp})
 		return

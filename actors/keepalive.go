@@ -286,6 +286,16 @@ func (k *keepalive) seen(m *Seen, at time.Time) {
 	l.heard = true
 }
 
+// drain takes the keep-alives answered on the connections' goroutines
+// since the last drain, each with the instant of its connection's last
+// message. A session not in the table yet (this leader is still loading
+// it) is added with its binding's timeout rather than forgotten.
+func (k *keepalive) drain() {
+	k.env.Inbox.Liveness().Drain(func(id fsm.SessionID, timeout time.Duration, at time.Time) {
+		k.seen(&Seen{Session: id, Timeout: timeout}, at)
+	})
+}
+
 // checkLost is how long an expiry check (a read, then a proposal, each
 // bounded by the proposal timeout) may go unanswered before its sessions are
 // considered again; an answer lost with a restarted bridge must not keep
@@ -297,11 +307,7 @@ func (k *keepalive) tick(c actor.Context) {
 	now := k.env.Now()
 	// Keep-alives answered on the connections' goroutines since the last
 	// tick, each with the instant of its connection's last message.
-	k.env.Inbox.Liveness().Drain(func(id fsm.SessionID, at time.Time) {
-		if k.table[id] != nil {
-			k.seen(&Seen{Session: id}, at)
-		}
-	})
+	k.drain()
 	k.reap(now)
 	checkFree := k.checkSince.IsZero() || now.Sub(k.checkSince) > k.checkLost()
 	var due, batch []fsm.SessionID
@@ -367,6 +373,24 @@ func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 		return
 	}
 	now := k.env.Now()
+	// Signs of life since the check began count: keep-alives noted on the
+	// connections, and any message still being heard on a connection bound
+	// to the session here (a safety net under the notes: a session whose
+	// client this node hears is never expired).
+	k.drain()
+	due := make(map[fsm.SessionID]bool, len(t.ids))
+	for _, id := range t.ids {
+		due[id] = true
+	}
+	var heard []Seen
+	var heardAt []time.Time
+	k.env.Inbox.Liveness().LastHeard(due, func(id fsm.SessionID, timeout time.Duration, at time.Time) {
+		heard = append(heard, Seen{Session: id, Timeout: timeout})
+		heardAt = append(heardAt, at)
+	})
+	for i := range heard {
+		k.seen(&heard[i], heardAt[i])
+	}
 	var expiries []fsm.Expiry
 	i := 0
 	for _, id := range t.ids {

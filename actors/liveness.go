@@ -179,10 +179,32 @@ func (l *Liveness) Heard(conn ConnID, now time.Time, keepAlive bool, ackedUpTo u
 	return true, true
 }
 
+// LastHeard calls fn, for every bound connection whose session is in
+// sessions, with the session, its timeout and the instant of the
+// connection's last message (of any kind). The keepalive actor asks it
+// before proposing expiries, so that no session is expired while its
+// client is still heard on this node, whatever became of the notes.
+// fn runs with a shard's read lock held and must not call back.
+func (l *Liveness) LastHeard(sessions map[fsm.SessionID]bool, fn func(session fsm.SessionID, timeout time.Duration, at time.Time)) {
+	if l == nil || len(sessions) == 0 {
+		return
+	}
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.RLock()
+		for _, b := range s.conns {
+			if sessions[b.session] {
+				fn(b.session, b.timeout, l.base.Add(time.Duration(b.at.Load())))
+			}
+		}
+		s.mu.RUnlock()
+	}
+}
+
 // Drain calls fn for every session noted by a keep-alive since the last
-// Drain, with the instant of its connection's last message, and clears the
-// notes. fn runs without any lock held.
-func (l *Liveness) Drain(fn func(session fsm.SessionID, at time.Time)) {
+// Drain, with its timeout and the instant of its connection's last message,
+// and clears the notes. fn runs without any lock held.
+func (l *Liveness) Drain(fn func(session fsm.SessionID, timeout time.Duration, at time.Time)) {
 	if l == nil {
 		return
 	}
@@ -199,7 +221,7 @@ func (l *Liveness) Drain(fn func(session fsm.SessionID, at time.Time)) {
 		// Cleared before at is read: a keep-alive after this point notes
 		// the binding again for the next Drain.
 		b.heard.Store(false)
-		fn(b.session, l.base.Add(time.Duration(b.at.Load())))
+		fn(b.session, b.timeout, l.base.Add(time.Duration(b.at.Load())))
 	}
 }
 

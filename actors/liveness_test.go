@@ -45,7 +45,7 @@ func (f *frameRecorder) sentTo(conn ConnID) [][]byte {
 func TestInboxAnswersKeepAlivesWithoutActors(t *testing.T) {
 	sys := quietSystem()
 	got := make(chan *Inbound, 16)
-	env := &Env{Settings: Settings{Limits: codec.DefaultLimits()}, Metrics: NewMetrics(nil), Log: slog.New(slog.DiscardHandler)}
+	env := &Env{Settings: Settings{Limits: codec.DefaultLimits(), KeepAliveFastPath: true}, Metrics: NewMetrics(nil), Log: slog.New(slog.DiscardHandler)}
 	sessions := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
 		if m, ok := c.Message().(*Inbound); ok {
 			env.Inbox.handled(m.size)
@@ -88,7 +88,7 @@ func TestInboxAnswersKeepAlivesWithoutActors(t *testing.T) {
 		t.Fatalf("%d frames (%d bytes) still admitted after the fast path", f, b)
 	}
 	var heard []fsm.SessionID
-	in.Liveness().Drain(func(id fsm.SessionID, at time.Time) {
+	in.Liveness().Drain(func(id fsm.SessionID, _ time.Duration, at time.Time) {
 		heard = append(heard, id)
 		if !at.Equal(now) {
 			t.Errorf("noted at %v, want %v", at, now)
@@ -155,7 +155,7 @@ func TestLivenessSilentAndUnbind(t *testing.T) {
 		t.Fatalf("%d bound after Clear", l.Bound())
 	}
 	n := 0
-	l.Drain(func(fsm.SessionID, time.Time) { n++ })
+	l.Drain(func(fsm.SessionID, time.Duration, time.Time) { n++ })
 	if n != 0 {
 		t.Fatalf("%d notes drained after Clear", n)
 	}
@@ -220,7 +220,7 @@ func BenchmarkLivenessDrain(b *testing.B) {
 		}
 		b.StartTimer()
 		seen := 0
-		l.Drain(func(fsm.SessionID, time.Time) { seen++ })
+		l.Drain(func(fsm.SessionID, time.Duration, time.Time) { seen++ })
 		if seen != n {
 			b.Fatalf("drained %d, want %d", seen, n)
 		}

@@ -49,6 +49,11 @@ type Config struct {
 	// KeepAliveInterval is the interval clients are told to send keep-alives
 	// at. Default 1 s.
 	KeepAliveInterval time.Duration `json:"keepalive_interval"`
+	// KeepAliveFastPath answers keep-alives where they are decoded, with no
+	// actor hop (about 40 % less leader CPU for idle sessions at 10k).
+	// Default false: experimental, a session expired across leader
+	// transfers in about 1 of 6 test runs with it on (cause not yet found).
+	KeepAliveFastPath bool `json:"keepalive_fast_path"`
 	// SessionTimeout is how long a session lives without a keep-alive (or any
 	// other valid message). Default 10 s; at least 3 keep-alive intervals.
 	SessionTimeout time.Duration `json:"session_timeout"`

@@ -220,7 +220,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	env := &actors.Env{
 		Settings: actors.Settings{
 			NodeID: cfg.ID, Members: members,
-			KeepAliveInterval: cfg.KeepAliveInterval, SessionTimeout: cfg.SessionTimeout,
+			KeepAliveInterval: cfg.KeepAliveInterval, KeepAliveFastPath: cfg.KeepAliveFastPath, SessionTimeout: cfg.SessionTimeout,
 			ProposalTimeout: cfg.ProposalTimeout, AckBatchInterval: cfg.AckBatchInterval,
 			RedeliverInterval: cfg.RedeliverInterval, MaxInFlight: cfg.MaxInFlight,
 			MaxProposals: cfg.MaxProposals, SessionCreateRate: cfg.SessionCreateRate,
