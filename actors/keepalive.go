@@ -60,6 +60,7 @@ package actors
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -104,6 +105,24 @@ type live struct {
 
 type tick struct{}
 
+// RecordNow asks the keepalive actor on the leader to record, at once, the
+// liveness of every session heard from since its last record, whatever the
+// age of that record, and to answer RecordedNow when the proposal is done
+// (or failed). The node sends it before asking Raft to hand leadership
+// over: while a transfer is under way the leader can propose nothing (Raft
+// drops proposals until the transfer ends, up to an election timeout per
+// attempt), so without it the new leader would judge every session by a
+// record up to a third of its timeout older than its last sign of life,
+// plus the whole transfer.
+type RecordNow struct{}
+
+// RecordedNow answers RecordNow: Sessions were named in the record, Err is
+// the proposal's error (nil when there was nothing to record).
+type RecordedNow struct {
+	Sessions int
+	Err      error
+}
+
 type sessionsTag struct{ term uint64 }
 
 // stampTag marks the clock stamp a new leader proposes before it loads.
@@ -111,7 +130,11 @@ type stampTag struct{ term uint64 }
 
 // recordTag remembers, per session in a liveness batch, when it was recorded
 // before the batch, so that a failed batch can be undone and retried.
-type recordTag struct{ prev map[fsm.SessionID]time.Time }
+type recordTag struct {
+	prev map[fsm.SessionID]time.Time
+	// replyTo, when set, is told RecordedNow once the record is done.
+	replyTo *actor.PID
+}
 
 // checkTag marks the read of the recorded liveness of sessions past their
 // deadline, before their expiry is proposed.
@@ -157,6 +180,8 @@ func (k *keepalive) Receive(c actor.Context) {
 		}
 	case *Seen:
 		k.seen(m, k.env.Now())
+	case *RecordNow:
+		k.recordNow(c)
 	case *SessionRemoved:
 		delete(k.table, m.Session)
 	case *tick:
@@ -174,7 +199,7 @@ func (k *keepalive) Receive(c actor.Context) {
 			}
 			return
 		}
-		k.proposed(m)
+		k.proposed(c, m)
 	}
 }
 
@@ -339,6 +364,38 @@ func (k *keepalive) tick(c actor.Context) {
 	}
 }
 
+// recordNow proposes a liveness record of every session heard from since
+// its last record (RecordNow), and answers the sender when it is done.
+func (k *keepalive) recordNow(c actor.Context) {
+	reply := c.Sender()
+	if !k.leader.IsLeader {
+		if reply != nil {
+			c.Send(reply, &RecordedNow{Err: fmt.Errorf("%w: not the leader", ErrUnavailable)})
+		}
+		return
+	}
+	now := k.env.Now()
+	k.drain()
+	var batch []fsm.SessionID
+	prev := map[fsm.SessionID]time.Time{}
+	for id, l := range k.table {
+		if l.heard && !now.After(l.deadline) && len(batch) < maxRecordBatch {
+			batch = append(batch, id)
+			prev[id] = l.recordedAt
+			l.recordedAt, l.heard = now, false
+		}
+	}
+	if len(batch) == 0 {
+		if reply != nil {
+			c.Send(reply, &RecordedNow{})
+		}
+		return
+	}
+	slices.SortFunc(batch, fsm.SessionID.Compare)
+	cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(now), Sessions: batch})
+	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{prev: prev, replyTo: reply}})
+}
+
 // reap closes the connections bound to a session that sent nothing, not
 // even a keep-alive, for the session's timeout (plus two keep-alive
 // intervals, so that a session expiring on time tells its client first): a
@@ -426,8 +483,11 @@ func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: expireTag{ids: ids}})
 }
 
-func (k *keepalive) proposed(p *Proposed) {
+func (k *keepalive) proposed(c actor.Context, p *Proposed) {
 	if rt, ok := p.Tag.(recordTag); ok {
+		if rt.replyTo != nil {
+			c.Send(rt.replyTo, &RecordedNow{Sessions: len(rt.prev), Err: p.Err})
+		}
 		if p.Err != nil {
 			// Undo the batch so the next tick records these sessions again.
 			for id, before := range rt.prev {

@@ -396,8 +396,23 @@ func (n *Node) IsLeader() bool {
 	return ok && id == n.cfg.ID
 }
 
-// TransferLeadership asks dragonboat to hand leadership to target.
-func (n *Node) TransferLeadership(target uint64) error { return n.raft.TransferLeadership(target) }
+// TransferLeadership asks dragonboat to hand leadership to target. On the
+// leader it first hands over liveness: the keepalive actor records every
+// session heard from since its last record (actors.RecordNow), waiting at
+// most the proposal timeout, because Raft takes no proposal while the
+// transfer is under way and the new leader judges sessions by the records
+// in the log.
+func (n *Node) TransferLeadership(target uint64) error {
+	if n.IsLeader() {
+		f := n.system.Root.RequestFuture(n.refs.KeepAlive, &actors.RecordNow{}, n.cfg.ProposalTimeout)
+		if r, err := f.Result(); err != nil {
+			n.log.Warn("liveness not recorded before leader transfer", "err", err)
+		} else if rec, ok := r.(*actors.RecordedNow); ok && rec.Err != nil {
+			n.log.Warn("liveness not recorded before leader transfer", "sessions", rec.Sessions, "err", rec.Err)
+		}
+	}
+	return n.raft.TransferLeadership(target)
+}
 
 // Read performs a linearizable read of an fsm query value (fsm.StatsQuery,
 // fsm.SessionsQuery, fsm.HashQuery, or []byte for the application). After
