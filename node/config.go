@@ -216,6 +216,11 @@ type Config struct {
 	// by the node's user (cmd/node --admin-token-file), never on a command
 	// line.
 	AdminToken string `json:"admin_token"`
+	// Pprof serves Go's profiles (net/http/pprof) at /debug/pprof/ on
+	// http_addr, behind the same credential as the admin endpoints (a
+	// profile shows the process's code paths and can take seconds of CPU).
+	// Default false.
+	Pprof bool `json:"pprof"`
 	// AdminOpen serves the admin endpoints without a credential. Accepted
 	// only when http_addr is a loopback address; the dev cluster uses it
 	// and says so at start.

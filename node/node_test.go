@@ -235,6 +235,34 @@ func TestHTTPStatusHealthAndMetrics(t *testing.T) {
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "zraft_is_leader") || !strings.Contains(body, "zraft_leader_changes_total") {
 		t.Fatalf("/metrics = %d, missing zraft metrics", code)
 	}
+	if code, _ := get("/debug/pprof/"); code != 404 {
+		t.Fatalf("/debug/pprof/ without pprof = %d, want 404", code)
+	}
+
+	// With pprof on, the profiles are served behind the admin credential.
+	_ = n.http.Close()
+	n.httpWG.Wait()
+	if port, err = freePort(); err != nil {
+		t.Fatal(err)
+	}
+	n.cfg.HTTPAddr, n.cfg.Pprof, n.cfg.AdminToken = "127.0.0.1:"+itoa(port), true, "pprof-test-token"
+	if err := n.startHTTP(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get("/debug/pprof/goroutine?debug=1"); code != http.StatusUnauthorized {
+		t.Fatalf("/debug/pprof/ without the admin credential = %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+n.cfg.HTTPAddr+"/debug/pprof/goroutine?debug=1", nil)
+	req.Header.Set("Authorization", "Bearer pprof-test-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "goroutine profile") {
+		t.Fatalf("/debug/pprof/goroutine with the credential = %d %.100q", resp.StatusCode, b)
+	}
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

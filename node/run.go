@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -471,6 +472,15 @@ func (n *Node) startHTTP() error {
 	})
 	mux.HandleFunc("/sessions", n.serveSessions)
 	mux.Handle("/admin/", n.adminMux())
+	if n.cfg.Pprof {
+		pp := http.NewServeMux()
+		pp.HandleFunc("/debug/pprof/", pprof.Index)
+		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", n.adminAuth(pp))
+	}
 	ln, handler, err := n.cfg.httpTLS(ln, mux)
 	if err != nil {
 		_ = ln.Close()

@@ -79,6 +79,7 @@ type flags struct {
 	peerTLSCert  string
 	peerTLSKey   string
 	insecurePeer bool
+	pprof        bool
 	// Admin and disaster recovery.
 	adminTokenFile string
 	restore        string
@@ -116,6 +117,7 @@ func parse(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.peerTLSCert, "peer-tls-cert", "", "this member's certificate for the Raft port (server and client use)")
 	fs.StringVar(&f.peerTLSKey, "peer-tls-key", "", "this member's key for the Raft port")
 	fs.BoolVar(&f.insecurePeer, "insecure-peer", false, "allow a Raft address that is not loopback without peer TLS (anyone reaching it can rewrite the state)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on --http, behind the admin credential (pprof)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (admin_token): required by leader transfer and snapshots")
 	fs.BoolVar(&f.join, "join", false, "start as a new member of a running cluster (after zraft member add); needs --cluster-id and an empty --data")
 	fs.StringVar(&f.restore, "restore", "", "backup file (zraft snapshot save): prepare this member of a NEW cluster from it (empty data dir, new --cluster-id), then start")
@@ -307,6 +309,9 @@ func (f flags) peerConfig(cfg *node.Config) {
 	}
 	if f.peerTLSKey != "" {
 		cfg.PeerTLSKeyFile = f.peerTLSKey
+	}
+	if f.pprof {
+		cfg.Pprof = true
 	}
 	if f.insecurePeer {
 		cfg.InsecurePeer = true
