@@ -154,7 +154,20 @@ type Env struct {
 // send encodes m and sends it to conn. Encoding failures are programmer
 // errors for server messages (every field is produced here), so they are
 // logged and counted rather than crashing the caller.
-func (e *Env) send(conn ConnID, m codec.Message) {
+func (e *Env) send(conn ConnID, m codec.Message) { e.sendVia(conn, m, false) }
+
+// NowSender is implemented by Conns that can write a small answer on the
+// caller's goroutine when the connection is idle (transport.Router.SendNow).
+type NowSender interface {
+	SendNow(conn ConnID, frame []byte) error
+}
+
+// sendNow is send for the answer to a keep-alive on the connection's own
+// goroutine: written there if the connection is idle (no writer goroutine
+// started for it), queued as usual otherwise.
+func (e *Env) sendNow(conn ConnID, m codec.Message) { e.sendVia(conn, m, true) }
+
+func (e *Env) sendVia(conn ConnID, m codec.Message, now bool) {
 	e.clipMessage(m)
 	hintOnlyWhereActionable(m)
 	frame, err := codec.Append(make([]byte, 0, 64), m, &e.Settings.Limits)
@@ -163,7 +176,12 @@ func (e *Env) send(conn ConnID, m codec.Message) {
 		e.Metrics.EncodeErrors.Inc()
 		return
 	}
-	if err := e.Conns.Send(conn, frame); err == nil {
+	if ns, ok := e.Conns.(NowSender); ok && now {
+		err = ns.SendNow(conn, frame)
+	} else {
+		err = e.Conns.Send(conn, frame)
+	}
+	if err == nil {
 		e.Metrics.MessagesOut.WithLabelValues(m.Kind().String()).Inc()
 	}
 }

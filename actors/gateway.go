@@ -182,7 +182,7 @@ func (in *Inbox) Received(conn ConnID, frame []byte) {
 	}
 	if _, answer := in.live.Heard(conn, in.now(), isKeepAlive, acked); answer && in.env.Settings.KeepAliveFastPath {
 		in.handled(len(frame))
-		in.env.send(conn, &codec.KeepAliveResponse{Timestamp: ka.Timestamp})
+		in.env.sendNow(conn, &codec.KeepAliveResponse{Timestamp: ka.Timestamp})
 		return
 	}
 	in.root.Send(in.env.Refs.Sessions, &Inbound{Conn: conn, Msg: msg, size: len(frame)})

@@ -143,6 +143,16 @@ func (a *connsAdapter) Send(conn actors.ConnID, frame []byte) error {
 	return r.Send(transport.ConnID(conn), frame)
 }
 
+// SendNow writes a small answer on the caller's goroutine when the
+// connection is idle (transport.Router.SendNow).
+func (a *connsAdapter) SendNow(conn actors.ConnID, frame []byte) error {
+	r := a.r.Load()
+	if r == nil {
+		return transport.ErrUnknownConn
+	}
+	return r.SendNow(transport.ConnID(conn), frame)
+}
+
 func (a *connsAdapter) CloseConn(conn actors.ConnID) error {
 	r := a.r.Load()
 	if r == nil {

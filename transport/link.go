@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -43,6 +44,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 type counters struct {
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 	oversized, multipart, protocol     atomic.Uint64
+	// inline counts frames written by writeNow on the sender's goroutine.
+	inline atomic.Uint64
 }
 
 // prefixed is what a pooled reader reads from after an idle wait: first the
@@ -95,9 +98,15 @@ type link struct {
 	head [headSize]byte
 	pre  prefixed
 	// small holds a lone small frame (header and body) written without a
-	// pooled buffer: a keep-alive answer is one such frame. Owned by the
-	// writer goroutine.
+	// pooled buffer: a keep-alive answer is one such frame. Owned by
+	// whoever holds the writer role (writing).
 	small [headSize]byte
+	// rc is the plain TCP socket's raw connection, for writeNow; nil under
+	// TLS or on another kind of net.Conn.
+	rc syscall.RawConn
+	// rest is what the socket did not take of a frame writeNow wrote: the
+	// writer sends it before anything else. Guarded by mu.
+	rest []byte
 
 	// queuedBytes counts the bytes of frames in the queue (added by the
 	// Router's Send before it queues a frame, subtracted by the writer when
@@ -141,6 +150,19 @@ type link struct {
 
 func newLink(nc net.Conn, br *bufio.Reader, limit int, linger time.Duration, stats *counters) *link {
 	return &link{raw: nc, nc: nc, br: br, limit: limit, linger: linger, stats: stats, quit: make(chan struct{})}
+}
+
+// allowWriteNow lets writeNow write on plain TCP connections (not under
+// TLS, whose records only its own Write produces). Called before start.
+func (l *link) allowWriteNow() {
+	if !canWriteOnce || l.nc != l.raw {
+		return
+	}
+	if sc, ok := l.raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			l.rc = rc
+		}
+	}
 }
 
 // pooledReader returns a reader from the pool reading from r.
@@ -249,6 +271,55 @@ func (l *link) enqueue(frame []byte) error {
 	return nil
 }
 
+// writeNow writes a lone small frame on the caller's goroutine, with one
+// non-blocking write, when the link is idle (no writer runs, nothing is
+// queued) and plain TCP: an idle connection's answer (a keep-alive's) then
+// costs no writer goroutine and no hand-off between goroutines. While it
+// writes it holds the writer role, so frames queued meanwhile wait and go
+// after it, in order; whatever the socket did not take goes to a writer
+// goroutine before them. It reports false, having done nothing, when the
+// frame must be queued instead (enqueue). The caller has counted the
+// frame's bytes as queued; they are given back as the writer would.
+func (l *link) writeNow(frame []byte) bool {
+	if l.rc == nil || len(frame) > headSize-2 {
+		return false
+	}
+	l.mu.Lock()
+	if l.stopped || l.writing || l.pendingLocked() || !l.open.Load() {
+		l.mu.Unlock()
+		return false
+	}
+	l.writing = true
+	l.writers.Add(1)
+	l.mu.Unlock()
+	defer l.writers.Done()
+
+	l.small[0], l.small[1] = 0, byte(len(frame))
+	n := 2 + copy(l.small[2:], frame)
+	wrote, err := writeOnce(l.rc, l.small[:n])
+	l.took(len(frame))
+	if err != nil {
+		l.failWriter(err)
+		return true
+	}
+	l.stats.msgsOut.Add(1)
+	l.stats.bytesOut.Add(uint64(len(frame)))
+	l.mu.Lock()
+	l.writing = false
+	if wrote == n {
+		l.stats.inline.Add(1)
+	} else {
+		// The socket's buffer is full: the writer sends the rest first
+		// (and blocks on the socket, as it may).
+		l.rest = append([]byte(nil), l.small[wrote:n]...)
+	}
+	if l.pendingLocked() || (l.stopped && l.graceful) {
+		l.wakeLocked()
+	}
+	l.mu.Unlock()
+	return true
+}
+
 // owePong records that a PONG with data is owed and starts a writer if
 // none runs.
 func (l *link) owePong(data []byte) {
@@ -280,7 +351,7 @@ func (l *link) took(n int) {
 }
 
 // pendingLocked reports whether anything waits for the writer.
-func (l *link) pendingLocked() bool { return len(l.q) > 0 || l.pongDue }
+func (l *link) pendingLocked() bool { return len(l.q) > 0 || l.pongDue || l.rest != nil }
 
 // writeLoop is a writer goroutine: it takes the whole queue at once, writes
 // it into a pooled buffered writer and flushes only when the queue is
@@ -332,12 +403,19 @@ func (l *link) writeLoop() {
 			}
 			return
 		}
-		batch, pong, pongDue := l.q, l.pong, l.pongDue
+		batch, pong, pongDue, rest := l.q, l.pong, l.pongDue, l.rest
 		l.q, l.spare = l.spare, nil
-		l.pong, l.pongDue = nil, false
+		l.pong, l.pongDue, l.rest = nil, false, nil
 		l.mu.Unlock()
 
 		var err error
+		if rest != nil {
+			// The end of a frame writeNow began: before anything else.
+			if _, err = l.nc.Write(rest); err != nil {
+				l.failWriter(err)
+				return
+			}
+		}
 		if len(batch) == 1 && !pongDue && bw == nil && len(batch[0]) <= headSize-2 && !l.more() {
 			// A lone small frame (the common answer) goes out in one write
 			// from the link's own small buffer, without a pooled writer.

@@ -113,6 +113,9 @@ type RouterStats struct {
 	// MsgsOut and BytesOut count frames handed to the socket and their
 	// bytes.
 	MsgsOut, BytesOut uint64
+	// InlineWrites counts frames SendNow wrote whole on its caller's
+	// goroutine (included in MsgsOut).
+	InlineWrites uint64
 }
 
 // shardCount splits the ConnID table so Send's lookup takes a short read
@@ -253,7 +256,18 @@ func (r *Router) lookup(id ConnID) *serverConn {
 // connections together would pass MaxQueuedBytes, or whose frame would pass
 // MaxQueuedBytes + QueueOverdraftBytes even with an empty queue, is closed
 // the same way with an error wrapping ErrSlowConsumer and ErrQueueFull.
-func (r *Router) Send(id ConnID, frame []byte) error {
+func (r *Router) Send(id ConnID, frame []byte) error { return r.send(id, frame, false) }
+
+// SendNow is Send for an answer to a connection that is likely idle (a
+// keep-alive's): when nothing is queued or being written on it and it is
+// plain TCP, a frame of up to 62 bytes is written on the caller's goroutine
+// with one non-blocking write, instead of by a writer goroutine started for
+// it (what the socket does not take at once still goes to one). It never
+// blocks. Frames sent meanwhile by others go after it, in order.
+// RouterStats.InlineWrites counts them.
+func (r *Router) SendNow(id ConnID, frame []byte) error { return r.send(id, frame, true) }
+
+func (r *Router) send(id ConnID, frame []byte, now bool) error {
 	c := r.lookup(id)
 	if c == nil || c.closing() {
 		return ErrUnknownConn
@@ -287,6 +301,9 @@ func (r *Router) Send(id ConnID, frame []byte) error {
 	// Counted (r.queued by reserve) before the frame is visible to the
 	// writer, which subtracts it when it takes the frame.
 	c.queuedBytes.Add(n)
+	if now && c.writeNow(frame) {
+		return nil
+	}
 	switch err := c.enqueue(frame); {
 	case err == nil:
 		return nil
@@ -362,6 +379,7 @@ func (r *Router) Stats() RouterStats {
 		MsgsIn:                   r.traffic.msgsIn.Load(),
 		BytesIn:                  r.traffic.bytesIn.Load(),
 		MsgsOut:                  r.traffic.msgsOut.Load(),
+		InlineWrites:             r.traffic.inline.Load(),
 		BytesOut:                 r.traffic.bytesOut.Load(),
 	}
 }
@@ -565,6 +583,7 @@ func (r *Router) serve(c *serverConn) {
 	}
 
 	c.id = ConnID(r.nextID.Add(1))
+	c.allowWriteNow()
 	c.start(r.cfg.SendQueue)
 	s := r.shard(c.id)
 	s.mu.Lock()
