@@ -12,6 +12,8 @@
 #   tools/sessions.sh                       # SESSIONS="1000 10000 15000" REPEATS=3
 #   SESSIONS=15000 REPEATS=1 tools/sessions.sh
 #   KEEP=1 tools/sessions.sh                # keep the work dir (logs, JSON)
+#   PROFILE=1 KEEP=1 tools/sessions.sh      # also a 15 s CPU profile and a heap
+#                                           # profile of the leader per run
 #
 # Open files are capped at 20,000 per process here: the script raises its
 # own limit to 20,000, and 15,000 sessions is the most it can show with one
@@ -42,6 +44,7 @@ members="1=127.0.0.1:17201/127.0.0.1:17101,2=127.0.0.1:17202/127.0.0.1:17102,3=1
 # The limits a test of 15k sessions from one host needs: connections and
 # sessions per source above the defaults, handshakes because the generator
 # opens many at once, and a creation rate that opens 15k in seconds.
+echo "sessions-bench-token" >"$work/token"
 cat >"$work/limits.json" <<'JSON'
 {"max_conns": 19000, "max_conns_per_source": 19000, "max_sessions": 100000,
  "max_sessions_per_source": 19000, "max_handshakes": 1024,
@@ -53,7 +56,8 @@ start() {
 	cid=$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
 	for i in 1 2 3; do
 		"$work/node" --config "$work/limits.json" --id "$i" --members "$members" --cluster-id "$cid" \
-			--data "$work/data$i" --http "127.0.0.1:$((17300 + i))" --log-level warn >>"$work/node$i.log" 2>&1 &
+			--data "$work/data$i" --http "127.0.0.1:$((17300 + i))" --log-level warn \
+			--pprof --admin-token-file "$work/token" >>"$work/node$i.log" 2>&1 &
 		pids+=($!)
 	done
 	for _ in $(seq 100); do
@@ -70,12 +74,32 @@ stop() {
 	rm -rf "$work"/data?
 }
 
+# profile N REP: once the sessions are open, a CPU and a heap profile of
+# whichever member leads.
+profile() {
+	sleep $(($1 / OPEN_RATE + 8))
+	for i in 1 2 3; do
+		if curl -fs "http://127.0.0.1:$((17300 + i))/metrics" | grep -q '^zraft_is_leader 1'; then
+			curl -fs -H "Authorization: Bearer sessions-bench-token" \
+				"http://127.0.0.1:$((17300 + i))/debug/pprof/profile?seconds=15" >"$work/cpu-$1-$2.prof" || true
+			curl -fs -H "Authorization: Bearer sessions-bench-token" \
+				"http://127.0.0.1:$((17300 + i))/debug/pprof/heap" >"$work/heap-$1-$2.prof" || true
+		fi
+	done
+}
+
 for n in $SESSIONS; do
 	for rep in $(seq "$REPEATS"); do
 		echo "sessions.sh: $n sessions, run $rep/$REPEATS" >&2
 		start
+		prof=
+		if [ -n "${PROFILE:-}" ]; then
+			profile "$n" "$rep" &
+			prof=$!
+		fi
 		"$work/zraft" --endpoints "$eps" bench --keepalive --sessions "$n" --duration "$DURATION" \
 			--open-rate "$OPEN_RATE" --metrics-urls "$metrics" --json --quiet >"$work/ka-$n-$rep.json" 2>>"$work/bench.log"
+		[ -z "$prof" ] || wait "$prof"
 		stop
 	done
 done
@@ -96,3 +120,4 @@ for n in counts:
         print(f"{n:>8} {r:>3} " + " ".join(f"{row.get(k, 0) / s:12.2f}" for k, _, s in cols))
     print(f"{n:>8} med " + " ".join(f"{statistics.median(row.get(k, 0) for row in rows) / s:12.2f}" for k, _, s in cols))
 PY
+[ -z "${KEEP:-}" ] || echo "sessions.sh: kept $work" >&2
