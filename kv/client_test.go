@@ -184,8 +184,8 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first event is the current value.
-	if ev := next(t, w); string(ev.Value) != "v0" || ev.Revision != rev0 || ev.Deleted {
+	// The first event is the current value, a state (Resync).
+	if ev := next(t, w); string(ev.Value) != "v0" || ev.Revision != rev0 || ev.Deleted || !ev.Resync {
 		t.Fatalf("first event %+v, want v0 at %d", ev, rev0)
 	}
 	var revs []uint64
@@ -200,23 +200,27 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// On a quiet key every change arrives, in order, each following the
+	// one before (no Resync).
+	prev := rev0
 	for i, v := range []string{"v1", "v2", "v3"} {
-		if ev := next(t, w); string(ev.Value) != v || ev.Revision != revs[i] {
-			t.Fatalf("event %d = %+v, want %s at %d", i, ev, v, revs[i])
+		if ev := next(t, w); string(ev.Value) != v || ev.Revision != revs[i] || ev.PrevRevision != prev || ev.Resync {
+			t.Fatalf("event %d = %+v, want %s at %d after %d", i, ev, v, revs[i], prev)
 		}
+		prev = revs[i]
 	}
-	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != kWatchK {
+	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != kWatchK || ev.Resync {
 		t.Fatalf("delete event %+v, want deleted at %d", ev, delRev)
 	}
 
 	// A second watch of the same key on the same client starts with the
-	// current value too (read, since the cluster already sends changes).
+	// current value too.
 	rev4, err := writer.Set(ctx, kWatchK, []byte("v4"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := next(t, w); string(ev.Value) != "v4" {
-		t.Fatalf("event %+v, want v4", ev)
+	if ev := next(t, w); string(ev.Value) != "v4" || ev.PrevRevision != delRev || ev.Resync {
+		t.Fatalf("event %+v, want v4 following the deletion at %d", ev, delRev)
 	}
 	w2, err := watcher.Watch(ctx, kWatchK)
 	if err != nil {
@@ -245,7 +249,7 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 	writer := dialKV(t)
 	wr := kv.NewWatcher(kv.WithWatchBuffer(1))
 	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
-		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+		wr.ConnOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +351,7 @@ func TestClientsSharingAWatcher(t *testing.T) {
 	writer := dialKV(t)
 	wr := kv.NewWatcher()
 	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
-		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+		wr.ConnOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
