@@ -82,9 +82,9 @@ type Conn struct {
 	noteCh        chan Notification
 	noteWG        sync.WaitGroup
 	noteGoroutine atomic.Uint64
-	termErr                  error // why the loop exited; written before done is closed
-	state                    atomic.Int32
-	info                     atomic.Pointer[sessionInfo]
+	termErr       error // why the loop exited; written before done is closed
+	state         atomic.Int32
+	info          atomic.Pointer[sessionInfo]
 
 	// Everything below is owned by the event loop.
 	pend        *pending

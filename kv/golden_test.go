@@ -236,7 +236,7 @@ type goldenServer struct {
 func (g *goldenServer) ServerRequestAdded(_ fsm.SessionID, r fsm.ServerRequest) {
 	g.t.Errorf("the store queued a server request: %q", r.Payload)
 }
-func (g *goldenServer) Notes(list []fsm.Note) { g.notes = append(g.notes, list...) }
+func (g *goldenServer) Notes(list []fsm.Note)                          { g.notes = append(g.notes, list...) }
 func (g *goldenServer) SessionRemoved(fsm.SessionID, fsm.RemoveReason) {}
 
 func (g *goldenServer) apply(cmd fsm.Command) fsm.Outcome {
