@@ -407,3 +407,160 @@ func TestDialAcceptsEndpointsWithScheme(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// collect reads w's events, the last one delivered being at revision from,
+// until one at revision last or newer arrives and
+// checks the promise of docs/kv.md §6: revisions strictly increase (never
+// an older state after a newer one) and every event that is not a Resync
+// follows the one before it.
+func collect(t *testing.T, w *kv.Watch, from, last uint64) []kv.Event {
+	t.Helper()
+	var evs []kv.Event
+	prev := from
+	for prev < last {
+		ev := next(t, w)
+		if ev.Revision <= prev {
+			t.Fatalf("event at revision %d after %d: %+v", ev.Revision, prev, evs)
+		}
+		if !ev.Resync && ev.PrevRevision != prev {
+			t.Fatalf("event %+v follows %d without Resync", ev, prev)
+		}
+		prev = ev.Revision
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// A watcher whose notifications are dropped (here: the Conn's notification
+// buffer of one overflows while the handler is held) is told so by a Lost
+// marker, re-reads the key and ends at its latest value, with the events in
+// between marked Resync and never going back.
+func TestClientWatchResyncsAfterLostNotifications(t *testing.T) {
+	key := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher(kv.WithWatchBuffer(1024))
+	gate := make(chan struct{})
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
+		client.WithNotificationHandler(func(n client.Notification) {
+			<-gate
+			wr.HandleNotification(n)
+		}),
+		client.WithNotificationBuffer(1), client.WithEventHandler(wr.HandleEvent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watcher := kv.NewClient(conn, kv.WithWatcher(wr))
+	defer watcher.Close()
+	defer release()
+	w, err := watcher.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[uint64]string{}
+	var last uint64
+	for i := range 30 {
+		v := fmt.Sprintf("v%d", i)
+		rev, err := writer.Set(ctx, key, []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		values[rev], last = v, rev
+	}
+	// The notifications of the writes have been sent; give them time to
+	// reach the held handler's buffer (one place), where most are dropped.
+	time.Sleep(200 * time.Millisecond)
+	release()
+	evs := collect(t, w, 0, last)
+	resynced := false
+	for _, ev := range evs {
+		if values[ev.Revision] != string(ev.Value) {
+			t.Fatalf("event %+v: value of revision %d is %q", ev, ev.Revision, values[ev.Revision])
+		}
+		resynced = resynced || ev.Resync
+	}
+	if len(evs) >= 30 || !resynced {
+		t.Fatalf("%d events for 30 changes with a buffer of one (resync seen: %v): %+v", len(evs), resynced, evs)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for wr.Resyncs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the Lost marker did not make the watcher re-read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A watcher whose session moves to a new leader (leadership transferred)
+// re-reads its keys on the new leader and goes on receiving changes there,
+// never going back.
+func TestClientWatchResyncsAcrossLeaderTransfer(t *testing.T) {
+	c := testCluster(t)
+	key := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher()
+	conn, err := client.Dial(ctx, c.Endpoints(), wr.ConnOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watcher := kv.NewClient(conn, kv.WithWatcher(wr))
+	defer watcher.Close()
+	w, err := watcher.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := writer.Set(ctx, key, []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w); string(ev.Value) != "before" || ev.Revision != rev || ev.Resync {
+		t.Fatalf("event %+v, want before at %d", ev, rev)
+	}
+	old, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A transfer can be ignored (the target not caught up yet): ask again,
+	// each time of another member, until leadership has moved.
+	moved := false
+	for attempt := 0; attempt < 10 && !moved; attempt++ {
+		var others []uint64
+		for _, n := range c.Nodes() {
+			if n.ID() != old.ID() {
+				others = append(others, n.ID())
+			}
+		}
+		_ = old.TransferLeadership(others[attempt%len(others)])
+		deadline := time.Now().Add(time.Second)
+		for !moved && time.Now().Before(deadline) {
+			l := c.Leader()
+			moved = l != nil && l.ID() != old.ID()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !moved {
+		t.Fatalf("leadership did not move from %d", old.ID())
+	}
+	var last uint64
+	for i := range 5 {
+		if last, err = writer.Set(ctx, key, []byte(fmt.Sprintf("after-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := collect(t, w, rev, last)
+	if got := evs[len(evs)-1]; string(got.Value) != "after-4" {
+		t.Fatalf("last event %+v, want after-4", got)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for wr.Resyncs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session's continuation on the new leader did not make the watcher re-read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
