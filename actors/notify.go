@@ -11,7 +11,9 @@
 // replaces the waiting note of the same topic (kv: key), so a hot key costs
 // the directory at most one fan-out per turn however fast it is written,
 // and recipients see the latest change (and can tell what they skipped from
-// the payload). The box holds at most MaxNoteTopics topics; past that a
+// the payload). While the directory is still sending the notes it took,
+// it leaves the box alone, so they keep coalescing there: the directory
+// holds at most one box's worth. The box holds at most MaxNoteTopics topics; past that a
 // note is dropped and every bound connection is later sent one Notification
 // with the lost flag, so its client re-synchronises. The directory sends at
 // most noteChunk frames per message it handles and then posts itself the
@@ -135,14 +137,26 @@ type noteCursor struct {
 	next    int // index in list[note].Sessions
 	frame   []byte
 	pending bool // a notesMore is posted
+	// box is a box that said it has notes while the directory was still
+	// sending the previous ones: it is taken when those are sent, so that
+	// notes keep coalescing in the box meanwhile and the directory holds
+	// at most one box's worth.
+	box *noteBox
 }
 
-// takeNotes handles notesReady: a lost marker first, then the notes.
+// takeNotes handles notesReady: unless the notes taken before are still
+// being sent, it takes the box and sends a lost marker first, then the
+// notes.
 func (d *directory) takeNotes(c actor.Context, m *notesReady) {
-	list, lost := m.box.take()
 	if !d.leader.IsLeader {
+		m.box.take()
 		return
 	}
+	if d.notes.note < len(d.notes.list) {
+		d.notes.box = m.box
+		return
+	}
+	list, lost := m.box.take()
 	if lost {
 		frame, err := codec.Append(nil, &codec.Notification{Flags: codec.NotificationLost}, &d.env.Settings.Limits)
 		if err == nil {
@@ -195,6 +209,11 @@ func (d *directory) sendNotes(c actor.Context) {
 		if cap(n.list) > MaxNoteTopics {
 			n.list = nil
 		}
+		if box := n.box; box != nil {
+			// Taken after the rest of the mailbox, like a chunk.
+			n.box = nil
+			c.Send(c.Self(), &notesReady{box: box})
+		}
 		return
 	}
 	if !n.pending {
@@ -216,6 +235,9 @@ func (d *directory) sendNote(conn ConnID, frame []byte) {
 func (d *directory) moreNotes(c actor.Context) {
 	d.notes.pending = false
 	if !d.leader.IsLeader {
+		if d.notes.box != nil {
+			d.notes.box.take()
+		}
 		d.notes = noteCursor{}
 		return
 	}
