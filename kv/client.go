@@ -517,6 +517,14 @@ func (w *Watcher) start(wt *Watch, result []byte) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !r.Exists {
+		// No value: no event, but the next notification names
+		// r.Revision as its previous one.
+		if r.Revision > wt.last && !wt.done {
+			wt.last = r.Revision
+		}
+		return nil
+	}
 	w.applyLocked(wt, r)
 	return nil
 }
@@ -528,11 +536,9 @@ func (w *Watcher) applyLocked(wt *Watch, r WatchResult) {
 		return
 	}
 	if !r.Exists {
-		// No value: a deletion wt did not see (or the key never had a
-		// value since it was watched, and then last is 0 = Revision).
-		if wt.last != 0 || r.Revision != 0 {
-			w.deliverLocked(wt, Event{Key: wt.key, Deleted: true, Revision: r.Revision, Resync: true})
-		}
+		// No value, and a revision newer than wt's: a deletion wt did
+		// not see.
+		w.deliverLocked(wt, Event{Key: wt.key, Deleted: true, Revision: r.Revision, Resync: true})
 		return
 	}
 	w.deliverLocked(wt, Event{Key: wt.key, Value: r.Value, Revision: r.Revision, Resync: true})

@@ -564,3 +564,35 @@ func TestClientWatchResyncsAcrossLeaderTransfer(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A watch of a key without a value starts with no event, even when the key
+// was deleted while another session watched it; the key's next value then
+// follows without Resync (its previous revision is that deletion's).
+func TestClientWatchOfDeletedKeyStartsQuiet(t *testing.T) {
+	key := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer, first, second := dialKV(t), dialKV(t), dialKV(t)
+	w1, err := first.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Set(ctx, key, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	delRev, err := writer.Delete(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(t, w1, 0, delRev)
+	w2, err := second.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := writer.Set(ctx, key, []byte("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w2); string(ev.Value) != "b" || ev.Revision != rev || ev.PrevRevision != delRev || ev.Resync {
+		t.Fatalf("first event %+v, want b at %d following the deletion at %d", ev, rev, delRev)
+	}
+}
