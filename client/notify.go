@@ -33,8 +33,9 @@ func WithNotificationHandler(h func(Notification)) Option {
 
 // WithNotificationBuffer bounds the notifications waiting for the handler
 // (see WithNotificationHandler). When it is full a notification is
-// dropped, and the next one handed to the handler (or a marker with an
-// empty payload, as soon as there is room) has Lost set. Default: 1024.
+// dropped, and the next one handed to the handler has Lost set (or, when
+// none arrives, a marker with an empty payload, handed over at the Conn's
+// next event once there is room: at the latest by its next keep-alive). Default: 1024.
 // Must be at least 1.
 func WithNotificationBuffer(n int) Option {
 	return func(o *options) {
