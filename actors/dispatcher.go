@@ -67,6 +67,10 @@ type Observer struct {
 	pending    atomic.Int64
 	dropped    atomic.Bool
 	gate       sync.RWMutex // held shared by post, exclusively by Pause
+	// leader, directory and notes relay leader-only notes (notify.go).
+	leader    atomic.Bool
+	directory atomic.Pointer[actor.PID]
+	notes     noteBox
 }
 
 // NewObserver returns an observer relaying at most max notices at a time.
@@ -183,6 +187,7 @@ func (d *dispatcher) Receive(c actor.Context) {
 		}
 	case *LeaderChanged:
 		d.leader = m.IsLeader
+		d.obs.SetLeader(m.IsLeader, d.env.Refs.Sessions)
 		if !m.IsLeader {
 			clear(d.acks)
 			d.ackSent = time.Time{}

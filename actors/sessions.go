@@ -162,6 +162,8 @@ type directory struct {
 	perSource map[string]int
 	creating  map[string]int
 	creator   map[ConnID]string
+	// notes are the leader-only notifications being sent (notify.go).
+	notes noteCursor
 }
 
 // NewSessions returns the producer of the session directory.
@@ -242,6 +244,10 @@ func (d *directory) Receive(c actor.Context) {
 		}
 	case *SessionRemoved:
 		d.removed(c, m)
+	case *notesReady:
+		d.takeNotes(c, m)
+	case *notesMore:
+		d.moreNotes(c)
 	case *Resync:
 		for _, e := range d.bySession {
 			c.Send(e.pid, m)

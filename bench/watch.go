@@ -34,16 +34,20 @@ type WatchResult struct {
 	// measuring; HotWriteRate is per second.
 	HotWrites    uint64
 	HotWriteRate float64
-	// Notifications counts watch notifications received by the watchers
-	// while measuring; NotificationRate is per second. The client
-	// acknowledges each as it arrives (in its next keep-alive or at once
-	// when many are waiting), so this is the rate delivered and
-	// acknowledged; CancelledWatches says whether acknowledgements kept up.
+	// Notifications counts watch events delivered to the watchers while
+	// measuring; NotificationRate is per second. Watch notifications are
+	// leader-only and not acknowledged (docs/kv.md §6); a hot key's
+	// notifications are coalesced when the leader's relay is behind, so
+	// a watcher may receive fewer events than there were writes.
 	Notifications    uint64
 	NotificationRate float64
+	// Resyncs counts, among Notifications, the events marked Resync: a
+	// watcher saw a gap (a notification lost or coalesced) and was given
+	// the key's newer state.
+	Resyncs uint64
 	// CancelledWatches is how many watches the store cancelled during the
-	// run because a watcher's queue of unacknowledged notifications was
-	// full (kv stats, cluster-wide).
+	// run (kv stats, cluster-wide); always 0 since watches stopped using
+	// server-request queues, kept to show it.
 	CancelledWatches uint64
 	// CatchUp is how long after the last hot write every watcher had
 	// received it (0 when there are no watchers); CaughtUp is false when
@@ -102,7 +106,7 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 		s := winStart.Load()
 		return s != 0 && t.UnixNano() >= s && t.UnixNano() <= winEnd.Load()
 	}
-	var notes atomic.Uint64
+	var notes, resyncs atomic.Uint64
 	var lost atomic.Int64
 	var closing atomic.Bool   // set once cleanup ends the watches
 	var lastRev atomic.Uint64 // the hot key's newest revision written
@@ -137,6 +141,9 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 				for ev := range wt.Events() {
 					if inWindow(time.Now()) {
 						notes.Add(1)
+						if ev.Resync {
+							resyncs.Add(1)
+						}
 					}
 					seen[i].Store(ev.Revision)
 				}
@@ -222,7 +229,7 @@ func RunWatch(ctx context.Context, cfg Config, progress func(Progress)) (WatchRe
 	stopHot()
 	lastWrite := time.Now()
 	measured := res.Others.Duration
-	res.HotWrites, res.Notifications = hotWrites.Load(), notes.Load()
+	res.HotWrites, res.Notifications, res.Resyncs = hotWrites.Load(), notes.Load(), resyncs.Load()
 	if measured > 0 {
 		res.HotWriteRate = float64(res.HotWrites) / measured.Seconds()
 		res.NotificationRate = float64(res.Notifications) / measured.Seconds()
@@ -269,7 +276,7 @@ func waitCaughtUp(ctx context.Context, seen []atomic.Uint64, ended []atomic.Bool
 // first run without watchers.
 func WriteWatchTable(w io.Writer, results ...WatchResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "watchers\tother ops/s\tother p50 ms\tother p99 ms\thot writes/s\tnotifications/s\tcancelled watches\tlost watches\tcatch-up ms\t\n")
+	fmt.Fprintf(tw, "watchers\tother ops/s\tother p50 ms\tother p99 ms\thot writes/s\tnotifications/s\tresyncs\tcancelled watches\tlost watches\tcatch-up ms\t\n")
 	for _, r := range results {
 		catch := "-"
 		switch {
@@ -278,8 +285,8 @@ func WriteWatchTable(w io.Writer, results ...WatchResult) error {
 		case r.Watchers > 0:
 			catch = "timeout"
 		}
-		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%s\t%.0f\t%.0f\t%d\t%d\t%s\t\n", r.Watchers, r.Others.Throughput,
-			ms(r.Others.P50), ms(r.Others.P99), r.HotWriteRate, r.NotificationRate, r.CancelledWatches, r.LostWatches, catch)
+		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%s\t%.0f\t%.0f\t%d\t%d\t%d\t%s\t\n", r.Watchers, r.Others.Throughput,
+			ms(r.Others.P50), ms(r.Others.P99), r.HotWriteRate, r.NotificationRate, r.Resyncs, r.CancelledWatches, r.LostWatches, catch)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("bench: write table: %w", err)
@@ -303,8 +310,8 @@ func WriteWatchTable(w io.Writer, results ...WatchResult) error {
 	return nil
 }
 
-// watcherSession is one watching session: a Conn whose server requests go
-// to a Watcher, and the kv Client that watches through it.
+// watcherSession is one watching session: a Conn whose notifications and
+// events go to a Watcher, and the kv Client that watches through it.
 type watcherSession struct {
 	conn *client.Conn
 	kv   *kv.Client
@@ -334,7 +341,7 @@ func dialWatcherOnce(ctx context.Context, cfg Config) (*watcherSession, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	w := kv.NewWatcher(kv.WithWatchBuffer(4096))
-	opts := []client.Option{client.WithServerRequestHandler(w.HandleServerRequest), client.WithEventHandler(w.HandleEvent)}
+	opts := w.ConnOptions()
 	if cfg.TLS != nil {
 		opts = append(opts, client.WithTLS(cfg.TLS))
 	}
@@ -357,6 +364,7 @@ type jsonWatch struct {
 	HotWriteRate     float64    `json:"hot_writes_per_sec"`
 	Notifications    uint64     `json:"notifications"`
 	NotificationRate float64    `json:"notifications_per_sec"`
+	Resyncs          uint64     `json:"resyncs"`
 	CancelledWatches uint64     `json:"cancelled_watches"`
 	CatchUpMicros    int64      `json:"catch_up_us"`
 	CaughtUp         bool       `json:"caught_up"`
@@ -372,7 +380,7 @@ func WriteWatchJSON(w io.Writer, results ...WatchResult) error {
 	for _, r := range results {
 		doc.Watch = append(doc.Watch, jsonWatch{
 			Watchers: r.Watchers, Others: toJSON(r.Others), HotWrites: r.HotWrites, HotWriteRate: r.HotWriteRate,
-			Notifications: r.Notifications, NotificationRate: r.NotificationRate, CancelledWatches: r.CancelledWatches,
+			Notifications: r.Notifications, NotificationRate: r.NotificationRate, Resyncs: r.Resyncs, CancelledWatches: r.CancelledWatches,
 			CatchUpMicros: r.CatchUp.Microseconds(), CaughtUp: r.CaughtUp, LostWatches: r.LostWatches,
 		})
 	}

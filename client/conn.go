@@ -77,9 +77,14 @@ type Conn struct {
 	// Close called from a handler does not wait for itself.
 	srWG, evWG               sync.WaitGroup
 	srGoroutine, evGoroutine atomic.Uint64
-	termErr                  error // why the loop exited; written before done is closed
-	state                    atomic.Int32
-	info                     atomic.Pointer[sessionInfo]
+	// noteCh carries notifications to their handler's goroutine
+	// (notify.go), which noteWG waits for and noteGoroutine names.
+	noteCh        chan Notification
+	noteWG        sync.WaitGroup
+	noteGoroutine atomic.Uint64
+	termErr       error // why the loop exited; written before done is closed
+	state         atomic.Int32
+	info          atomic.Pointer[sessionInfo]
 
 	// Everything below is owned by the event loop.
 	pend        *pending
@@ -105,6 +110,9 @@ type Conn struct {
 	lastErr     error // cause of the last failed attempt, reported by Dial
 	dialPending bool  // Dial still waits on ready
 	stopped     bool  // the loop must exit after the current event
+	// noteLost: notifications may have been lost since the last one handed
+	// to the handler (a full buffer, or the session was continued).
+	noteLost bool
 }
 
 // sessionInfo is the snapshot behind SessionID and Members.
@@ -195,6 +203,11 @@ func Dial(ctx context.Context, endpoints []string, opts ...Option) (*Conn, error
 		c.srCh = make(chan ServerRequest, o.srBuffer)
 		c.srWG.Add(1)
 		go c.deliverServerRequests()
+	}
+	if o.noteHandler != nil {
+		c.noteCh = make(chan Notification, o.noteBuffer)
+		c.noteWG.Add(1)
+		go c.deliverNotifications()
 	}
 	if o.eventHandler != nil {
 		c.evCh = make(chan Event, eventQueue)
@@ -302,6 +315,9 @@ func (c *Conn) Close() error {
 	}
 	if g := goid(); g != c.evGoroutine.Load() {
 		c.evWG.Wait()
+	}
+	if g := goid(); g != c.noteGoroutine.Load() {
+		c.noteWG.Wait()
 	}
 	return nil
 }

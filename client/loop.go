@@ -40,6 +40,7 @@ func (c *Conn) run() {
 			now := time.Now()
 			c.pump(now)
 			c.deliver()
+			c.flushNoteLost()
 		}
 	}
 }
@@ -160,6 +161,9 @@ func (c *Conn) handleInbound(in inbound, now time.Time) {
 	case *codec.SessionContinued:
 		if !l.ready && c.haveSession && m.Nonce == l.nonce {
 			c.bound(l, now)
+			// Notifications sent while the session had no connection
+			// here went nowhere.
+			c.noteLost = true
 		}
 	case *codec.SessionRejected:
 		c.onRejected(l, m, now)
@@ -192,6 +196,11 @@ func (c *Conn) handleInbound(in inbound, now time.Time) {
 		if l.ready {
 			c.heard(l, now)
 			c.onServerRequest(m)
+		}
+	case *codec.Notification:
+		if l.ready {
+			c.heard(l, now)
+			c.onNotification(m)
 		}
 	default:
 		c.log.Warn("client: unexpected message", "kind", m.Kind())
@@ -371,6 +380,9 @@ func (c *Conn) stopLoop() {
 	}
 	if c.evCh != nil {
 		close(c.evCh)
+	}
+	if c.noteCh != nil {
+		close(c.noteCh)
 	}
 	close(c.done)
 }

@@ -35,6 +35,8 @@ type options struct {
 	manualAck       int // in-flight limit in manual-ack mode; 0: ack on receipt
 	eventHandler    func(Event)
 	eventChan       chan<- Event
+	noteHandler     func(Notification)
+	noteBuffer      int
 	tls             *tls.Config
 	logger          *slog.Logger
 	breakerFailures uint32
@@ -101,6 +103,7 @@ func defaultOptions() *options {
 		dialTimeout:     defaultDialTimeout,
 		maxPending:      defaultMaxPending,
 		srBuffer:        defaultSRBuffer,
+		noteBuffer:      defaultNoteBuffer,
 		logger:          slog.New(slog.DiscardHandler),
 		breakerFailures: defaultBreakerFailures,
 		breakerOpen:     defaultBreakerOpen,

@@ -146,6 +146,7 @@ var newMessage = [...]func() Message{
 	KindServerRequest:     func() Message { return new(ServerRequest) },
 	KindQueryResponse:     func() Message { return new(QueryResponse) },
 	KindQueryError:        func() Message { return new(QueryError) },
+	KindNotification:      func() Message { return new(Notification) },
 }
 
 // Known reports whether k names a message of this protocol version.

@@ -121,6 +121,8 @@ func randMessage(r *rand.Rand, k Kind, lim Limits) Message {
 		return &QueryResponse{CorrelationID: randU64(r), Result: randBytes(r, 300)}
 	case KindQueryError:
 		return &QueryError{CorrelationID: randU64(r), Reason: Code(r.Intn(256)), AppCode: r.Uint32(), Message: randString(r, lim.MaxString), Leader: randLeader(r, lim)}
+	case KindNotification:
+		return &Notification{Flags: uint8(r.Intn(2)), Payload: randBytes(r, 300)}
 	}
 	panic("randMessage: unknown kind " + k.String())
 }
@@ -224,7 +226,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"kind 0", hdr(0), ErrUnknownKind},
 		{"kind 0x08", hdr(0x08), ErrUnknownKind},
 		{"kind 0x40", hdr(0x40), ErrUnknownKind},
-		{"kind 0x4B", hdr(0x4B), ErrUnknownKind},
+		{"kind 0x4C", hdr(0x4C), ErrUnknownKind},
+		{"notification flag bit 1", hdr(KindNotification, []byte{0x02}, u32(0)), ErrInvalidField},
 		{"kind 0xFF", hdr(0xFF), ErrUnknownKind},
 		// Truncation in each field type.
 		{"truncated u8", hdr(KindCloseSession), ErrTruncated},
@@ -593,5 +596,28 @@ func TestPeekNonce(t *testing.T) {
 				t.Errorf("PeekNonce = %d, %v; want %d, %v", n, ok, c.nonce, c.ok)
 			}
 		})
+	}
+}
+
+// TestNotificationFlags: a Notification with a flag bit other than "lost"
+// is refused both when encoding and when decoding.
+func TestNotificationFlags(t *testing.T) {
+	if _, err := Encode(&Notification{Flags: 0x02}); !errors.Is(err, ErrInvalidField) {
+		t.Fatalf("encode flags 0x02: %v", err)
+	}
+	frame, err := Encode(&Notification{Flags: NotificationLost, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(frame, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := m.(*Notification); n.Flags != NotificationLost || string(n.Payload) != "x" {
+		t.Fatalf("decoded %+v", n)
+	}
+	frame[HeaderLen] = 0x81
+	if _, err := Decode(frame, nil); !errors.Is(err, ErrInvalidField) {
+		t.Fatalf("decode flags 0x81: %v", err)
 	}
 }

@@ -436,3 +436,30 @@ func (m *QueryError) decodeFields(d decoder) error {
 	m.Leader = d.leader()
 	return d.finish()
 }
+
+// Kind returns KindNotification.
+func (*Notification) Kind() Kind { return KindNotification }
+
+func (m *Notification) check(lim Limits) (int, error) {
+	if m == nil {
+		return 0, nilMessage(KindNotification)
+	}
+	s := sizer{lim: lim, kind: KindNotification}
+	s.fixed(1)
+	if m.Flags&^NotificationLost != 0 {
+		s.invalid("flags", "has bits other than bit 0 (lost) set")
+	}
+	s.bytes("payload", m.Payload)
+	return s.n, s.err
+}
+
+func (m *Notification) appendFields(b []byte) []byte {
+	b = append(b, m.Flags)
+	return appendBytes(b, m.Payload)
+}
+
+func (m *Notification) decodeFields(d decoder) error {
+	m.Flags = d.u8("flags")
+	m.Payload = d.bytes("payload")
+	return d.finish()
+}

@@ -51,6 +51,7 @@ var fixtures = []Message{
 	&ServerRequest{RequestID: 8, CreatedAt: 1700000000000000000, Payload: []byte("watch a=2")},
 	&QueryResponse{CorrelationID: 9, Result: []byte("1")},
 	&QueryError{CorrelationID: 10, Reason: CodeClusterUnavailable, Message: "no leader"},
+	&Notification{Flags: 0, Payload: []byte("a=2")},
 }
 
 // layouts restates the wire layout of every kind, independently of the
@@ -74,6 +75,7 @@ var layouts = map[Kind][]field{
 	KindServerRequest:     {{"request_id", "u64"}, {"created_at", "i64"}, {"payload", "bytes"}},
 	KindQueryResponse:     {{"correlation_id", "u64"}, {"result", "bytes"}},
 	KindQueryError:        {{"correlation_id", "u64"}, {"reason", "code"}, {"app_code", "u32"}, {"message", "str"}, {"leader", "leader"}},
+	KindNotification:      {{"flags", "flags"}, {"payload", "bytes"}},
 }
 
 type field struct{ name, typ string }
@@ -159,6 +161,10 @@ func (a *annotator) field(f field) {
 	case "code":
 		if p := a.emit(1, f.name); p != nil {
 			a.rewrite(fmt.Sprintf("%s: u8 = %d (%v)", f.name, p[0], Code(p[0])))
+		}
+	case "flags":
+		if p := a.emit(1, f.name); p != nil {
+			a.rewrite(fmt.Sprintf("%s: u8 = 0x%02x", f.name, p[0]))
 		}
 	case "consistency":
 		if p := a.emit(1, f.name); p != nil {

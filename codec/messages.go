@@ -70,6 +70,7 @@ const (
 	KindServerRequest     Kind = 0x48
 	KindQueryResponse     Kind = 0x49
 	KindQueryError        Kind = 0x4A
+	KindNotification      Kind = 0x4B
 )
 
 // FromClient reports whether messages of this kind travel client to server.
@@ -282,3 +283,20 @@ type QueryError struct {
 	Message       string
 	Leader        LeaderHint
 }
+
+// Notification is a leader-only notification the replicated application
+// sent to the session (fsm Context.Notify; kv: a watched key changed). It
+// is not replicated and not acknowledged: the client answers nothing, and a
+// notification can be lost (the node dropped it, the connection fell
+// behind, the session moved). Flags bit 0 (NotificationLost) says that
+// notifications for this session were dropped by the node before this one;
+// such a frame may carry an empty Payload (a marker). Other flag bits must
+// be zero.
+type Notification struct {
+	Flags   uint8
+	Payload []byte
+}
+
+// NotificationLost is the Notification flag saying that the node dropped
+// notifications for the session before this one.
+const NotificationLost uint8 = 0x01

@@ -20,6 +20,7 @@ var kindNames = [...]string{
 	KindServerRequest:     "ServerRequest",
 	KindQueryResponse:     "QueryResponse",
 	KindQueryError:        "QueryError",
+	KindNotification:      "Notification",
 }
 
 // String returns the kind's name, such as "CreateSession", or "Kind(0x99)"

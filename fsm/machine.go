@@ -19,6 +19,10 @@ type Machine struct {
 	// MoveObserver, else nil.
 	ackObs  AckObserver
 	moveObs MoveObserver
+	// noteObs is obs when it implements NoteObserver, else nil; notes are
+	// the current command's Context.Notify calls (not replicated state).
+	noteObs NoteObserver
+	notes   []Note
 
 	clock   ClusterTime
 	applied uint64
@@ -118,6 +122,7 @@ func New(app Application, cfg Config, obs Observer) (*Machine, error) {
 	m := &Machine{app: app, obs: obs, cfg: cfg}
 	m.ackObs, _ = app.(AckObserver)
 	m.moveObs, _ = app.(MoveObserver)
+	m.noteObs, _ = obs.(NoteObserver)
 	m.reset()
 	m.ctx.m = m
 	return m, nil
@@ -186,6 +191,7 @@ func (m *Machine) Apply(cmd []byte) (Result, error) {
 		panic(fmt.Sprintf("fsm: decoded command of unhandled type %T", c))
 	}
 	m.flushEvents()
+	m.flushNotes()
 	return r, nil
 }
 

@@ -22,6 +22,10 @@ var (
 	// arrived, so the watch ended rather than skip a change (see
 	// WithWatchBuffer).
 	ErrWatchOverflow = errors.New("kv: watch event buffer full")
+	// ErrResync: the watch missed changes and re-reading the key failed,
+	// so the watch ended rather than go on from an unknown state; the
+	// error also wraps the cause.
+	ErrResync = errors.New("kv: watch resynchronisation failed")
 	// ErrSessionLost: the Conn's session is over (or the Conn was closed),
 	// so the cluster no longer sends changes; the error also wraps the
 	// Conn's cause.
@@ -63,6 +67,9 @@ type Client struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{} // closed by Close
+	// ctx is cancelled by Close; re-reads of watched keys run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
@@ -70,13 +77,15 @@ type Client struct {
 type Option func(*Client)
 
 // WithWatcher lets Watch use w, which must be the Watcher whose
-// HandleServerRequest and HandleEvent receive conn's server requests and
-// events (see NewWatcher). Without it Watch returns ErrNoWatcher.
+// HandleNotification and HandleEvent receive conn's notifications and
+// events (see NewWatcher and Watcher.ConnOptions). Without it Watch returns
+// ErrNoWatcher.
 func WithWatcher(w *Watcher) Option { return func(c *Client) { c.w = w } }
 
 // NewClient returns a Client using conn. Close does not close conn.
 func NewClient(conn *client.Conn, opts ...Option) *Client {
 	c := &Client{conn: conn, done: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(c)
 	}
@@ -84,15 +93,14 @@ func NewClient(conn *client.Conn, opts ...Option) *Client {
 }
 
 // Dial connects like client.Dial and returns a Client that owns the Conn
-// (Close closes it) and can Watch. It adds client.WithServerRequestHandler
-// and client.WithEventHandler to opts, so opts must not set server request
-// or event delivery themselves (Dial then fails with
+// (Close closes it) and can Watch. It adds the Watcher's
+// client.WithNotificationHandler and client.WithEventHandler to opts, so
+// opts must not set event delivery themselves (Dial then fails with
 // client.ErrInvalidOption); to observe events, build a Watcher and the
 // Conn yourself and call Watcher.HandleEvent from your handler.
 func Dial(ctx context.Context, endpoints []string, opts ...client.Option) (*Client, error) {
 	w := NewWatcher()
-	opts = append(opts[:len(opts):len(opts)], client.WithServerRequestHandler(w.HandleServerRequest),
-		client.WithEventHandler(w.HandleEvent))
+	opts = append(opts[:len(opts):len(opts)], w.ConnOptions()...)
 	conn, err := client.Dial(ctx, endpoints, opts...)
 	if err != nil {
 		return nil, err
@@ -117,6 +125,7 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	close(c.done)
+	c.cancel()
 	c.mu.Unlock()
 	if c.w != nil {
 		c.w.endClient(c, ErrClientClosed)
@@ -233,33 +242,41 @@ func (c *Client) Stats(ctx context.Context, opts ...client.QueryOption) (Stats, 
 }
 
 // Watch subscribes to changes of key. The first event is the key's current
-// value, if it has one; then every change, in the order the cluster
-// applied them, each once. Notifications are acknowledged to the cluster
-// by the Conn as they arrive; the caller only reads Events.
+// value, if it has one (with Resync set: it is a state, not a change); then
+// every change in the order the cluster applied them, each once, as long as
+// no notification is lost. Notifications are leader-only and not
+// acknowledged (docs/kv.md §6): when one is lost or skipped, the next event
+// has Resync set and is the key's state at its Revision, no older than any
+// change missed, and the events in between are not delivered. An event is
+// never older than the one before it: revisions strictly increase.
+//
+// The watch detects a gap when a notification's previous revision is not
+// the revision of the last event, and when the Conn reports lost
+// notifications (the session continued on another connection or member, or
+// the node or the Conn dropped some): it then re-reads the key by sending
+// the watch command again (linearizable, and it names a deletion's
+// revision, which a Get cannot) and delivers the result if it is newer.
 //
 // The watch ends, and Events is closed, when ctx ends (Err returns
 // ctx.Err()), when Close is called (ErrClientClosed), when the session is
-// lost or the Conn closed (ErrSessionLost), or when the events buffer (see
-// WithWatchBuffer) is full as a change arrives (ErrWatchOverflow): a
-// consumer that falls behind loses the watch, never a single change. When
-// the last watch of a key on the session (all Clients sharing the Watcher)
-// ends, the client unwatches the key on the cluster.
+// lost or the Conn closed (ErrSessionLost), when the events buffer (see
+// WithWatchBuffer) is full as an event arrives (ErrWatchOverflow), or when
+// a needed re-read fails (ErrResync). When the last watch of a key on the
+// session (all Clients sharing the Watcher) ends, the client unwatches the
+// key on the cluster.
 //
 // Watch returns once the cluster has applied the subscription; its error
-// matches the store's sentinels (ErrTooManyWatches, ErrBusy, ...) or the
-// connection's. Watch and unwatch commands of one Watcher are sent one at
-// a time, so that an unwatch cannot overtake a newer watch of its key.
+// matches the store's sentinels (ErrTooManyWatches, ...) or the
+// connection's. Watch, unwatch and re-read commands of one Watcher are
+// sent one at a time, so that an unwatch cannot overtake a newer watch of
+// its key.
 func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 	if c.w == nil {
 		return nil, ErrNoWatcher
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.track() {
 		return nil, ErrClientClosed
 	}
-	c.wg.Add(1)
-	c.mu.Unlock()
 	started := false
 	defer func() {
 		if !started {
@@ -273,24 +290,13 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 		c.w.opMu.Unlock()
 		return nil, err
 	}
-	if first {
-		// The cluster sends the current value (if any) as the first
-		// notification; it may arrive before or after the answer.
-		_, err = c.submit(ctx, EncodeWatch(key))
-	} else {
-		// The cluster already sends this key's changes to the session
-		// (another watch of the key) and will not send the current value
-		// again: read it. A change that overtakes the read is delivered
-		// first and the older read is then skipped (events are filtered
-		// by revision).
-		var cur KeyValue
-		cur, err = c.Get(ctx, key)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			err = nil
-		case err == nil:
-			c.w.deliver(wt, Event{Key: key, Value: cur.Value, Revision: cur.Revision})
-		}
+	// Sent for every watch, also when the session already watches the
+	// key (the store answers the current state again): the result is
+	// the watch's starting point.
+	var res []byte
+	res, err = c.submit(ctx, EncodeWatch(key))
+	if err == nil {
+		err = c.w.start(wt, res)
 	}
 	c.w.opMu.Unlock()
 	if err != nil {
@@ -302,6 +308,17 @@ func (c *Client) Watch(ctx context.Context, key string) (*Watch, error) {
 	started = true
 	go c.follow(ctx, wt)
 	return wt, nil
+}
+
+// track counts one more goroutine or call in c.wg, unless c is closed.
+func (c *Client) track() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 // follow waits for the end of a watch and unwatches its key when it was
@@ -349,7 +366,7 @@ type Watch struct {
 	events chan Event
 	ended  chan struct{} // closed with events
 	// Guarded by the Watcher's mu.
-	last uint64 // revision of the last event delivered
+	last uint64 // revision of the last event delivered (or the start point)
 	err  error
 	done bool
 }
@@ -371,22 +388,27 @@ func (w *Watch) Err() error {
 }
 
 // Watcher routes the kv notifications a Conn receives to the Watch calls of
-// the Clients that use it. Pass HandleServerRequest to
-// client.WithServerRequestHandler and call HandleEvent from the Conn's
-// event handler (client.WithEventHandler(w.HandleEvent) or your own). It
-// never blocks the Conn: an event that does not fit a watch's buffer ends
-// that watch with ErrWatchOverflow.
+// the Clients that use it. Give the Conn ConnOptions (or pass
+// HandleNotification to client.WithNotificationHandler and call
+// HandleEvent from your own event handler). It never blocks the Conn: an
+// event that does not fit a watch's buffer ends that watch with
+// ErrWatchOverflow, and re-reads run on a goroutine of a Client.
 type Watcher struct {
 	buffer int
-	// opMu orders the watch and unwatch commands sent for this Watcher's
-	// session, so that a key's unwatch (its last watch ended) cannot
-	// overtake a new watch of the key.
+	// opMu orders the watch, unwatch and re-read commands sent for this
+	// Watcher's session, so that a key's unwatch (its last watch ended)
+	// cannot overtake a new watch of the key.
 	opMu sync.Mutex
 
 	mu     sync.Mutex
 	byKey  map[string][]*Watch
 	lost   error // set once the session is over
 	closed bool
+	// resyncing is set while a re-read goroutine runs; again asks it
+	// for one more round (notifications were lost again meanwhile).
+	resyncing, again bool
+	// resyncs counts re-read rounds, for tests and benchmarks.
+	resyncs uint64
 }
 
 // WatcherOption configures a Watcher.
@@ -408,18 +430,43 @@ func NewWatcher(opts ...WatcherOption) *Watcher {
 	return w
 }
 
-// HandleServerRequest takes one server request of the Conn. A request
-// that is not a kv notification, or that no watch follows, is dropped (it
-// has been acknowledged already).
-func (w *Watcher) HandleServerRequest(r client.ServerRequest) {
-	n, err := DecodeNotification(r.Payload)
+// ConnOptions returns the client options that hand a Conn's notifications
+// and events to w: client.WithNotificationHandler(w.HandleNotification)
+// and client.WithEventHandler(w.HandleEvent).
+func (w *Watcher) ConnOptions() []client.Option {
+	return []client.Option{client.WithNotificationHandler(w.HandleNotification), client.WithEventHandler(w.HandleEvent)}
+}
+
+// Resyncs returns how many re-read rounds the Watcher started after lost
+// notifications.
+func (w *Watcher) Resyncs() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.resyncs
+}
+
+// HandleNotification takes one notification of the Conn. A Lost one makes
+// every watched key be re-read; a payload that is not a kv notification,
+// or of a key no watch follows, is dropped.
+func (w *Watcher) HandleNotification(n client.Notification) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if n.Lost {
+		w.resyncLocked()
+	}
+	if len(n.Payload) == 0 {
+		return
+	}
+	note, err := DecodeNotification(n.Payload)
 	if err != nil {
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, wt := range w.byKey[n.Key] {
-		w.deliverLocked(wt, n)
+	for _, wt := range w.byKey[note.Key] {
+		ev := note
+		// A notification that does not follow the last event is a
+		// state after a gap: it is newer than anything missed.
+		ev.Resync = note.PrevRevision != wt.last
+		w.deliverLocked(wt, ev)
 	}
 }
 
@@ -447,8 +494,7 @@ func (w *Watcher) HandleEvent(ev client.Event) {
 }
 
 // add registers a new watch of key for c and reports whether it is the
-// first watch of key on this Watcher's session (so the key must be watched
-// on the cluster, which then sends the current value).
+// first watch of key on this Watcher's session.
 func (w *Watcher) add(c *Client, key string) (*Watch, bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -459,6 +505,119 @@ func (w *Watcher) add(c *Client, key string) (*Watch, bool, error) {
 	wt := &Watch{key: key, owner: c, events: make(chan Event, w.buffer), ended: make(chan struct{})}
 	w.byKey[key] = append(w.byKey[key], wt)
 	return wt, first, nil
+}
+
+// start applies a watch command's result to a new watch: the current
+// value as its first event, or, for a key without a value, the revision
+// its next notification will name as the previous one.
+func (w *Watcher) start(wt *Watch, result []byte) error {
+	r, err := DecodeWatchResult(result)
+	if err != nil {
+		return badResult(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !r.Exists {
+		// No value: no event, but the next notification names
+		// r.Revision as its previous one.
+		if r.Revision > wt.last && !wt.done {
+			wt.last = r.Revision
+		}
+		return nil
+	}
+	w.applyLocked(wt, r)
+	return nil
+}
+
+// applyLocked brings wt to the state r read, unless wt has seen that
+// revision or a newer one.
+func (w *Watcher) applyLocked(wt *Watch, r WatchResult) {
+	if r.Revision <= wt.last {
+		return
+	}
+	if !r.Exists {
+		// No value, and a revision newer than wt's: a deletion wt did
+		// not see.
+		w.deliverLocked(wt, Event{Key: wt.key, Deleted: true, Revision: r.Revision, Resync: true})
+		return
+	}
+	w.deliverLocked(wt, Event{Key: wt.key, Value: r.Value, Revision: r.Revision, Resync: true})
+}
+
+// resyncLocked starts (or asks the running goroutine for another round of)
+// re-reading every watched key.
+func (w *Watcher) resyncLocked() {
+	if w.resyncing {
+		w.again = true
+		return
+	}
+	for _, ws := range w.byKey {
+		for _, wt := range ws {
+			if wt.done || !wt.owner.track() {
+				continue
+			}
+			w.resyncing = true
+			w.resyncs++
+			go w.resync(wt.owner)
+			return
+		}
+	}
+}
+
+// resync re-reads every watched key through c's Conn (the watch command
+// again), one round per Lost notification that arrived meanwhile, and
+// brings each watch of the key to the state read. A failed re-read ends
+// the key's watches with ErrResync.
+func (w *Watcher) resync(c *Client) {
+	defer c.wg.Done()
+	for {
+		w.mu.Lock()
+		w.again = false
+		keys := make([]string, 0, len(w.byKey))
+		for k := range w.byKey {
+			keys = append(keys, k)
+		}
+		w.mu.Unlock()
+		for _, k := range keys {
+			w.resyncKey(c, k)
+		}
+		w.mu.Lock()
+		if !w.again {
+			w.resyncing = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *Watcher) resyncKey(c *Client, key string) {
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
+	w.mu.Lock()
+	watched := len(w.byKey[key]) > 0 && w.lost == nil
+	w.mu.Unlock()
+	if !watched {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, unwatchTimeout)
+	defer cancel()
+	res, err := c.submit(ctx, EncodeWatch(key))
+	var r WatchResult
+	if err == nil {
+		if r, err = DecodeWatchResult(res); err != nil {
+			err = badResult(err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, wt := range w.byKey[key] {
+		if err != nil {
+			w.endLocked(wt, fmt.Errorf("%w: %w", ErrResync, err))
+			continue
+		}
+		w.applyLocked(wt, r)
+	}
 }
 
 // remove forgets wt and reports whether it was the last watch of its key
@@ -482,15 +641,14 @@ func (w *Watcher) remove(wt *Watch) bool {
 	return false
 }
 
-func (w *Watcher) deliver(wt *Watch, ev Event) {
+func (w *Watcher) end(wt *Watch, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.deliverLocked(wt, ev)
+	w.endLocked(wt, err)
 }
 
-// deliverLocked hands ev to wt unless wt has seen a newer change of its
-// key (the read a second watch starts with may lose the race with a
-// notification). A full buffer ends the watch.
+// deliverLocked hands ev to wt unless wt has seen that revision or a newer
+// one (events never go back). A full buffer ends the watch.
 func (w *Watcher) deliverLocked(wt *Watch, ev Event) {
 	if wt.done || ev.Revision <= wt.last {
 		return
@@ -504,12 +662,6 @@ func (w *Watcher) deliverLocked(wt *Watch, ev Event) {
 	default:
 		w.endLocked(wt, ErrWatchOverflow)
 	}
-}
-
-func (w *Watcher) end(wt *Watch, err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.endLocked(wt, err)
 }
 
 func (w *Watcher) endLocked(wt *Watch, err error) {

@@ -184,8 +184,8 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first event is the current value.
-	if ev := next(t, w); string(ev.Value) != "v0" || ev.Revision != rev0 || ev.Deleted {
+	// The first event is the current value, a state (Resync).
+	if ev := next(t, w); string(ev.Value) != "v0" || ev.Revision != rev0 || ev.Deleted || !ev.Resync {
 		t.Fatalf("first event %+v, want v0 at %d", ev, rev0)
 	}
 	var revs []uint64
@@ -200,23 +200,27 @@ func TestClientWatchDeliversEveryChangeInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// On a quiet key every change arrives, in order, each following the
+	// one before (no Resync).
+	prev := rev0
 	for i, v := range []string{"v1", "v2", "v3"} {
-		if ev := next(t, w); string(ev.Value) != v || ev.Revision != revs[i] {
-			t.Fatalf("event %d = %+v, want %s at %d", i, ev, v, revs[i])
+		if ev := next(t, w); string(ev.Value) != v || ev.Revision != revs[i] || ev.PrevRevision != prev || ev.Resync {
+			t.Fatalf("event %d = %+v, want %s at %d after %d", i, ev, v, revs[i], prev)
 		}
+		prev = revs[i]
 	}
-	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != kWatchK {
+	if ev := next(t, w); !ev.Deleted || ev.Revision != delRev || ev.Key != kWatchK || ev.Resync {
 		t.Fatalf("delete event %+v, want deleted at %d", ev, delRev)
 	}
 
 	// A second watch of the same key on the same client starts with the
-	// current value too (read, since the cluster already sends changes).
+	// current value too.
 	rev4, err := writer.Set(ctx, kWatchK, []byte("v4"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := next(t, w); string(ev.Value) != "v4" {
-		t.Fatalf("event %+v, want v4", ev)
+	if ev := next(t, w); string(ev.Value) != "v4" || ev.PrevRevision != delRev || ev.Resync {
+		t.Fatalf("event %+v, want v4 following the deletion at %d", ev, delRev)
 	}
 	w2, err := watcher.Watch(ctx, kWatchK)
 	if err != nil {
@@ -245,7 +249,7 @@ func TestClientWatchEndsOnOverflowAndUnwatches(t *testing.T) {
 	writer := dialKV(t)
 	wr := kv.NewWatcher(kv.WithWatchBuffer(1))
 	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
-		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+		wr.ConnOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +351,7 @@ func TestClientsSharingAWatcher(t *testing.T) {
 	writer := dialKV(t)
 	wr := kv.NewWatcher()
 	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
-		client.WithServerRequestHandler(wr.HandleServerRequest), client.WithEventHandler(wr.HandleEvent))
+		wr.ConnOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +405,194 @@ func TestDialAcceptsEndpointsWithScheme(t *testing.T) {
 	defer c.Close()
 	if _, err := c.Set(ctx, keyFor(t, "k"), []byte("v")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// collect reads w's events, the last one delivered being at revision from,
+// until one at revision last or newer arrives and
+// checks the promise of docs/kv.md §6: revisions strictly increase (never
+// an older state after a newer one) and every event that is not a Resync
+// follows the one before it.
+func collect(t *testing.T, w *kv.Watch, from, last uint64) []kv.Event {
+	t.Helper()
+	var evs []kv.Event
+	prev := from
+	for prev < last {
+		ev := next(t, w)
+		if ev.Revision <= prev {
+			t.Fatalf("event at revision %d after %d: %+v", ev.Revision, prev, evs)
+		}
+		if !ev.Resync && ev.PrevRevision != prev {
+			t.Fatalf("event %+v follows %d without Resync", ev, prev)
+		}
+		prev = ev.Revision
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// A watcher whose notifications are dropped (here: the Conn's notification
+// buffer of one overflows while the handler is held) is told so by a Lost
+// marker, re-reads the key and ends at its latest value, with the events in
+// between marked Resync and never going back.
+func TestClientWatchResyncsAfterLostNotifications(t *testing.T) {
+	key := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher(kv.WithWatchBuffer(1024))
+	gate := make(chan struct{})
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	conn, err := client.Dial(ctx, testCluster(t).Endpoints(),
+		client.WithNotificationHandler(func(n client.Notification) {
+			<-gate
+			wr.HandleNotification(n)
+		}),
+		client.WithNotificationBuffer(1), client.WithEventHandler(wr.HandleEvent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watcher := kv.NewClient(conn, kv.WithWatcher(wr))
+	defer watcher.Close()
+	defer release()
+	w, err := watcher.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[uint64]string{}
+	var last uint64
+	for i := range 30 {
+		v := fmt.Sprintf("v%d", i)
+		rev, err := writer.Set(ctx, key, []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		values[rev], last = v, rev
+	}
+	// The notifications of the writes have been sent; give them time to
+	// reach the held handler's buffer (one place), where most are dropped.
+	time.Sleep(200 * time.Millisecond)
+	release()
+	evs := collect(t, w, 0, last)
+	resynced := false
+	for _, ev := range evs {
+		if values[ev.Revision] != string(ev.Value) {
+			t.Fatalf("event %+v: value of revision %d is %q", ev, ev.Revision, values[ev.Revision])
+		}
+		resynced = resynced || ev.Resync
+	}
+	if len(evs) >= 30 || !resynced {
+		t.Fatalf("%d events for 30 changes with a buffer of one (resync seen: %v): %+v", len(evs), resynced, evs)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for wr.Resyncs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the Lost marker did not make the watcher re-read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A watcher whose session moves to a new leader (leadership transferred)
+// re-reads its keys on the new leader and goes on receiving changes there,
+// never going back.
+func TestClientWatchResyncsAcrossLeaderTransfer(t *testing.T) {
+	c := testCluster(t)
+	key := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer := dialKV(t)
+	wr := kv.NewWatcher()
+	conn, err := client.Dial(ctx, c.Endpoints(), wr.ConnOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watcher := kv.NewClient(conn, kv.WithWatcher(wr))
+	defer watcher.Close()
+	w, err := watcher.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := writer.Set(ctx, key, []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w); string(ev.Value) != "before" || ev.Revision != rev || ev.Resync {
+		t.Fatalf("event %+v, want before at %d", ev, rev)
+	}
+	old, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A transfer can be ignored (the target not caught up yet): ask again,
+	// each time of another member, until leadership has moved.
+	moved := false
+	for attempt := 0; attempt < 10 && !moved; attempt++ {
+		var others []uint64
+		for _, n := range c.Nodes() {
+			if n.ID() != old.ID() {
+				others = append(others, n.ID())
+			}
+		}
+		_ = old.TransferLeadership(others[attempt%len(others)])
+		deadline := time.Now().Add(time.Second)
+		for !moved && time.Now().Before(deadline) {
+			l := c.Leader()
+			moved = l != nil && l.ID() != old.ID()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !moved {
+		t.Fatalf("leadership did not move from %d", old.ID())
+	}
+	var last uint64
+	for i := range 5 {
+		if last, err = writer.Set(ctx, key, []byte(fmt.Sprintf("after-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := collect(t, w, rev, last)
+	if got := evs[len(evs)-1]; string(got.Value) != "after-4" {
+		t.Fatalf("last event %+v, want after-4", got)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for wr.Resyncs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session's continuation on the new leader did not make the watcher re-read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A watch of a key without a value starts with no event, even when the key
+// was deleted while another session watched it; the key's next value then
+// follows without Resync (its previous revision is that deletion's).
+func TestClientWatchOfDeletedKeyStartsQuiet(t *testing.T) {
+	key := keyFor(t, "k")
+	ctx := ctxT(t)
+	writer, first, second := dialKV(t), dialKV(t), dialKV(t)
+	w1, err := first.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Set(ctx, key, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	delRev, err := writer.Delete(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(t, w1, 0, delRev)
+	w2, err := second.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := writer.Set(ctx, key, []byte("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, w2); string(ev.Value) != "b" || ev.Revision != rev || ev.PrevRevision != delRev || ev.Resync {
+		t.Fatalf("first event %+v, want b at %d following the deletion at %d", ev, rev, delRev)
 	}
 }

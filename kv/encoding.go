@@ -182,27 +182,38 @@ func DecodeStats(result []byte) (Stats, error) {
 	}, nil
 }
 
-// Notification is the payload of a server-initiated request sent to a
-// watching session when a watched key changes (or when the watch starts and
-// the key has a value).
+// Notification is a change of a watched key: the payload of the leader-only
+// notification (protocol.md §5.18) the store sends each watching session,
+// and the Event a Watch delivers.
 type Notification struct {
 	Key      string
 	Value    []byte // nil when Deleted
 	Deleted  bool
 	Revision uint64 // the store revision of the change
+	// PrevRevision is the revision of the key's change before this one
+	// (0 if the key had no value and was not deleted while watched). A
+	// watcher whose last seen revision of the key differs missed
+	// something.
+	PrevRevision uint64
+	// Resync is set by the client (it is not on the wire) on an event
+	// that does not follow the previous one: the watch missed changes
+	// and this is the key's state at Revision, no older than any change
+	// it missed (docs/kv.md §6). The first event of a watch is one.
+	Resync bool
 }
 
-// notification layout: kind (1 = value, 2 = deleted) | revision (8) | key |
-// value (kind 1 only).
+// notification layout: kind (1 = value, 2 = deleted) | revision (8) |
+// prev_revision (8) | key | value (kind 1 only).
 
 func encodeNotification(n Notification) []byte {
-	b := make([]byte, 0, 1+8+len(n.Key)+len(n.Value)+10)
+	b := make([]byte, 0, 1+16+len(n.Key)+len(n.Value)+10)
 	if n.Deleted {
 		b = append(b, 2)
 	} else {
 		b = append(b, 1)
 	}
 	b = binary.BigEndian.AppendUint64(b, n.Revision)
+	b = binary.BigEndian.AppendUint64(b, n.PrevRevision)
 	b = appendStr(b, n.Key)
 	if !n.Deleted {
 		b = appendBlob(b, n.Value)
@@ -210,12 +221,13 @@ func encodeNotification(n Notification) []byte {
 	return b
 }
 
-// DecodeNotification decodes a server request payload sent by the kv store.
-// Value aliases payload.
+// DecodeNotification decodes a notification payload sent by the kv store.
+// Value aliases payload. A previous revision not below the revision is
+// malformed.
 func DecodeNotification(payload []byte) (Notification, error) {
 	d := decoder{b: payload}
 	kind := d.u8()
-	n := Notification{Revision: d.u64(), Key: string(d.blob())}
+	n := Notification{Revision: d.u64(), PrevRevision: d.u64(), Key: string(d.blob())}
 	switch kind {
 	case 1:
 		n.Value = d.blob()
@@ -229,10 +241,56 @@ func DecodeNotification(payload []byte) (Notification, error) {
 			d.err = wrap(ErrMalformed, "notification kind %d", kind)
 		}
 	}
+	if d.err == nil && n.PrevRevision >= n.Revision {
+		d.err = wrap(ErrMalformed, "notification previous revision %d not below revision %d", n.PrevRevision, n.Revision)
+	}
 	if err := d.end(); err != nil {
 		return Notification{}, err
 	}
 	return n, nil
+}
+
+// WatchResult is the result of a watch command: the key's current value if
+// it has one (Exists), and Revision: the key's revision, or for a key
+// without a value the previous revision its next notification will carry.
+type WatchResult struct {
+	Exists   bool
+	Value    []byte
+	Revision uint64
+}
+
+// watch result layout: revision (8) | exists (1: 0 or 1) | value (blob,
+// exists = 1 only).
+
+func encodeWatchResult(r WatchResult) []byte {
+	b := make([]byte, 0, 8+1+len(r.Value)+5)
+	b = binary.BigEndian.AppendUint64(b, r.Revision)
+	if !r.Exists {
+		return append(b, 0)
+	}
+	return appendBlob(append(b, 1), r.Value)
+}
+
+// DecodeWatchResult decodes the result of a watch command. Value aliases
+// result.
+func DecodeWatchResult(result []byte) (WatchResult, error) {
+	d := decoder{b: result}
+	r := WatchResult{Revision: d.u64()}
+	switch e := d.u8(); {
+	case d.err != nil:
+	case e == 1:
+		r.Exists = true
+		r.Value = d.blob()
+		if r.Value == nil {
+			r.Value = []byte{}
+		}
+	case e != 0:
+		d.err = wrap(ErrMalformed, "watch result exists byte %d", e)
+	}
+	if err := d.end(); err != nil {
+		return WatchResult{}, err
+	}
+	return r, nil
 }
 
 // decoder reads the kv encodings; the first error sticks.

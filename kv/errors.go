@@ -46,9 +46,10 @@ var (
 	ErrMalformed = &Error{10, "kv: malformed command"}
 	// ErrNoSession (11): watch and unwatch need a client session.
 	ErrNoSession = &Error{11, "kv: command needs a session"}
-	// ErrBusy (12): the session's server-request queue is full, so the
-	// watch's first notification could not be queued; retry after
-	// acknowledging pending notifications.
+	// ErrBusy (12): no longer returned. Watches used to queue their first
+	// notification as a server request and answered Busy when the
+	// session's queue was full; notifications are leader-only now
+	// (docs/kv.md §6). The code stays reserved and decodable.
 	ErrBusy = &Error{12, "kv: session notification queue full"}
 	// ErrQuotaExceeded (13): the write would grow the store past the
 	// cluster's storage quota (fsm.Context.Quota; node config quota_bytes).

@@ -39,8 +39,10 @@ var kvLayouts = map[string][]kvField{
 	"IncrResult":          {{"value", "i64"}},
 	"GetResult":           {{"revision", "u64"}, {"value", "rest"}},
 	"StatsResult":         {{"keys", "u64"}, {"watches", "u64"}, {"revision", "u64"}, {"cancelled_watches", "u64"}},
-	"NotificationValue":   {{"kind", "nkind"}, {"revision", "u64"}, {"key", "blob"}, {"value", "blob"}},
-	"NotificationDeleted": {{"kind", "nkind"}, {"revision", "u64"}, {"key", "blob"}},
+	"NotificationValue":   {{"kind", "nkind"}, {"revision", "u64"}, {"prev_revision", "u64"}, {"key", "blob"}, {"value", "blob"}},
+	"NotificationDeleted": {{"kind", "nkind"}, {"revision", "u64"}, {"prev_revision", "u64"}, {"key", "blob"}},
+	"WatchResultAbsent":   {{"revision", "u64"}, {"exists", "bool"}},
+	"WatchResultValue":    {{"revision", "u64"}, {"exists", "bool"}, {"value", "blob"}},
 	"ErrorNotFound":       {{"header", "header"}, {"request_id", "u64"}, {"reason", "code"}, {"app_code", "appcode"}, {"message", "str16"}, {"leader.id", "u64"}, {"leader.client_addr", "str16"}},
 }
 
@@ -113,6 +115,10 @@ func (a *kvAnnotator) field(f kvField) {
 		n := a.uvarint(f.name + " length")
 		if a.err == nil && n > 0 {
 			a.emit(n, fmt.Sprintf("%s = %q", f.name, a.b[:min(n, len(a.b))]))
+		}
+	case "bool":
+		if p := a.emit(1, ""); p != nil {
+			a.rewrite(fmt.Sprintf("%s = %d", f.name, p[0]))
 		}
 	case "rest":
 		a.emit(len(a.b), fmt.Sprintf("%s = %q (the rest of the result)", f.name, a.b))
@@ -224,12 +230,13 @@ type goldenServer struct {
 	sess  fsm.SessionID
 	next  uint64
 	now   fsm.ClusterTime
-	notes []fsm.ServerRequest
+	notes []fsm.Note
 }
 
 func (g *goldenServer) ServerRequestAdded(_ fsm.SessionID, r fsm.ServerRequest) {
-	g.notes = append(g.notes, r)
+	g.t.Errorf("the store queued a server request: %q", r.Payload)
 }
+func (g *goldenServer) Notes(list []fsm.Note)                          { g.notes = append(g.notes, list...) }
 func (g *goldenServer) SessionRemoved(fsm.SessionID, fsm.RemoveReason) {}
 
 func (g *goldenServer) apply(cmd fsm.Command) fsm.Outcome {
@@ -304,12 +311,17 @@ func TestGolden(t *testing.T) {
 		}
 		return o.Payload
 	}
-	if _, o := g.request(wire["Watch"]); len(ok("Watch", o)) != 0 {
-		t.Errorf("watch result %q, want empty", o.Payload)
+	_, o := g.request(wire["Watch"])
+	if r, err := DecodeWatchResult(golden(t, "WatchResultAbsent", ok("Watch", o))); err != nil || r.Exists || r.Revision != 0 {
+		t.Errorf("WatchResultAbsent decodes to %+v, %v", r, err)
 	}
-	_, o := g.request(wire["Set"])
+	_, o = g.request(wire["Set"])
 	if rev, err := DecodeRevision(ok("Set", o)); err != nil || rev != 1 {
 		t.Errorf("set: revision %d, %v", rev, err)
+	}
+	_, o = g.request(wire["Watch"])
+	if r, err := DecodeWatchResult(golden(t, "WatchResultValue", ok("Watch", o))); err != nil || !r.Exists || r.Revision != 1 || string(r.Value) != "hello" {
+		t.Errorf("WatchResultValue decodes to %+v, %v", r, err)
 	}
 	_, o = g.request(wire["Incr"])
 	if v, err := DecodeIncrResult(golden(t, "IncrResult", ok("Incr", o))); err != nil || v != -5 {
@@ -343,13 +355,13 @@ func TestGolden(t *testing.T) {
 	if len(g.notes) != 3 {
 		t.Fatalf("notifications %d, want 3", len(g.notes))
 	}
-	wantValue := Notification{Key: "a", Value: []byte("hello"), Revision: 1}
-	wantDeleted := Notification{Key: "a", Deleted: true, Revision: 4}
+	wantValue := Notification{Key: "a", Value: []byte("world"), Revision: 3, PrevRevision: 1}
+	wantDeleted := Notification{Key: "a", Deleted: true, Revision: 4, PrevRevision: 3}
 	for _, c := range []struct {
 		name string
 		got  []byte
 		want Notification
-	}{{"NotificationValue", g.notes[0].Payload, wantValue}, {"NotificationDeleted", g.notes[2].Payload, wantDeleted}} {
+	}{{"NotificationValue", g.notes[1].Payload, wantValue}, {"NotificationDeleted", g.notes[2].Payload, wantDeleted}} {
 		if !bytes.Equal(c.got, encodeNotification(c.want)) {
 			t.Errorf("%s: the store emitted % x, the encoder makes % x", c.name, c.got, encodeNotification(c.want))
 		}

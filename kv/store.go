@@ -1,8 +1,9 @@
 // Package kv is zraft's built-in application: a key-value store with
 // set, get, delete, compare-and-set, incr and per-key watches. It implements
-// fsm.Application and exercises every feature of the framework: exactly-once
-// commands, read-only queries, and server-initiated requests (watch
-// notifications) whose subscriptions vanish with their session.
+// fsm.Application and exercises the framework: exactly-once commands,
+// read-only queries, and leader-only notifications (fsm.Context.Notify) for
+// watches, whose subscriptions are replicated and vanish with their
+// session.
 //
 // The encoding helpers (EncodeSet, DecodeGetResult, DecodeNotification,
 // ErrorFromCode...) are what clients use; this package does not link
@@ -12,7 +13,6 @@ package kv
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -84,8 +84,16 @@ type Store struct {
 	watchers map[string][]fsm.SessionID
 	// watching is the reverse index, used for limits and for dropping a
 	// closed session's watches.
-	watching  map[fsm.SessionID]map[string]struct{}
-	watches   int
+	watching map[fsm.SessionID]map[string]struct{}
+	// gone holds, for a watched key without a value that was deleted while
+	// watched, the revision of that deletion: the previous revision its
+	// next notification carries. Entries live while the key has watchers,
+	// so it is bounded by watchers.
+	gone    map[string]uint64
+	watches int
+	// cancelled counts watches cancelled by the former server-request
+	// watch path (a full queue); kept for Stats and old snapshots, it no
+	// longer grows.
 	cancelled uint64
 	// bytes is the store's size as held against the quota: for each key,
 	// its length, its value's length and entryOverhead. size publishes it
@@ -121,6 +129,7 @@ func (s *Store) reset() {
 	s.revision = 0
 	s.watchers = make(map[string][]fsm.SessionID)
 	s.watching = make(map[fsm.SessionID]map[string]struct{})
+	s.gone = make(map[string]uint64)
 	s.watches = 0
 	s.cancelled = 0
 	s.bytes = 0
@@ -190,10 +199,14 @@ func (s *Store) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 		if _, ok := s.data[c.key]; !ok {
 			return nil, wrap(ErrNotFound, "%q", c.key)
 		}
+		prev := s.data[c.key].revision
 		s.resize(-int64(len(c.key) + len(s.data[c.key].value) + entryOverhead))
 		delete(s.data, c.key)
 		s.revision++
-		s.notify(ctx, Notification{Key: c.key, Deleted: true, Revision: s.revision})
+		if len(s.watchers[c.key]) > 0 {
+			s.gone[c.key] = s.revision
+		}
+		s.notify(ctx, Notification{Key: c.key, Deleted: true, Revision: s.revision, PrevRevision: prev})
 		return revisionResult(s.revision), nil
 	case OpCompareAndSet:
 		if err := s.checkValue(c.value); err != nil {
@@ -227,7 +240,7 @@ func (s *Store) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 		}
 		return encodeIncrResult(cur), nil
 	case OpWatch:
-		return nil, s.watch(ctx, c.key)
+		return s.watch(ctx, c.key)
 	case OpUnwatch:
 		if ctx.Session().IsZero() {
 			return nil, ErrNoSession
@@ -259,63 +272,64 @@ func (s *Store) put(ctx *fsm.Context, key string, value []byte) error {
 		s.data[key] = e
 	}
 	s.resize(grow)
+	prev := e.revision
+	if !ok {
+		prev = s.gone[key]
+		delete(s.gone, key)
+	}
 	s.revision++
 	e.value = bytes.Clone(value)
 	if e.value == nil {
 		e.value = []byte{}
 	}
 	e.revision = s.revision
-	s.notify(ctx, Notification{Key: key, Value: e.value, Revision: s.revision})
+	s.notify(ctx, Notification{Key: key, Value: e.value, Revision: s.revision, PrevRevision: prev})
 	return nil
 }
 
-// notify emits a change to every session watching its key, in session id
-// order. A session whose notification queue is full loses the watch (see
-// Stats.CancelledWatches): the store cannot hold notifications back for a
-// session that stopped acknowledging, and silently skipping one would let
-// the client believe it saw every change.
+// notify sends a change to every session watching its key, in session id
+// order, as one leader-only notification (fsm.Context.Notify): not
+// replicated, not acknowledged. Each carries the key's previous revision,
+// so a watcher sees a gap (a lost or coalesced notification) and
+// re-synchronises (docs/kv.md §6). A payload over the machine's
+// MaxServerRequestBytes is not sent (Config keeps key and value within
+// it); the watchers see the gap at the key's next change.
 func (s *Store) notify(ctx *fsm.Context, n Notification) {
 	ws := s.watchers[n.Key]
 	if len(ws) == 0 {
 		return
 	}
-	payload := encodeNotification(n)
-	var cancel []fsm.SessionID
-	for _, id := range ws {
-		if err := ctx.Emit(fsm.ToSession(id), payload); err != nil {
-			cancel = append(cancel, id)
-		}
-	}
-	for _, id := range cancel {
-		s.unwatch(id, n.Key)
-		s.cancelled++
-	}
+	_ = ctx.Notify(n.Key, ws, encodeNotification(n))
 }
 
-func (s *Store) watch(ctx *fsm.Context, key string) error {
+// prevRevision is the revision the next notification of key carries as its
+// previous one: the key's revision, or for a key without a value the
+// revision of its deletion if it was deleted while watched (else 0).
+func (s *Store) prevRevision(key string) uint64 {
+	if e, ok := s.data[key]; ok {
+		return e.revision
+	}
+	return s.gone[key]
+}
+
+// watch subscribes the session to key and returns the watch result: the
+// key's current value (if any) and the revision its next notification
+// will carry as the previous one.
+func (s *Store) watch(ctx *fsm.Context, key string) ([]byte, error) {
 	id := ctx.Session()
 	if id.IsZero() {
-		return ErrNoSession
+		return nil, ErrNoSession
 	}
 	keys := s.watching[id]
 	if _, ok := keys[key]; ok {
-		return nil
+		return s.watchResult(key), nil
 	}
 	if len(keys) >= s.cfg.MaxWatchesPerSession {
-		return wrap(ErrTooManyWatches, "session limit %d", s.cfg.MaxWatchesPerSession)
+		return nil, wrap(ErrTooManyWatches, "session limit %d", s.cfg.MaxWatchesPerSession)
 	}
 	ws := s.watchers[key]
 	if len(ws) >= s.cfg.MaxWatchersPerKey {
-		return wrap(ErrTooManyWatches, "key limit %d", s.cfg.MaxWatchersPerKey)
-	}
-	if e, ok := s.data[key]; ok {
-		n := Notification{Key: key, Value: e.value, Revision: e.revision}
-		if err := ctx.Emit(fsm.ToSession(id), encodeNotification(n)); err != nil {
-			if errors.Is(err, fsm.ErrQueueFull) {
-				return wrap(ErrBusy, "%v", err)
-			}
-			return fmt.Errorf("kv: watch %q: %w", key, err)
-		}
+		return nil, wrap(ErrTooManyWatches, "key limit %d", s.cfg.MaxWatchersPerKey)
 	}
 	i, _ := slices.BinarySearchFunc(ws, id, fsm.SessionID.Compare)
 	s.watchers[key] = slices.Insert(ws, i, id)
@@ -325,7 +339,15 @@ func (s *Store) watch(ctx *fsm.Context, key string) error {
 	}
 	keys[key] = struct{}{}
 	s.watches++
-	return nil
+	return s.watchResult(key), nil
+}
+
+func (s *Store) watchResult(key string) []byte {
+	e, ok := s.data[key]
+	if !ok {
+		return encodeWatchResult(WatchResult{Revision: s.prevRevision(key)})
+	}
+	return encodeWatchResult(WatchResult{Exists: true, Value: e.value, Revision: e.revision})
 }
 
 func (s *Store) unwatch(id fsm.SessionID, key string) {
@@ -343,6 +365,7 @@ func (s *Store) unwatch(id fsm.SessionID, key string) {
 	}
 	if len(ws) == 0 {
 		delete(s.watchers, key)
+		delete(s.gone, key)
 	} else {
 		s.watchers[key] = ws
 	}
@@ -389,9 +412,13 @@ func (s *Store) SessionClosed(_ *fsm.Context, id fsm.SessionID, _ fsm.RemoveReas
 	}
 }
 
-// Snapshot layout (version 1): version | revision (8) | cancelled (8) |
+// Snapshot layout (version 2): version | revision (8) | cancelled (8) |
 // key count | per key in byte order: key, revision (8), value |
-// watched key count | per key in byte order: key, session count, ids.
+// watched key count | per key in byte order: key, session count, ids,
+// gone (8: the deletion revision kept for a watched key without a value,
+// else 0). Version 1, written before watches were notifications, has no
+// gone field; it is still read (gone = 0).
+const snapshotVersion byte = 2
 
 // SaveSnapshot implements fsm.Application.
 func (s *Store) SaveSnapshot(w io.Writer) error {
@@ -405,7 +432,7 @@ func (s *Store) SaveSnapshot(w io.Writer) error {
 		}
 		return nil
 	}
-	b = append(b, Version)
+	b = append(b, snapshotVersion)
 	b = binary.BigEndian.AppendUint64(b, s.revision)
 	b = binary.BigEndian.AppendUint64(b, s.cancelled)
 	keys := make([]string, 0, len(s.data))
@@ -436,6 +463,7 @@ func (s *Store) SaveSnapshot(w io.Writer) error {
 		for _, id := range ws {
 			b = append(b, id[:]...)
 		}
+		b = binary.BigEndian.AppendUint64(b, s.gone[k])
 		if err := flush(false); err != nil {
 			return err
 		}
@@ -450,8 +478,9 @@ func (s *Store) RecoverFromSnapshot(r io.Reader) error {
 		return fmt.Errorf("kv: read snapshot: %w", err)
 	}
 	d := decoder{b: data}
-	if v := d.u8(); d.err == nil && v != Version {
-		return fmt.Errorf("kv: snapshot version %d unknown", v)
+	version := d.u8()
+	if d.err == nil && version != 1 && version != snapshotVersion {
+		return fmt.Errorf("kv: snapshot version %d unknown", version)
 	}
 	fresh := &Store{cfg: s.cfg, size: s.size}
 	fresh.reset()
@@ -489,6 +518,11 @@ func (s *Store) RecoverFromSnapshot(r io.Reader) error {
 			fresh.watches++
 		}
 		fresh.watchers[k] = ws
+		if version >= 2 {
+			if g := d.u64(); g != 0 && d.err == nil {
+				fresh.gone[k] = g
+			}
+		}
 	}
 	if err := d.end(); err != nil {
 		return fmt.Errorf("kv: restore snapshot: %w", err)

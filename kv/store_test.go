@@ -26,16 +26,27 @@ type cluster struct {
 type notes struct {
 	t   testing.TB
 	got map[fsm.SessionID][]kv.Notification
-	ids map[fsm.SessionID][]uint64
 }
 
 func (n *notes) ServerRequestAdded(s fsm.SessionID, r fsm.ServerRequest) {
-	note, err := kv.DecodeNotification(r.Payload)
-	if err != nil {
-		n.t.Errorf("bad notification: %v", err)
+	n.t.Errorf("the store queued a server request for %v: %q", s, r.Payload)
+}
+
+// Notes implements fsm.NoteObserver: each note's payload for each of its
+// sessions.
+func (n *notes) Notes(list []fsm.Note) {
+	for _, nt := range list {
+		note, err := kv.DecodeNotification(nt.Payload)
+		if err != nil {
+			n.t.Errorf("bad notification: %v", err)
+		}
+		if nt.Topic != note.Key {
+			n.t.Errorf("note topic %q for key %q", nt.Topic, note.Key)
+		}
+		for _, s := range nt.Sessions {
+			n.got[s] = append(n.got[s], note)
+		}
 	}
-	n.got[s] = append(n.got[s], note)
-	n.ids[s] = append(n.ids[s], r.ID)
 }
 
 func (n *notes) SessionRemoved(fsm.SessionID, fsm.RemoveReason) {}
@@ -46,7 +57,7 @@ func newCluster(t testing.TB, cfg kv.Config, fcfg fsm.Config) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := &notes{t: t, got: map[fsm.SessionID][]kv.Notification{}, ids: map[fsm.SessionID][]uint64{}}
+	obs := &notes{t: t, got: map[fsm.SessionID][]kv.Notification{}}
 	m, err := fsm.New(store, fcfg, obs)
 	if err != nil {
 		t.Fatal(err)
@@ -295,6 +306,24 @@ func TestLimitsAndBadInput(t *testing.T) {
 	}
 }
 
+// watch runs a watch command for id and decodes its result.
+func (c *cluster) watch(id fsm.SessionID, key string) kv.WatchResult {
+	c.t.Helper()
+	res, err := c.do(id, kv.EncodeWatch(key))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	r, err := kv.DecodeWatchResult(res)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return r
+}
+
+// TestWatch: the watch result is the key's state; then each watcher is
+// notified of every change of its keys, in order, each notification naming
+// the key's previous revision (a deletion's revision carries over to the
+// key's next value), and nothing is queued as server requests.
 func TestWatch(t *testing.T) {
 	c := newCluster(t, kv.DefaultConfig(), fsm.DefaultConfig())
 	a, b, w := sid(1), sid(2), sid(3)
@@ -302,13 +331,15 @@ func TestWatch(t *testing.T) {
 	c.open(b)
 	c.open(w)
 	c.do(w, kv.EncodeSet("k", []byte("v0")))
-	// Watching a key with a value sends the current value first.
-	if _, err := c.do(a, kv.EncodeWatch("k")); err != nil {
-		t.Fatal(err)
+	// Watching a key with a value answers the current value.
+	if r := c.watch(a, "k"); !r.Exists || string(r.Value) != "v0" || r.Revision != 1 {
+		t.Fatalf("watch result %+v", r)
 	}
 	c.do(b, kv.EncodeWatch("k"))
-	// Watching a key without a value sends nothing yet.
-	c.do(b, kv.EncodeWatch("fresh"))
+	// Watching a key without a value answers its previous revision (0).
+	if r := c.watch(b, "fresh"); r.Exists || r.Revision != 0 {
+		t.Fatalf("watch result %+v", r)
+	}
 	c.do(b, kv.EncodeWatch("fresh")) // idempotent
 	if st := c.stats(); st.Watches != 3 {
 		t.Fatalf("watches %d", st.Watches)
@@ -318,12 +349,19 @@ func TestWatch(t *testing.T) {
 	c.do(w, kv.EncodeCompareAndSet("k", []byte("v1"), []byte("v2")))
 	c.do(w, kv.EncodeDelete("k"))
 	c.do(w, kv.EncodeSet("unwatched", []byte("x")))
+	// A watch after the deletion names the deletion's revision.
+	if r := c.watch(a, "k"); r.Exists || r.Revision != 5 {
+		t.Fatalf("watch result after delete %+v", r)
+	}
+	c.do(w, kv.EncodeSet("k", []byte("v3")))
 
 	want := map[fsm.SessionID][]kv.Notification{
-		a: {{Key: "k", Value: []byte("v0"), Revision: 1}, {Key: "k", Value: []byte("v1"), Revision: 2},
-			{Key: "k", Value: []byte("v2"), Revision: 4}, {Key: "k", Deleted: true, Revision: 5}},
-		b: {{Key: "k", Value: []byte("v0"), Revision: 1}, {Key: "k", Value: []byte("v1"), Revision: 2}, {Key: "fresh", Value: []byte("5"), Revision: 3},
-			{Key: "k", Value: []byte("v2"), Revision: 4}, {Key: "k", Deleted: true, Revision: 5}},
+		a: {{Key: "k", Value: []byte("v1"), Revision: 2, PrevRevision: 1},
+			{Key: "k", Value: []byte("v2"), Revision: 4, PrevRevision: 2}, {Key: "k", Deleted: true, Revision: 5, PrevRevision: 4},
+			{Key: "k", Value: []byte("v3"), Revision: 7, PrevRevision: 5}},
+		b: {{Key: "k", Value: []byte("v1"), Revision: 2, PrevRevision: 1}, {Key: "fresh", Value: []byte("5"), Revision: 3},
+			{Key: "k", Value: []byte("v2"), Revision: 4, PrevRevision: 2}, {Key: "k", Deleted: true, Revision: 5, PrevRevision: 4},
+			{Key: "k", Value: []byte("v3"), Revision: 7, PrevRevision: 5}},
 	}
 	for id, notes := range want {
 		got := c.obs.got[id]
@@ -332,21 +370,21 @@ func TestWatch(t *testing.T) {
 		}
 		for i := range notes {
 			g, n := got[i], notes[i]
-			if g.Key != n.Key || !bytes.Equal(g.Value, n.Value) || g.Deleted != n.Deleted || g.Revision != n.Revision {
+			if g.Key != n.Key || !bytes.Equal(g.Value, n.Value) || g.Deleted != n.Deleted || g.Revision != n.Revision || g.PrevRevision != n.PrevRevision {
 				t.Fatalf("session %v notification %d = %+v, want %+v", id, i, g, n)
-			}
-			if c.obs.ids[id][i] != uint64(i+1) {
-				t.Fatalf("server request ids %v", c.obs.ids[id])
 			}
 		}
 	}
 	if len(c.obs.got[w]) != 0 {
 		t.Fatal("the writer got notifications it did not ask for")
 	}
+	if n := c.m.Stats().PendingServerRequests; n != 0 {
+		t.Fatalf("%d server requests queued for watches", n)
+	}
 
 	c.do(a, kv.EncodeUnwatch("k"))
 	c.do(a, kv.EncodeUnwatch("never")) // no-op
-	c.do(w, kv.EncodeSet("k", []byte("v3")))
+	c.do(w, kv.EncodeSet("k", []byte("v4")))
 	if len(c.obs.got[a]) != 4 || len(c.obs.got[b]) != 6 {
 		t.Fatalf("after unwatch: a %d b %d", len(c.obs.got[a]), len(c.obs.got[b]))
 	}
@@ -356,9 +394,34 @@ func TestWatch(t *testing.T) {
 	if st := c.stats(); st.Watches != 0 {
 		t.Fatalf("watches %d after close", st.Watches)
 	}
-	c.do(w, kv.EncodeSet("k", []byte("v4")))
-	if n := c.m.Stats().PendingServerRequests; n != 4 {
-		t.Fatalf("pending %d, want only a's 4", n)
+	c.do(w, kv.EncodeSet("k", []byte("v5")))
+	if len(c.obs.got[b]) != 6 {
+		t.Fatalf("closed session notified: %d", len(c.obs.got[b]))
+	}
+}
+
+// TestWatchUsesNoServerRequestQueue: watches do not live in the sessions'
+// server-request queues, so a watcher whose queue is full (here: limit 2)
+// keeps its watch and is notified of every change; nothing is cancelled.
+// With the old server-request path the third change cancelled the watch.
+func TestWatchUsesNoServerRequestQueue(t *testing.T) {
+	fcfg := fsm.DefaultConfig()
+	fcfg.MaxPendingServerRequests = 2
+	c := newCluster(t, kv.DefaultConfig(), fcfg)
+	slow, w := sid(1), sid(2)
+	c.open(slow)
+	c.open(w)
+	c.do(slow, kv.EncodeWatch("k"))
+	for i := range 5 {
+		if _, err := c.do(w, kv.EncodeSet("k", []byte{byte('0' + i)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := c.stats(); st.Watches != 1 || st.CancelledWatches != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if got := c.obs.got[slow]; len(got) != 5 || string(got[4].Value) != "4" {
+		t.Fatalf("notifications %+v", got)
 	}
 }
 
@@ -394,37 +457,6 @@ func TestWatchLimits(t *testing.T) {
 	}
 }
 
-func TestSlowWatcherLosesWatch(t *testing.T) {
-	fcfg := fsm.DefaultConfig()
-	fcfg.MaxPendingServerRequests = 2
-	c := newCluster(t, kv.DefaultConfig(), fcfg)
-	slow, w := sid(1), sid(2)
-	c.open(slow)
-	c.open(w)
-	c.do(slow, kv.EncodeWatch("k"))
-	c.do(w, kv.EncodeSet("k", []byte("1")))
-	c.do(w, kv.EncodeSet("k", []byte("2")))
-	// The third change finds the queue full: the watch ends, the write does not fail.
-	if _, err := c.do(w, kv.EncodeSet("k", []byte("3"))); err != nil {
-		t.Fatal(err)
-	}
-	if st := c.stats(); st.Watches != 0 || st.CancelledWatches != 1 {
-		t.Fatalf("stats %+v", st)
-	}
-	// Starting a watch on a key with a value while the queue is full is busy.
-	if _, err := c.do(slow, kv.EncodeWatch("k")); !errors.Is(err, kv.ErrBusy) {
-		t.Fatalf("watch with full queue: %v", err)
-	}
-	c.apply(fsm.AckServerRequests{Time: c.now + 1, Acks: []fsm.Ack{{Session: slow, UpTo: 2}}})
-	if _, err := c.do(slow, kv.EncodeWatch("k")); err != nil {
-		t.Fatal(err)
-	}
-	got := c.obs.got[slow]
-	if last := got[len(got)-1]; string(last.Value) != "3" {
-		t.Fatalf("re-watch sent %+v, want the current value 3", last)
-	}
-}
-
 func TestSnapshotRoundTrip(t *testing.T) {
 	c := newCluster(t, kv.DefaultConfig(), fsm.DefaultConfig())
 	a, b := sid(1), sid(2)
@@ -436,6 +468,18 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	c.do(a, kv.EncodeWatch("k1"))
 	c.do(b, kv.EncodeWatch("k1"))
 	c.do(b, kv.EncodeWatch("k3"))
+	// A watched key deleted: its deletion revision must survive the
+	// snapshot, as the previous revision of its next notification.
+	c.do(a, kv.EncodeSet("k4", []byte("x")))
+	c.do(b, kv.EncodeWatch("k4"))
+	res, err := c.do(a, kv.EncodeDelete("k4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delRev, err := kv.DecodeRevision(res)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var snap bytes.Buffer
 	if err := c.m.SaveSnapshot(&snap); err != nil {
 		t.Fatal(err)
@@ -460,8 +504,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	// Watches work after restore, including removal with the session.
 	r.now, r.next = c.now, c.next
 	r.do(a, kv.EncodeSet("k1", []byte("after")))
-	if len(r.obs.got[b]) != 1 || string(r.obs.got[b][0].Value) != "after" {
-		t.Fatalf("notifications after restore %+v", r.obs.got[b])
+	r.do(a, kv.EncodeSet("k4", []byte("back")))
+	if got := r.obs.got[b]; len(got) != 2 || string(got[0].Value) != "after" || got[1].Key != "k4" || got[1].PrevRevision != delRev {
+		t.Fatalf("notifications after restore %+v (k4's previous revision should be %d)", got, delRev)
 	}
 	r.apply(fsm.CloseSession{Time: r.now + 1, Session: b})
 	if st := r.stats(); st.Watches != 1 {
@@ -512,9 +557,17 @@ func TestDecoders(t *testing.T) {
 	if _, err := kv.DecodeStats(make([]byte, 31)); !errors.Is(err, kv.ErrMalformed) {
 		t.Fatal(err)
 	}
-	for _, b := range [][]byte{nil, {3}, {1, 0, 0, 0, 0, 0, 0, 0, 1, 9, 'k'}, {2, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'k', 0}} {
+	for _, b := range [][]byte{nil, {3}, {1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 9, 'k'},
+		{2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0},
+		// previous revision not below the revision
+		{2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'k'}} {
 		if _, err := kv.DecodeNotification(b); !errors.Is(err, kv.ErrMalformed) {
 			t.Fatalf("notification %v: %v", b, err)
+		}
+	}
+	for _, b := range [][]byte{nil, {0, 0, 0, 0, 0, 0, 0, 1}, {0, 0, 0, 0, 0, 0, 0, 1, 2}, {0, 0, 0, 0, 0, 0, 0, 1, 0, 0}} {
+		if _, err := kv.DecodeWatchResult(b); !errors.Is(err, kv.ErrMalformed) {
+			t.Fatalf("watch result %v: %v", b, err)
 		}
 	}
 }

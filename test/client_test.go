@@ -26,8 +26,8 @@ func dialClient(t *testing.T, c *cluster, opts ...client.Option) *client.Conn {
 
 func TestClientKVSetGetWatch(t *testing.T) {
 	c := startAppCluster(t, nil, kvApp)
-	reqs := make(chan client.ServerRequest, 16)
-	watcher := dialClient(t, c, client.WithServerRequests(reqs))
+	notes := make(chan client.Notification, 16)
+	watcher := dialClient(t, c, client.WithNotificationHandler(func(n client.Notification) { notes <- n }))
 	writer := dialClient(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -48,13 +48,21 @@ func TestClientKVSetGetWatch(t *testing.T) {
 		t.Fatalf("get missing: %v, want kv.ErrNotFound", err)
 	}
 
-	if _, err := watcher.Submit(ctx, kv.EncodeWatch("k")); err != nil {
+	res, err = watcher.Submit(ctx, kv.EncodeWatch("k"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The watch answers the current value.
+	if wr, err := kv.DecodeWatchResult(res); err != nil || !wr.Exists || string(wr.Value) != "v1" {
+		t.Fatalf("watch result %+v, %v; want v1", wr, err)
 	}
 	next := func() kv.Notification {
 		t.Helper()
 		select {
-		case r := <-reqs:
+		case r := <-notes:
+			if r.Lost {
+				t.Fatal("notifications lost on a quiet connection")
+			}
 			n, err := kv.DecodeNotification(r.Payload)
 			if err != nil {
 				t.Fatal(err)
@@ -64,9 +72,6 @@ func TestClientKVSetGetWatch(t *testing.T) {
 			t.Fatal("no notification")
 		}
 		return kv.Notification{}
-	}
-	if n := next(); n.Key != "k" || string(n.Value) != "v1" {
-		t.Fatalf("first notification %+v, want the current value", n)
 	}
 	if _, err := writer.Submit(ctx, kv.EncodeSet("k", []byte("v2"))); err != nil {
 		t.Fatal(err)

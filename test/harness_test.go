@@ -27,7 +27,8 @@ const waitTimeout = 10 * time.Second
 
 // counterApp counts: command "incr" (any payload) adds one and returns the
 // new value as 8 bytes; the query returns the value; command "emit:N" emits
-// N server requests to the calling session. It records how often Apply ran,
+// N server requests to the calling session ("work-0", ...; "emit:N:SIZE":
+// N payloads of SIZE zero bytes). It records how often Apply ran,
 // which is how tests see that a retried request was not executed twice.
 type counterApp struct {
 	mu      sync.Mutex
@@ -56,10 +57,17 @@ func (r *countRegistry) get(node int) int {
 
 func (a *counterApp) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
 	a.applied.add(a.node)
-	var n int
+	var n, size int
 	if _, err := fmt.Sscanf(string(cmd), "emit:%d", &n); err == nil {
+		// "emit:N:SIZE" emits N equal payloads of SIZE zero bytes (the
+		// machine holds one copy of them).
+		_, _ = fmt.Sscanf(string(cmd), "emit:%d:%d", &n, &size)
 		for i := 0; i < n; i++ {
-			if err := ctx.Emit(fsm.ToSession(ctx.Session()), []byte(fmt.Sprintf("work-%d", i))); err != nil {
+			p := []byte(fmt.Sprintf("work-%d", i))
+			if size > 0 {
+				p = make([]byte, size)
+			}
+			if err := ctx.Emit(fsm.ToSession(ctx.Session()), p); err != nil {
 				return nil, err
 			}
 		}

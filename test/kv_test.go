@@ -19,11 +19,13 @@ func kvApp() fsm.Application {
 	return s
 }
 
-// TestKVWatchDeliveredRedeliveredAndAcknowledged drives the built-in kv
-// application's watch over the wire: each change of a watched key is a
-// server-initiated request, resent after a reconnect until acknowledged,
-// and not delivered again once acknowledged.
-func TestKVWatchDeliveredRedeliveredAndAcknowledged(t *testing.T) {
+// TestKVWatchNotifiedOverTheWire drives the built-in kv application's
+// watch over the wire: the watch answers the key's current state, each
+// change of the watched key arrives as a Notification frame (not a server
+// request) carrying the key's previous revision, the client sends nothing
+// back, and a reconnected session is not sent the old notifications again
+// (notifications are not replicated; the client re-reads instead).
+func TestKVWatchNotifiedOverTheWire(t *testing.T) {
 	c := startAppCluster(t, nil, kvApp)
 	l := c.leader(t)
 	watcher := dial(t, l.ClientAddr())
@@ -34,78 +36,61 @@ func TestKVWatchDeliveredRedeliveredAndAcknowledged(t *testing.T) {
 	if r, ok := writer.request(1, 1, string(kv.EncodeSet("color", []byte("red")))).(*codec.ClientResponse); !ok {
 		t.Fatalf("set: %+v", r)
 	}
-	if r, ok := watcher.request(1, 1, string(kv.EncodeWatch("color"))).(*codec.ClientResponse); !ok {
+	r, ok := watcher.request(1, 1, string(kv.EncodeWatch("color"))).(*codec.ClientResponse)
+	if !ok {
 		t.Fatalf("watch: %+v", r)
 	}
-	isSR := kindIs(codec.KindServerRequest)
-	notification := func(w *wire) (uint64, kv.Notification) {
-		t.Helper()
-		sr := w.next(isSR).(*codec.ServerRequest)
-		n, err := kv.DecodeNotification(sr.Payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sr.RequestID, n
+	if wr, err := kv.DecodeWatchResult(r.Result); err != nil || !wr.Exists || wr.Revision != 1 || !bytes.Equal(wr.Value, []byte("red")) {
+		t.Fatalf("watch result %+v, %v; want red at 1", wr, err)
 	}
-	// Watching a key that has a value sends the current value first.
-	id1, n1 := notification(watcher)
-	if id1 != 1 || n1.Key != "color" || !bytes.Equal(n1.Value, []byte("red")) {
-		t.Fatalf("first notification %d %+v", id1, n1)
-	}
+	isNote := kindIs(codec.KindNotification)
 	if r, ok := writer.request(2, 2, string(kv.EncodeSet("color", []byte("blue")))).(*codec.ClientResponse); !ok {
 		t.Fatalf("set: %+v", r)
 	}
-	var id2 uint64
-	var n2 kv.Notification
-	for id2 <= id1 {
-		id2, n2 = notification(watcher)
-	}
-	if id2 != 2 || !bytes.Equal(n2.Value, []byte("blue")) {
-		t.Fatalf("second notification %d %+v", id2, n2)
+	m := watcher.next(isNote).(*codec.Notification)
+	n, err := kv.DecodeNotification(m.Payload)
+	if err != nil || m.Flags != 0 || n.Key != "color" || !bytes.Equal(n.Value, []byte("blue")) || n.Revision != 2 || n.PrevRevision != 1 {
+		t.Fatalf("notification %+v (flags %#x), %v; want blue at 2 after 1", n, m.Flags, err)
 	}
 
-	// Reconnect without acknowledging: both are delivered again.
+	// Reconnect: nothing is sent again (the client re-reads with watch).
 	watcher.close()
 	w2 := dial(t, l.ClientAddr())
 	if _, ok := w2.continueSession(created.SessionID, secret).(*codec.SessionContinued); !ok {
 		t.Fatal("continue failed")
 	}
-	got := map[uint64]bool{}
-	for len(got) < 2 {
-		id, _ := notification(w2)
-		got[id] = true
+	if m, err := w2.nextWithin(500*time.Millisecond, func(m codec.Message) bool {
+		return m.Kind() == codec.KindNotification || m.Kind() == codec.KindServerRequest
+	}); err == nil {
+		t.Fatalf("after reconnecting: %+v", m)
 	}
-	// Acknowledge both; after the acknowledgement is applied, a fresh
-	// connection of the session receives nothing more.
-	w2.send(&codec.ServerRequestAck{RequestID: 2})
-	waitFor(t, "acknowledgement applied", func() bool {
-		w3 := dial(t, l.ClientAddr())
-		defer w3.close()
-		if _, ok := w3.continueSession(created.SessionID, secret).(*codec.SessionContinued); !ok {
-			return false
-		}
-		_, err := w3.nextWithin(800*time.Millisecond, isSR)
-		return err != nil
-	})
+	// The watch survived: the next change arrives on the new connection.
+	if r, ok := writer.request(3, 3, string(kv.EncodeDelete("color"))).(*codec.ClientResponse); !ok {
+		t.Fatalf("delete: %+v", r)
+	}
+	n, err = kv.DecodeNotification(w2.next(isNote).(*codec.Notification).Payload)
+	if err != nil || !n.Deleted || n.Revision != 3 || n.PrevRevision != 2 {
+		t.Fatalf("notification %+v, %v; want deleted at 3 after 2", n, err)
+	}
 }
 
-// Work queued while the session has no connection waits for the client and
-// is delivered when it continues the session.
+// Work the client has not acknowledged waits in the replicated state while
+// the session has no connection and is delivered when it continues the
+// session. (Before watches became notifications this test queued a kv
+// watch's notification while disconnected; the counter application's
+// emit queues a server request instead.)
 func TestServerRequestQueuedWhileDisconnectedIsDeliveredOnContinue(t *testing.T) {
 	// The session must outlive the client's absence.
-	c := startAppCluster(t, func(cfg *node.Config) { cfg.SessionTimeout = 30 * time.Second }, kvApp)
+	c := startCluster(t, func(cfg *node.Config) { cfg.SessionTimeout = 30 * time.Second })
 	l := c.leader(t)
-	watcher := dial(t, l.ClientAddr())
-	created, secret := watcher.createSession()
-	if r, ok := watcher.request(1, 1, string(kv.EncodeWatch("k"))).(*codec.ClientResponse); !ok {
-		t.Fatalf("watch: %+v", r)
+	w := dial(t, l.ClientAddr())
+	created, secret := w.createSession()
+	// emit:1 queues one server request for the session itself; the
+	// client leaves without acknowledging it.
+	if r, ok := w.request(1, 1, "emit:1").(*codec.ClientResponse); !ok {
+		t.Fatalf("emit: %+v", r)
 	}
-	watcher.close()
-	writer := dial(t, l.ClientAddr())
-	writer.createSession()
-	if r, ok := writer.request(1, 1, string(kv.EncodeSet("k", []byte("while-away")))).(*codec.ClientResponse); !ok {
-		t.Fatalf("set: %+v", r)
-	}
+	w.close()
 	// Many redelivery intervals pass with no connection bound: more than
 	// the supervisor's restart budget (10 in 10 s), so an actor that
 	// crashed on each redelivery tick would be stopped for good.
@@ -115,12 +100,11 @@ func TestServerRequestQueuedWhileDisconnectedIsDeliveredOnContinue(t *testing.T)
 		t.Fatalf("continue: %+v", m)
 	}
 	sr := w2.next(kindIs(codec.KindServerRequest)).(*codec.ServerRequest)
-	n, err := kv.DecodeNotification(sr.Payload)
-	if err != nil || n.Key != "k" || string(n.Value) != "while-away" {
-		t.Fatalf("notification %+v, %v", n, err)
+	if sr.RequestID != 1 || string(sr.Payload) != "work-0" {
+		t.Fatalf("server request %+v", sr)
 	}
 	// The session still serves requests.
-	if r, ok := w2.request(2, 2, string(kv.EncodeSet("other", []byte("x")))).(*codec.ClientResponse); !ok {
+	if r, ok := w2.request(2, 2, "incr").(*codec.ClientResponse); !ok {
 		t.Fatalf("request after continue: %+v", r)
 	}
 }

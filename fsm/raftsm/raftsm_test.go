@@ -58,6 +58,20 @@ func (c countingStore) RecoverFromSnapshot(r io.Reader) error {
 	return c.Store.RecoverFromSnapshot(r)
 }
 
+// Apply runs the command on the store and, for an incr from a session,
+// also queues the new value as a server request for that session, so that
+// the replicated queues have something to restore (kv's own watches are
+// leader-only notifications and queue nothing).
+func (c countingStore) Apply(ctx *fsm.Context, cmd []byte) ([]byte, error) {
+	res, err := c.Store.Apply(ctx, cmd)
+	if err == nil && len(cmd) > 1 && kv.Op(cmd[1]) == kv.OpIncr && !ctx.Session().IsZero() {
+		if err := ctx.Emit(fsm.ToSession(ctx.Session()), res); err != nil {
+			return nil, err
+		}
+	}
+	return res, err
+}
+
 type replica struct {
 	id       uint64
 	addr     string

@@ -177,7 +177,7 @@ func watch(ctx context.Context, c common, key string, e env) error {
 	// (expiry after a long partition) instead of leaving it silently deaf.
 	w := kv.NewWatcher()
 	dctx, cancel := context.WithTimeout(ctx, c.timeout)
-	conn, err := dial(dctx, c, client.WithServerRequestHandler(w.HandleServerRequest), client.WithEventHandler(w.HandleEvent))
+	conn, err := dial(dctx, c, w.ConnOptions()...)
 	cancel()
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ type session struct {
 	acked   []int64 // values Incr returned, in order
 	errs    []error // failed Incr calls
 	seen    []int64 // values of watchKey the watch delivered, in order
+	resync  []bool  // whether each of them was a Resync (docs/kv.md §6)
 	watchOK chan struct{}
 	ended   error // why the watch ended early
 }
@@ -57,7 +58,7 @@ const (
 func dialSession(ctx context.Context, endpoints []string, onEvent func(client.Event)) (*client.Conn, *kv.Client, error) {
 	w := kv.NewWatcher()
 	conn, err := client.Dial(ctx, endpoints,
-		client.WithServerRequestHandler(w.HandleServerRequest),
+		client.WithNotificationHandler(w.HandleNotification),
 		client.WithEventHandler(func(ev client.Event) {
 			w.HandleEvent(ev)
 			if onEvent != nil {
@@ -113,6 +114,7 @@ func startWorkload(t *testing.T, endpoints []string, n int) *workload {
 					s.ended = fmt.Errorf("watch of %s: event %+v is not a counter value", s.watchKey, ev)
 				} else {
 					s.seen = append(s.seen, v)
+					s.resync = append(s.resync, ev.Resync)
 				}
 				s.mu.Unlock()
 			}
@@ -178,8 +180,9 @@ func (w *workload) waitMore(n int) {
 // lost, no call failed, each counter's acknowledged values are 1, 2, 3, ...
 // (nothing applied twice, nothing skipped), the counter's final value (a
 // linearizable read) is its number of acknowledged increments (nothing
-// lost), and the watch of each counter delivered every value from its
-// first to the final one, in order, each once.
+// lost), and the watch of each counter delivered its values in order up to
+// the final one, each change once or, after a lost notification, a Resync
+// to a newer value.
 func (w *workload) finish() {
 	t := w.t
 	t.Helper()
@@ -227,7 +230,7 @@ func (w *workload) finish() {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			s.mu.Lock()
-			seen, ended := slices.Clone(s.seen), s.ended
+			seen, resync, ended := slices.Clone(s.seen), slices.Clone(s.resync), s.ended
 			s.mu.Unlock()
 			if ended != nil {
 				t.Errorf("session %d: %v", s.i, ended)
@@ -238,9 +241,11 @@ func (w *workload) finish() {
 					t.Errorf("session %d: watch of %s saw %d values, last %v; want the final %d", s.i, s.watchKey, len(seen), lastOf(seen), final)
 					break
 				}
+				// Every change in order, or a Resync to a newer
+				// state; never back (docs/kv.md §6).
 				for j := 1; j < len(seen); j++ {
-					if seen[j] != seen[j-1]+1 {
-						t.Errorf("session %d: watch of %s went from %d to %d (a change missed or repeated)", s.i, s.watchKey, seen[j-1], seen[j])
+					if seen[j] <= seen[j-1] || (!resync[j] && seen[j] != seen[j-1]+1) {
+						t.Errorf("session %d: watch of %s went from %d to %d (resync %v): a change missed without a resync, or repeated", s.i, s.watchKey, seen[j-1], seen[j], resync[j])
 						break
 					}
 				}

@@ -69,6 +69,9 @@ def decode(f):
         m = {"kind": "QueryResponse", "id": r.u64(), "result": r.bytes32()}
     elif kind == 0x4A:
         m = {"kind": "QueryError", "id": r.u64(), "reason": r.u8(), "app_code": r.u32(), "message": r.string(), "leader": r.hint()}
+    elif kind == 0x4B:
+        m = {"kind": "Notification", "flags": r.u8(), "payload": r.bytes32()}
+        if m["flags"] & ~1: raise ValueError("notification flags")
     else:
         raise ValueError("unknown kind %d" % kind)
     if r.i != len(r.b): raise ValueError("trailing bytes")
@@ -87,8 +90,8 @@ def kv_watch(k): return b"\x01\x05" + kblob(k)
 
 def notification(p):  # kv.md §6
     r = Reader(p)
-    kind, rev, key = r.u8(), r.u64(), r.blob()
-    n = {"kind": kind, "revision": rev, "key": key.decode()}
+    kind, rev, prev, key = r.u8(), r.u64(), r.u64(), r.blob()
+    n = {"kind": kind, "revision": rev, "prev_revision": prev, "key": key.decode()}
     if kind == 1: n["value"] = r.blob().decode()
     if r.i != len(p): raise ValueError("trailing notification bytes")
     return n
@@ -107,8 +110,11 @@ def recv(s, want):
         if m["kind"] == "ServerRequest":
             if m["id"] == acked + 1:
                 acked = m["id"]
-                out["notifications"].append(notification(m["payload"]))
             s.send(frame(0x06, u64(acked)))  # protocol.md §5.6, §8.5
+            continue
+        if m["kind"] == "Notification":  # protocol.md §5.18: never answered
+            if m["payload"]:
+                out["notifications"].append(notification(m["payload"]))
             continue
         if want(m): return m
         inbox.append(m)
@@ -143,12 +149,14 @@ r = query(1, kv_get(b"py/k"))
 out["get"] = {"revision": struct.unpack(">Q", r["result"][:8])[0], "value": r["result"][8:].decode()}
 r = query(2, kv_get(b"py/missing"))
 out["get_missing"] = {"kind": r["kind"], "reason": r["reason"], "app_code": r["app_code"]}
-r = request(2, kv_watch(b"py/k"))
-out["watch_result_len"] = len(r["result"])
+r = request(2, kv_watch(b"py/k"))  # kv.md §5: revision, exists, value
+wr = Reader(r["result"])
+out["watch_result"] = {"revision": wr.u64(), "exists": wr.u8()}
+out["watch_result"]["value"] = wr.blob().decode() if out["watch_result"]["exists"] else None
 r = request(3, kv_set(b"py/k", b"world"))
 out["set2_revision"] = struct.unpack(">Q", r["result"])[0]
 s.send(frame(0x03, struct.pack(">q", 42) + u64(acked)))  # KeepAlive
-while len(out["notifications"]) < 2:
+while len(out["notifications"]) < 1:
     recv(s, lambda m: m["kind"] == "KeepAliveResponse")
     s.send(frame(0x03, struct.pack(">q", 43) + u64(acked)))
 print(json.dumps(out))
