@@ -222,11 +222,17 @@ func (d *directory) sendNotes(c actor.Context) {
 	}
 }
 
-// sendNote writes one Notification frame. A full send queue closes the
-// connection (the transport's slow-consumer rule); its client continues the
-// session and re-synchronises.
+// sendNote writes one Notification frame: on the directory's goroutine,
+// with one non-blocking write, when the watcher's connection is idle
+// (NowSender), so that a fan-out starts no writer goroutine per recipient.
+// A full send queue closes the connection (the transport's slow-consumer
+// rule); its client continues the session and re-synchronises.
 func (d *directory) sendNote(conn ConnID, frame []byte) {
-	if err := d.env.Conns.Send(conn, frame); err == nil {
+	send := d.env.Conns.Send
+	if ns, ok := d.env.Conns.(NowSender); ok {
+		send = ns.SendNow
+	}
+	if err := send(conn, frame); err == nil {
 		d.env.Metrics.MessagesOut.WithLabelValues("Notification").Inc()
 	}
 }

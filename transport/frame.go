@@ -63,6 +63,15 @@ func writeFrame(w *bufio.Writer, flags byte, body []byte) error {
 	return err
 }
 
+// appendFrameHeader appends the header of a frame of n body bytes.
+func appendFrameHeader(dst []byte, flags byte, n int) []byte {
+	if n > maxShortFrame {
+		dst = append(dst, flags|flagLong)
+		return binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	return append(dst, flags, byte(n))
+}
+
 // writeCommand appends one command frame: name length, name, data.
 func writeCommand(w *bufio.Writer, name string, data []byte) error {
 	body := make([]byte, 0, 1+len(name)+len(data))

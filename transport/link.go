@@ -271,7 +271,16 @@ func (l *link) enqueue(frame []byte) error {
 	return nil
 }
 
-// writeNow writes a lone small frame on the caller's goroutine, with one
+// maxWriteNow is the largest frame body writeNow writes on the caller's
+// goroutine; larger frames always go through the queue and a writer.
+const maxWriteNow = 4096
+
+// nowBufs holds the buffers writeNow builds a frame larger than the
+// link's small buffer in (header and body, for one write).
+var nowBufs = sync.Pool{New: func() any { b := make([]byte, 0, 9+maxWriteNow); return &b }}
+
+// writeNow writes a lone frame of up to maxWriteNow bytes on the caller's
+// goroutine, with one
 // non-blocking write, when the link is idle (no writer runs, nothing is
 // queued) and plain TCP: an idle connection's answer (a keep-alive's) then
 // costs no writer goroutine and no hand-off between goroutines. While it
@@ -281,7 +290,7 @@ func (l *link) enqueue(frame []byte) error {
 // frame must be queued instead (enqueue). The caller has counted the
 // frame's bytes as queued; they are given back as the writer would.
 func (l *link) writeNow(frame []byte) bool {
-	if l.rc == nil || len(frame) > headSize-2 {
+	if l.rc == nil || len(frame) > maxWriteNow {
 		return false
 	}
 	l.mu.Lock()
@@ -294,9 +303,18 @@ func (l *link) writeNow(frame []byte) bool {
 	l.mu.Unlock()
 	defer l.writers.Done()
 
-	l.small[0], l.small[1] = 0, byte(len(frame))
-	n := 2 + copy(l.small[2:], frame)
-	wrote, err := writeOnce(l.rc, l.small[:n])
+	// The frame with its header in one buffer, for one write: the link's
+	// own for a small frame, a pooled one otherwise.
+	buf := l.small[:0]
+	var pooled *[]byte
+	if len(frame) > headSize-2 {
+		pooled = nowBufs.Get().(*[]byte)
+		buf = (*pooled)[:0]
+	}
+	buf = appendFrameHeader(buf, 0, len(frame))
+	buf = append(buf, frame...)
+	n := len(buf)
+	wrote, err := writeOnce(l.rc, buf)
 	l.took(len(frame))
 	if err != nil {
 		l.failWriter(err)
@@ -311,7 +329,10 @@ func (l *link) writeNow(frame []byte) bool {
 	} else {
 		// The socket's buffer is full: the writer sends the rest first
 		// (and blocks on the socket, as it may).
-		l.rest = append([]byte(nil), l.small[wrote:n]...)
+		l.rest = append([]byte(nil), buf[wrote:n]...)
+	}
+	if pooled != nil {
+		nowBufs.Put(pooled)
 	}
 	if l.pendingLocked() || (l.stopped && l.graceful) {
 		l.wakeLocked()

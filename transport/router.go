@@ -258,13 +258,13 @@ func (r *Router) lookup(id ConnID) *serverConn {
 // the same way with an error wrapping ErrSlowConsumer and ErrQueueFull.
 func (r *Router) Send(id ConnID, frame []byte) error { return r.send(id, frame, false) }
 
-// SendNow is Send for an answer to a connection that is likely idle (a
-// keep-alive's): when nothing is queued or being written on it and it is
-// plain TCP, a frame of up to 62 bytes is written on the caller's goroutine
-// with one non-blocking write, instead of by a writer goroutine started for
-// it (what the socket does not take at once still goes to one). It never
-// blocks. Frames sent meanwhile by others go after it, in order.
-// RouterStats.InlineWrites counts them.
+// SendNow is Send for a frame to a connection that is likely idle (a
+// keep-alive's answer, a watch notification): when nothing is queued or
+// being written on it and it is plain TCP, a frame of up to 4 KiB is
+// written on the caller's goroutine with one non-blocking write, instead of
+// by a writer goroutine started for it (what the socket does not take at
+// once still goes to one). It never blocks. Frames sent meanwhile by others
+// go after it, in order. RouterStats.InlineWrites counts them.
 func (r *Router) SendNow(id ConnID, frame []byte) error { return r.send(id, frame, true) }
 
 func (r *Router) send(id ConnID, frame []byte, now bool) error {

@@ -23,8 +23,15 @@ func TestSendNowKeepsOrderWhenSocketFills(t *testing.T) {
 	waitFor(t, "peer opened", func() bool { return len(h.openedIDs()) == 1 })
 	id := h.openedIDs()[0]
 
-	// 60-byte frames: the largest SendNow writes inline is 62.
-	frame := func(i int) []byte { return fmt.Appendf(nil, "%08d%052d", i, 0) }
+	// Frames of 60 bytes (the link's own small buffer), 300 bytes (a long
+	// ZMTP header, a pooled buffer) and 4,096 bytes (the largest written
+	// inline), in turn.
+	sizes := []int{60, 300, maxWriteNow}
+	frame := func(i int) []byte {
+		f := make([]byte, sizes[i%len(sizes)])
+		copy(f, fmt.Sprintf("%08d", i))
+		return f
+	}
 	// First SendNow alone: each is written inline until the socket's
 	// buffer is full, which shows as a frame not written whole. Loopback
 	// buffers hold a few MiB, so that comes after some tens of thousands
@@ -83,8 +90,15 @@ func TestSendNowKeepsOrderWhenSocketFills(t *testing.T) {
 		t.Fatalf("QueuedBytes %d after everything was written, want 0", st.QueuedBytes)
 	}
 	// Larger frames are queued as usual, and a closed connection refuses.
-	if err := r.SendNow(id, make([]byte, 100)); err != nil {
+	before = r.Stats().InlineWrites
+	if err := r.SendNow(id, make([]byte, maxWriteNow+1)); err != nil {
 		t.Fatal(err)
+	}
+	if msg := p.recv(t); len(msg.Frames[0]) != maxWriteNow+1 {
+		t.Fatalf("large frame: got %d bytes", len(msg.Frames[0]))
+	}
+	if got := r.Stats().InlineWrites; got != before {
+		t.Fatalf("a frame over %d bytes was written inline", maxWriteNow)
 	}
 	_ = r.CloseConn(id)
 	if err := r.SendNow(id, frame(0)); !errors.Is(err, ErrUnknownConn) {
