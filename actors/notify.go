@@ -34,6 +34,18 @@ import (
 // MaxNoteTopics bounds the distinct topics waiting in the note box.
 const MaxNoteTopics = 4096
 
+// MaxNoteBytes bounds the bytes of the notes waiting in the box (payloads,
+// topics and recipient lists); the directory holds at most one more box's
+// worth while it sends, so notes hold at most twice this. Past it a note is
+// dropped as past MaxNoteTopics: every bound connection is sent the lost
+// flag and its client re-synchronises.
+const MaxNoteBytes = 16 << 20
+
+// noteSize is what a note holds in memory, for MaxNoteBytes.
+func noteSize(n fsm.Note) int {
+	return len(n.Topic) + len(n.Payload) + len(n.Sessions)*len(fsm.SessionID{})
+}
+
 // noteChunk is how many frames the directory sends for notes per message
 // it handles before it lets the rest of its mailbox go first.
 const noteChunk = 512
@@ -48,6 +60,7 @@ type noteBox struct {
 	mu       sync.Mutex
 	byTopic  map[string]int
 	list     []fsm.Note
+	bytes    int // noteSize of list
 	lost     bool
 	posted   bool
 	postedAt time.Time
@@ -69,18 +82,26 @@ func (b *noteBox) put(list []fsm.Note, now time.Time) bool {
 		b.byTopic = make(map[string]int)
 	}
 	for _, n := range list {
+		size := noteSize(n)
 		if i, ok := b.byTopic[n.Topic]; ok {
+			if b.bytes-noteSize(b.list[i])+size > MaxNoteBytes {
+				b.lost = true
+				b.dropped++
+				continue
+			}
+			b.bytes += size - noteSize(b.list[i])
 			b.list[i] = n
 			b.coalesced++
 			continue
 		}
-		if len(b.list) >= MaxNoteTopics {
+		if len(b.list) >= MaxNoteTopics || b.bytes+size > MaxNoteBytes {
 			b.lost = true
 			b.dropped++
 			continue
 		}
 		b.byTopic[n.Topic] = len(b.list)
 		b.list = append(b.list, n)
+		b.bytes += size
 	}
 	if b.posted && now.Sub(b.postedAt) < noteRepost {
 		return false
@@ -94,7 +115,7 @@ func (b *noteBox) take() (list []fsm.Note, lost bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	list, lost = b.list, b.lost
-	b.list, b.lost, b.posted = nil, false, false
+	b.list, b.lost, b.posted, b.bytes = nil, false, false, 0
 	clear(b.byTopic)
 	return list, lost
 }

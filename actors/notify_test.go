@@ -198,3 +198,39 @@ func TestNotesOverflowSendsLostMarker(t *testing.T) {
 		}
 	}
 }
+
+// TestNoteBoxBoundedInBytes checks MaxNoteBytes: notes whose payloads would
+// take the box past it are dropped (and the lost flag set, so every
+// watcher re-synchronises), whether they are new topics or replace a
+// waiting note with a larger one; the box never holds more than the bound.
+func TestNoteBoxBoundedInBytes(t *testing.T) {
+	var b noteBox
+	big := make([]byte, 1<<20)
+	ids := []fsm.SessionID{{15: 1}}
+	var notes []fsm.Note
+	for i := range 20 { // 20 MiB offered, 16 MiB allowed
+		notes = append(notes, fsm.Note{Topic: fmt.Sprint(i), Sessions: ids, Payload: big})
+	}
+	b.put(notes, time.Now())
+	if b.bytes > MaxNoteBytes {
+		t.Fatalf("box holds %d bytes, bound %d", b.bytes, MaxNoteBytes)
+	}
+	if !b.lost || b.dropped == 0 {
+		t.Fatalf("lost %v dropped %d: notes past the byte bound must be dropped and marked", b.lost, b.dropped)
+	}
+	kept := len(b.list)
+	// A replacement that would grow the box past the bound is dropped too.
+	b.put([]fsm.Note{{Topic: "0", Sessions: ids, Payload: make([]byte, 4<<20)}}, time.Now())
+	if b.bytes > MaxNoteBytes || len(b.list) != kept || len(b.list[0].Payload) != 1<<20 {
+		t.Fatalf("after an oversized replacement: %d bytes, %d notes, note 0 of %d bytes", b.bytes, len(b.list), len(b.list[0].Payload))
+	}
+	list, lost := b.take()
+	if len(list) != kept || !lost || b.bytes != 0 {
+		t.Fatalf("take: %d notes, lost %v, %d bytes left", len(list), lost, b.bytes)
+	}
+	// An emptied box takes notes again.
+	b.put(notes[:1], time.Now())
+	if len(b.list) != 1 || b.lost {
+		t.Fatalf("after take: %d notes, lost %v", len(b.list), b.lost)
+	}
+}

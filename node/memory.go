@@ -1,6 +1,9 @@
 package node
 
-import "github.com/zraft/zraft/transport"
+import (
+	"github.com/zraft/zraft/actors"
+	"github.com/zraft/zraft/transport"
+)
 
 // MemoryTerm is one term of the worst-case memory a node holds for its
 // clients and its replicated state (docs/operations.md, "Memory and hostile
@@ -26,6 +29,7 @@ const connFixed = 32 << 10
 //	+ max_inbox_bytes                                         frames decoded, not yet handled
 //	+ max_proposal_bytes                                      commands and queries admitted, not yet answered
 //	+ quota_bytes                                             replicated application state
+//	+ 2 × 16 MiB                                              notifications waiting to be sent (actors.MaxNoteBytes)
 //
 // No term grows with max_conns × max_frame. Not in it: dragonboat's log
 // store (the small-memory configuration, about 1 GB at most), TLS record
@@ -41,6 +45,7 @@ func (c *Config) WorstCaseMemory() (total int64, terms []MemoryTerm) {
 		{"replies queued", min(conns*int64(c.SendQueueBytes), c.MaxQueuedBytes+c.QueueOverdraftBytes)},
 		{"frames decoded, not yet handled (max_inbox_bytes)", c.MaxInboxBytes},
 		{"commands and queries admitted, not yet answered (max_proposal_bytes)", c.MaxProposalBytes},
+		{"notifications waiting to be sent (2 × actors.MaxNoteBytes)", 2 * actors.MaxNoteBytes},
 		{"replicated application state (quota_bytes)", c.QuotaBytes},
 	}
 	if c.QuotaBytes == 0 {
