@@ -83,8 +83,8 @@ type Settings struct {
 	Members           []Member
 	KeepAliveInterval time.Duration
 	// KeepAliveFastPath answers keep-alives on the connection's goroutine
-	// (liveness.go) instead of in the session actor (the node's default;
-	// the zero value here sends them through the actors).
+	// (liveness.go) instead of in the session actor. Experimental, off by
+	// default (node.Config.KeepAliveFastPath says why).
 	KeepAliveFastPath bool
 	SessionTimeout    time.Duration
 	ProposalTimeout   time.Duration
@@ -162,9 +162,10 @@ type NowSender interface {
 	SendNow(conn ConnID, frame []byte) error
 }
 
-// sendNow is send for the answer to a keep-alive on the connection's own
-// goroutine: written there if the connection is idle (no writer goroutine
-// started for it), queued as usual otherwise.
+// sendNow is send for a small answer to a likely idle connection (a
+// keep-alive's): written on this goroutine with one non-blocking write if
+// the connection is idle (no writer goroutine started for it), queued as
+// usual otherwise. It never blocks.
 func (e *Env) sendNow(conn ConnID, m codec.Message) { e.sendVia(conn, m, true) }
 
 func (e *Env) sendVia(conn ConnID, m codec.Message, now bool) {

@@ -171,7 +171,9 @@ func (s *session) seen(c actor.Context, force bool) {
 func (s *session) message(c actor.Context, in *SessionMsg) {
 	switch m := in.Msg.(type) {
 	case *codec.KeepAlive:
-		s.env.send(in.Conn, &codec.KeepAliveResponse{Timestamp: m.Timestamp})
+		// Usually to an idle connection: written here with one
+		// non-blocking write rather than by a writer started for it.
+		s.env.sendNow(in.Conn, &codec.KeepAliveResponse{Timestamp: m.Timestamp})
 		s.seen(c, true)
 		s.ack(c, m.AckedUpTo)
 	case *codec.ClientRequest:
