@@ -12,6 +12,7 @@
 #   tools/sessions.sh                       # SESSIONS="1000 10000 15000" REPEATS=3
 #   SESSIONS=15000 REPEATS=1 tools/sessions.sh
 #   KEEP=1 tools/sessions.sh                # keep the work dir (logs, JSON)
+#   FAST_PATH=1 tools/sessions.sh           # with keepalive_fast_path on
 #   PROFILE=1 KEEP=1 tools/sessions.sh      # also a 15 s CPU profile and a heap
 #                                           # profile of the leader per run
 #
@@ -50,6 +51,9 @@ cat >"$work/limits.json" <<'JSON'
  "max_sessions_per_source": 19000, "max_handshakes": 1024,
  "max_handshakes_per_source": 1024, "session_create_rate": 2000}
 JSON
+if [ -n "${FAST_PATH:-}" ]; then
+	sed -i 's/^{/{"keepalive_fast_path": true, /' "$work/limits.json"
+fi
 
 start() {
 	local cid
