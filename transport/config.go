@@ -108,6 +108,16 @@ type RouterConfig struct {
 	// side) before the ZMTP handshake. It must hold a certificate; set
 	// ClientAuth to require client certificates. Default nil (plain TCP).
 	TLS *tls.Config
+	// Poller, on Linux and without TLS, parks connections that wait
+	// between messages in one epoll instance owned by the Router instead
+	// of each keeping a reader goroutine blocked in Read: a reader
+	// goroutine is started when bytes arrive and ends when the connection
+	// has nothing more to read, so an idle connection costs no goroutine
+	// stack. With TLS (crypto/tls reads need their own goroutine) or on
+	// other systems it has no effect and every connection keeps its
+	// reader goroutine. Limits, ordering and Handler calls are the same
+	// either way. Default true.
+	Poller bool
 }
 
 // DefaultRouterConfig returns the configuration documented on each field of
@@ -129,6 +139,7 @@ func DefaultRouterConfig() RouterConfig {
 		QueueOverdraftBytes:    32 << 20,
 		MaxReadingBytes:        128 << 20,
 		FrameReadTimeout:       30 * time.Second,
+		Poller:                 true,
 	}
 }
 
