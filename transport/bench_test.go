@@ -28,10 +28,27 @@ func (h *echoHandler) Opened(ConnID, net.Addr)          {}
 func (h *echoHandler) Closed(ConnID, error)             {}
 func (h *echoHandler) Received(id ConnID, frame []byte) { _ = h.r.Load().Send(id, frame) }
 
-func benchTransport(b *testing.B) (*Conn, func()) {
+// benchMode is a reading path the benchmarks run with.
+type benchMode struct {
+	name   string
+	poller bool
+}
+
+// benchModes are the reading paths to compare: the poller (where
+// supported) and a reader goroutine per connection.
+func benchModes() []benchMode {
+	modes := []benchMode{{"goroutine", false}}
+	if pollerSupported {
+		modes = append([]benchMode{{"poller", true}}, modes...)
+	}
+	return modes
+}
+
+func benchTransport(b *testing.B, poller bool) (*Conn, func()) {
 	b.Helper()
 	h := &echoHandler{}
 	cfg := DefaultRouterConfig()
+	cfg.Poller = poller
 	r, err := Listen(cfg, h)
 	if err != nil {
 		b.Fatal(err)
@@ -107,9 +124,17 @@ func readRaw(br *bufio.Reader) ([]byte, error) {
 // BenchmarkRoundTrip measures one request/reply at a time, through the
 // transport and over raw buffered TCP, in the same run. Metrics:
 // zraft-ns/rtt, raw-ns/rtt and raw/zraft (the fraction of raw speed).
+// Sub-benchmarks: the Router with the poller and with a reader goroutine
+// per connection.
 func BenchmarkRoundTrip(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) { benchRoundTrip(b, m.poller) })
+	}
+}
+
+func benchRoundTrip(b *testing.B, poller bool) {
 	msg := make([]byte, benchMsgSize)
-	c, stop := benchTransport(b)
+	c, stop := benchTransport(b, poller)
 	defer stop()
 	rc, stopRaw := benchRaw(b)
 	defer stopRaw()
@@ -146,9 +171,16 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkPipelinedEcho measures echo throughput with benchWindow messages
 // in flight, through the transport and over raw buffered TCP, in the same
 // run. Metrics: zraft-msg/s, raw-msg/s and zraft/raw (target >= 0.10).
+// Sub-benchmarks as BenchmarkRoundTrip.
 func BenchmarkPipelinedEcho(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) { benchPipelinedEcho(b, m.poller) })
+	}
+}
+
+func benchPipelinedEcho(b *testing.B, poller bool) {
 	msg := make([]byte, benchMsgSize)
-	c, stop := benchTransport(b)
+	c, stop := benchTransport(b, poller)
 	defer stop()
 	rc, stopRaw := benchRaw(b)
 	defer stopRaw()
