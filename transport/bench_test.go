@@ -171,6 +171,93 @@ func benchRoundTrip(b *testing.B, poller bool) {
 // BenchmarkPipelinedEcho measures echo throughput with benchWindow messages
 // in flight, through the transport and over raw buffered TCP, in the same
 // run. Metrics: zraft-msg/s, raw-msg/s and zraft/raw (target >= 0.10).
+// BenchmarkRoundTripAfterIdle measures a request/reply that follows a
+// pause longer than the poller's linger, as a keep-alive does: with the
+// poller every one parks the connection and wakes it through epoll. The
+// pause is not timed.
+func BenchmarkRoundTripAfterIdle(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			msg := make([]byte, benchMsgSize)
+			c, stop := benchTransport(b, m.poller)
+			defer stop()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				time.Sleep(2*pollLinger + time.Millisecond)
+				b.StartTimer()
+				if err := c.Send(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Recv(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkManyConnections measures round trips on 500 connections at once,
+// one request in flight on each: every connection waits longer than the
+// poller's linger between its messages (about 500 × 30 µs / 2 cores), so
+// with the poller every message wakes its connection through epoll, as
+// keep-alives from many sessions do. Metric: msg/s, all connections
+// together.
+func BenchmarkManyConnections(b *testing.B) {
+	const conns = 500
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			h := &echoHandler{}
+			cfg := DefaultRouterConfig()
+			cfg.Poller = m.poller
+			r, err := Listen(cfg, h)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			h.r.Store(r)
+			cs := make([]*Conn, conns)
+			for i := range cs {
+				if cs[i], err = Dial(context.Background(), r.Addr().String(), DefaultDialConfig()); err != nil {
+					b.Fatal(err)
+				}
+				defer cs[i].Close()
+			}
+			msg := make([]byte, benchMsgSize)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			errc := make(chan error, conns)
+			for i, c := range cs {
+				n := b.N / conns
+				if i < b.N%conns {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range n {
+						if err := c.Send(msg); err != nil {
+							errc <- err
+							return
+						}
+						if _, err := c.Recv(); err != nil {
+							errc <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+			close(errc)
+			for err := range errc {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
 // Sub-benchmarks as BenchmarkRoundTrip.
 func BenchmarkPipelinedEcho(b *testing.B) {
 	for _, m := range benchModes() {
