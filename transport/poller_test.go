@@ -317,11 +317,17 @@ func TestParkedConnectionCloses(t *testing.T) {
 		ids := h.openedIDs() // connections open one at a time here
 		id := ids[len(ids)-1]
 		waitParked(t, r, id)
-		// Woken and parked again, many times.
+		// Woken and parked again, many times: back to back (the reader
+		// lingers) and sparse (it parks at once).
 		for i := range 20 {
 			roundTrip(t, c, "again "+strconv.Itoa(i))
 		}
 		waitParked(t, r, id)
+		for i := range 2 {
+			time.Sleep(pollSparse + 10*time.Millisecond)
+			roundTrip(t, c, "sparse "+strconv.Itoa(i))
+			waitParked(t, r, id)
+		}
 		return c, id
 	}
 
