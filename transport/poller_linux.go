@@ -117,29 +117,63 @@ func (p *poller) stop() {
 	})
 }
 
+// rawOp is one epoll_ctl or read on a connection's descriptor, run inside
+// RawConn.Control. Ops are pooled with their callbacks bound once, so the
+// park and wake-up path allocates nothing for them (a closure per call
+// cost 3–4 allocations per wake-up).
+type rawOp struct {
+	buf    []byte
+	n      int
+	err    error
+	epfd   int
+	op     int
+	ev     unix.EpollEvent
+	readFn func(fd uintptr)
+	ctlFn  func(fd uintptr)
+}
+
+var rawOps = sync.Pool{New: func() any {
+	o := &rawOp{}
+	o.readFn = o.read
+	o.ctlFn = o.ctl
+	return o
+}}
+
+func (o *rawOp) read(fd uintptr) {
+	for {
+		o.n, o.err = unix.Read(int(fd), o.buf)
+		if o.err != unix.EINTR {
+			return
+		}
+	}
+}
+
+func (o *rawOp) ctl(fd uintptr) {
+	o.err = unix.EpollCtl(o.epfd, o.op, int(fd), &o.ev)
+}
+
 // arm registers (first) or re-arms the connection's descriptor for one
 // readiness event. It fails with ErrClosed once the connection's
 // descriptor is closed.
 func (p *poller) arm(sc syscall.RawConn, id ConnID, first bool) error {
-	var cerr error
-	err := sc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{
-			Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-			Fd:     int32(uint32(id)),
-			Pad:    int32(uint32(id >> 32)),
-		}
-		op := unix.EPOLL_CTL_MOD
-		if first {
-			op = unix.EPOLL_CTL_ADD
-		}
-		if e := unix.EpollCtl(p.epfd, op, int(fd), &ev); e != nil {
-			cerr = os.NewSyscallError("epoll_ctl", e)
-		}
-	})
-	if err != nil {
+	o := rawOps.Get().(*rawOp)
+	defer rawOps.Put(o)
+	o.epfd, o.op, o.err = p.epfd, unix.EPOLL_CTL_MOD, nil
+	if first {
+		o.op = unix.EPOLL_CTL_ADD
+	}
+	o.ev = unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+		Fd:     int32(uint32(id)),
+		Pad:    int32(uint32(id >> 32)),
+	}
+	if err := sc.Control(o.ctlFn); err != nil {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	return cerr
+	if o.err != nil {
+		return os.NewSyscallError("epoll_ctl", o.err)
+	}
+	return nil
 }
 
 // errWouldBlock is tryRead's answer when nothing is there to read.
@@ -150,16 +184,12 @@ var errWouldBlock = errors.New("transport: would block")
 // inside Control (which keeps the descriptor open meanwhile), not
 // RawConn.Read, so a read deadline left set does not apply.
 func tryRead(sc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var rerr error
-	err := sc.Control(func(fd uintptr) {
-		for {
-			n, rerr = unix.Read(int(fd), b)
-			if rerr != unix.EINTR {
-				return
-			}
-		}
-	})
+	o := rawOps.Get().(*rawOp)
+	o.buf, o.n, o.err = b, 0, nil
+	err := sc.Control(o.readFn)
+	n, rerr := o.n, o.err
+	o.buf = nil
+	rawOps.Put(o)
 	switch {
 	case err != nil:
 		return 0, err
@@ -167,7 +197,7 @@ func tryRead(sc syscall.RawConn, b []byte) (int, error) {
 		return 0, errWouldBlock
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
-	case n == 0:
+	case n <= 0:
 		return 0, io.EOF
 	}
 	return n, nil
