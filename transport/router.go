@@ -96,7 +96,9 @@ type RouterStats struct {
 	// MaxReadingBytes (and stopped reading its connection meanwhile).
 	ReadingWaits uint64
 	// FrameTimeouts counts connections closed because a frame was not read
-	// whole within FrameReadTimeout (cause ErrFrameTimeout).
+	// whole within FrameReadTimeout (cause ErrFrameTimeout), counted when
+	// the connection is torn down, after its reading bytes are back in
+	// ReadingBytes' budget.
 	FrameTimeouts uint64
 	// OversizedFrames counts connections closed because the peer announced
 	// a frame larger than MaxFrameSize (in the handshake or later).
@@ -526,10 +528,9 @@ func (r *Router) acceptLoop() {
 		c.link = newLink(nc, nil, r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
 		c.link.totalQueued = &r.queued
 		c.link.rd = &reading{budget: &r.reading, timeout: r.cfg.FrameReadTimeout, quit: c.link.quit, expire: func() {
-			err := fmt.Errorf("%w: a frame was not received whole within %v", ErrFrameTimeout, r.cfg.FrameReadTimeout)
-			if c.shutdown(err, false) {
-				r.frameTimeouts.Add(1)
-			}
+			// Counted by finish, once the reader has given the frame's
+			// budget bytes back.
+			c.shutdown(fmt.Errorf("%w: a frame was not received whole within %v", ErrFrameTimeout, r.cfg.FrameReadTimeout), false)
 		}}
 		if r.poll != nil {
 			// A parked connection has no reader to notice its close:
@@ -680,6 +681,11 @@ func (r *Router) finish(c *serverConn) {
 	delete(s.m, c.id)
 	s.mu.Unlock()
 	r.active.Add(-1)
+	if errors.Is(c.cause, ErrFrameTimeout) {
+		// Counted here, after the reader released its reading budget, so
+		// that whoever sees the count also sees the bytes back.
+		r.frameTimeouts.Add(1)
+	}
 	r.closed1(c.id, c.cause)
 	r.forget(c)
 	if c.polled {
