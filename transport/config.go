@@ -116,7 +116,10 @@ type RouterConfig struct {
 	// stack. With TLS (crypto/tls reads need their own goroutine) or on
 	// other systems it has no effect and every connection keeps its
 	// reader goroutine. Limits, ordering and Handler calls are the same
-	// either way. Default true.
+	// either way. Default false for now: with it on, test/chaos
+	// TestChaosActors loses a session (expired) with seed
+	// 1796120635756949442 (2 runs of 2; it passes with it off), cause not
+	// yet found.
 	Poller bool
 }
 
@@ -139,7 +142,7 @@ func DefaultRouterConfig() RouterConfig {
 		QueueOverdraftBytes:    32 << 20,
 		MaxReadingBytes:        128 << 20,
 		FrameReadTimeout:       30 * time.Second,
-		Poller:                 true,
+		Poller:                 false,
 	}
 }
 

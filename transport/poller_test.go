@@ -18,8 +18,8 @@ import (
 	"github.com/zraft/zraft/internal/testcert"
 )
 
-// The poller is used exactly where documented: by default on a supported
-// system, never with TLS, never when switched off.
+// The poller is used exactly where documented: when switched on, on a
+// supported system, never with TLS; not by default.
 func TestReaderModeSelection(t *testing.T) {
 	cfg := smallRouterConfig()
 	cfg.Poller = true
@@ -31,8 +31,8 @@ func TestReaderModeSelection(t *testing.T) {
 	if r.Polled() != pollerSupported {
 		t.Errorf("Poller on: Polled() = %v, want %v", r.Polled(), pollerSupported)
 	}
-	if !DefaultRouterConfig().Poller {
-		t.Errorf("DefaultRouterConfig().Poller = false, want true")
+	if DefaultRouterConfig().Poller {
+		t.Errorf("DefaultRouterConfig().Poller = true, want false until the chaos failure is understood")
 	}
 
 	cfg.Poller = false
