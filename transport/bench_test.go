@@ -28,10 +28,27 @@ func (h *echoHandler) Opened(ConnID, net.Addr)          {}
 func (h *echoHandler) Closed(ConnID, error)             {}
 func (h *echoHandler) Received(id ConnID, frame []byte) { _ = h.r.Load().Send(id, frame) }
 
-func benchTransport(b *testing.B) (*Conn, func()) {
+// benchMode is a reading path the benchmarks run with.
+type benchMode struct {
+	name   string
+	poller bool
+}
+
+// benchModes are the reading paths to compare: the poller (where
+// supported) and a reader goroutine per connection.
+func benchModes() []benchMode {
+	modes := []benchMode{{"goroutine", false}}
+	if pollerSupported {
+		modes = append([]benchMode{{"poller", true}}, modes...)
+	}
+	return modes
+}
+
+func benchTransport(b *testing.B, poller bool) (*Conn, func()) {
 	b.Helper()
 	h := &echoHandler{}
 	cfg := DefaultRouterConfig()
+	cfg.Poller = poller
 	r, err := Listen(cfg, h)
 	if err != nil {
 		b.Fatal(err)
@@ -107,9 +124,17 @@ func readRaw(br *bufio.Reader) ([]byte, error) {
 // BenchmarkRoundTrip measures one request/reply at a time, through the
 // transport and over raw buffered TCP, in the same run. Metrics:
 // zraft-ns/rtt, raw-ns/rtt and raw/zraft (the fraction of raw speed).
+// Sub-benchmarks: the Router with the poller and with a reader goroutine
+// per connection.
 func BenchmarkRoundTrip(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) { benchRoundTrip(b, m.poller) })
+	}
+}
+
+func benchRoundTrip(b *testing.B, poller bool) {
 	msg := make([]byte, benchMsgSize)
-	c, stop := benchTransport(b)
+	c, stop := benchTransport(b, poller)
 	defer stop()
 	rc, stopRaw := benchRaw(b)
 	defer stopRaw()
@@ -146,9 +171,103 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkPipelinedEcho measures echo throughput with benchWindow messages
 // in flight, through the transport and over raw buffered TCP, in the same
 // run. Metrics: zraft-msg/s, raw-msg/s and zraft/raw (target >= 0.10).
+// BenchmarkRoundTripAfterIdle measures a request/reply that follows a
+// pause longer than the poller's linger, as a keep-alive does: with the
+// poller every one parks the connection and wakes it through epoll. The
+// pause is not timed.
+func BenchmarkRoundTripAfterIdle(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			msg := make([]byte, benchMsgSize)
+			c, stop := benchTransport(b, m.poller)
+			defer stop()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				time.Sleep(2*pollLinger + time.Millisecond)
+				b.StartTimer()
+				if err := c.Send(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Recv(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkManyConnections measures round trips on 500 connections at once,
+// one request in flight on each: every connection waits longer than the
+// poller's linger between its messages (about 500 × 30 µs / 2 cores), so
+// with the poller every message wakes its connection through epoll, as
+// keep-alives from many sessions do. Metric: msg/s, all connections
+// together.
+func BenchmarkManyConnections(b *testing.B) {
+	const conns = 500
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			h := &echoHandler{}
+			cfg := DefaultRouterConfig()
+			cfg.Poller = m.poller
+			r, err := Listen(cfg, h)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			h.r.Store(r)
+			cs := make([]*Conn, conns)
+			for i := range cs {
+				if cs[i], err = Dial(context.Background(), r.Addr().String(), DefaultDialConfig()); err != nil {
+					b.Fatal(err)
+				}
+				defer cs[i].Close()
+			}
+			msg := make([]byte, benchMsgSize)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			errc := make(chan error, conns)
+			for i, c := range cs {
+				n := b.N / conns
+				if i < b.N%conns {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range n {
+						if err := c.Send(msg); err != nil {
+							errc <- err
+							return
+						}
+						if _, err := c.Recv(); err != nil {
+							errc <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+			close(errc)
+			for err := range errc {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// Sub-benchmarks as BenchmarkRoundTrip.
 func BenchmarkPipelinedEcho(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) { benchPipelinedEcho(b, m.poller) })
+	}
+}
+
+func benchPipelinedEcho(b *testing.B, poller bool) {
 	msg := make([]byte, benchMsgSize)
-	c, stop := benchTransport(b)
+	c, stop := benchTransport(b, poller)
 	defer stop()
 	rc, stopRaw := benchRaw(b)
 	defer stopRaw()

@@ -108,6 +108,19 @@ type RouterConfig struct {
 	// side) before the ZMTP handshake. It must hold a certificate; set
 	// ClientAuth to require client certificates. Default nil (plain TCP).
 	TLS *tls.Config
+	// Poller, on Linux and without TLS, parks connections that wait
+	// between messages in one epoll instance owned by the Router instead
+	// of each keeping a reader goroutine blocked in Read: a reader
+	// goroutine is started when bytes arrive and ends when the connection
+	// has nothing more to read, so an idle connection costs no goroutine
+	// stack. With TLS (crypto/tls reads need their own goroutine) or on
+	// other systems it has no effect and every connection keeps its
+	// reader goroutine. Limits, ordering and Handler calls are the same
+	// either way. Default false for now: with it on, test/chaos
+	// TestChaosActors loses a session (expired) with seed
+	// 1796120635756949442 in 2 runs of 4 (0 of 3 with it off), cause not
+	// yet found.
+	Poller bool
 }
 
 // DefaultRouterConfig returns the configuration documented on each field of
@@ -129,6 +142,7 @@ func DefaultRouterConfig() RouterConfig {
 		QueueOverdraftBytes:    32 << 20,
 		MaxReadingBytes:        128 << 20,
 		FrameReadTimeout:       30 * time.Second,
+		Poller:                 false,
 	}
 }
 

@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -14,8 +16,35 @@ import (
 	"go.uber.org/goleak"
 )
 
+// testPoller is RouterConfig.Poller for the Routers the tests start
+// (listen, smallRouterConfig). TestMain runs every test with the poller and
+// then, where the poller is supported, again with the goroutine reader, so
+// that both reading paths pass the same tests.
+var testPoller = true
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	bench := flag.Lookup("test.bench")
+	if code == 0 && pollerSupported && os.Getenv(idleClientsEnv) == "" && (bench == nil || bench.Value.String() == "") {
+		fmt.Println("=== transport tests again with RouterConfig.Poller = false (a reader goroutine per connection)")
+		testPoller = false
+		code = m.Run()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// mode names the reading path the tests run with, for messages.
+func mode() string {
+	if testPoller && pollerSupported {
+		return "poller"
+	}
+	return "goroutine reader"
 }
 
 // waitLimit bounds every wait in the tests; it is generous because the
@@ -105,6 +134,7 @@ func (h *recorder) numClosed() int {
 func listen(t *testing.T, cfg RouterConfig, h *recorder) *Router {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.Poller = testPoller
 	r, err := Listen(cfg, h)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
@@ -205,6 +235,7 @@ func greeting() []byte {
 func smallRouterConfig() RouterConfig {
 	cfg := DefaultRouterConfig()
 	cfg.HandshakeTimeout = waitLimit
+	cfg.Poller = testPoller
 	return cfg
 }
 

@@ -75,11 +75,13 @@ func (h *countingEcho) Received(id ConnID, frame []byte) { _ = h.r.Load().Send(i
 
 // idleCost opens n connections from a child process, each having sent and
 // received one small frame, and returns the Router process's heap and stack
-// bytes per connection once they are idle.
-func idleCost(tb testing.TB, n int) (heapPer, stackPer float64) {
+// bytes and goroutines per connection once they are idle, with the poller
+// on or off.
+func idleCost(tb testing.TB, n int, poller bool) (heapPer, stackPer, goroutinesPer float64) {
 	tb.Helper()
 	h := &countingEcho{}
 	cfg := DefaultRouterConfig()
+	cfg.Poller = poller
 	cfg.MaxConnsPerSource = n + 1
 	cfg.MaxHandshakesPerSource = cfg.MaxHandshakes
 	r, err := Listen(cfg, h)
@@ -90,6 +92,7 @@ func idleCost(tb testing.TB, n int) (heapPer, stackPer float64) {
 	h.r.Store(r)
 
 	before := settledMem()
+	goroutinesBefore := runtime.NumGoroutine()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestIdleClientsHelper$", "-test.count=1")
@@ -117,12 +120,14 @@ func idleCost(tb testing.TB, n int) (heapPer, stackPer float64) {
 		tb.Fatalf("%d connections opened, want %d", got, n)
 	}
 	after := settledMem()
+	goroutinesAfter := runtime.NumGoroutine()
 	if a := r.Stats().Active; a != int64(n) {
 		tb.Fatalf("%d connections active, want %d", a, n)
 	}
 	heapPer = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
 	stackPer = float64(int64(after.StackInuse)-int64(before.StackInuse)) / float64(n)
-	return heapPer, stackPer
+	goroutinesPer = float64(goroutinesAfter-goroutinesBefore) / float64(n)
+	return heapPer, stackPer, goroutinesPer
 }
 
 // settledMem collects garbage until the heap stops shrinking (stacks are
@@ -147,8 +152,8 @@ func TestIdleConnectionCost(t *testing.T) {
 		t.Skip("opens 1,000 connections")
 	}
 	const n = 1000
-	heapPer, stackPer := idleCost(t, n)
-	t.Logf("idle connection: %.0f heap bytes + %.0f stack bytes", heapPer, stackPer)
+	heapPer, stackPer, gPer := idleCost(t, n, testPoller)
+	t.Logf("%s: idle connection: %.0f heap bytes + %.0f stack bytes, %.3f goroutines", mode(), heapPer, stackPer, gPer)
 	if heapPer > 4096 {
 		t.Errorf("idle connection holds %.0f heap bytes, want at most 4096", heapPer)
 	}
@@ -157,12 +162,45 @@ func TestIdleConnectionCost(t *testing.T) {
 	}
 }
 
-// BenchmarkIdleConnections reports the heap and stack bytes the Router holds
-// per idle connection, with 2,000 connections open.
+// TestIdleConnectionCostPolled checks that with the poller an idle
+// connection has no goroutine of its own (the reader goroutine ends when the
+// connection is parked) and costs the Router well under what the goroutine
+// reader costs: at most 3 KiB of heap and stack together, where a reader
+// goroutine's stack alone is about 4 KiB (with Poller off this test fails
+// on both counts: 1 goroutine and about 5.3 KiB per connection).
+func TestIdleConnectionCostPolled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 1,000 connections")
+	}
+	if !pollerSupported {
+		t.Skip("no poller on this system")
+	}
+	if !testPoller {
+		t.Skip("measured once, in the poller run")
+	}
+	const n = 1000
+	heapPer, stackPer, gPer := idleCost(t, n, true)
+	t.Logf("poller: idle connection: %.0f heap bytes + %.0f stack bytes, %.3f goroutines", heapPer, stackPer, gPer)
+	if gPer >= 0.1 {
+		t.Errorf("%.3f goroutines per idle connection, want < 0.1", gPer)
+	}
+	if heapPer+stackPer > 3072 {
+		t.Errorf("idle connection holds %.0f heap + %.0f stack bytes, want at most 3072 together", heapPer, stackPer)
+	}
+}
+
+// BenchmarkIdleConnections reports the heap and stack bytes and the
+// goroutines the Router holds per idle connection, with 2,000 connections
+// open, with the poller and with a reader goroutine per connection.
 func BenchmarkIdleConnections(b *testing.B) {
-	for range b.N {
-		heapPer, stackPer := idleCost(b, 2000)
-		b.ReportMetric(heapPer, "heap-B/conn")
-		b.ReportMetric(stackPer, "stack-B/conn")
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			for range b.N {
+				heapPer, stackPer, gPer := idleCost(b, 2000, m.poller)
+				b.ReportMetric(heapPer, "heap-B/conn")
+				b.ReportMetric(stackPer, "stack-B/conn")
+				b.ReportMetric(gPer, "goroutines/conn")
+			}
+		})
 	}
 }

@@ -146,6 +146,11 @@ type link struct {
 	// open is set by start, so a close before that never waits for a
 	// writer to flush.
 	open atomic.Bool
+	// onClose, when set (before start), runs once after shutdown has begun,
+	// on the goroutine that began it: a Router connection parked in the
+	// poller has no reader blocked in Read to notice the close, so this
+	// starts one. It must not block.
+	onClose func()
 }
 
 func newLink(nc net.Conn, br *bufio.Reader, limit int, linger time.Duration, stats *counters) *link {
@@ -209,10 +214,23 @@ func (l *link) readMsg() ([]byte, msgKind, error) {
 		if n == 0 {
 			return nil, kindData, err
 		}
-		l.pre = prefixed{b: l.head[:n], nc: l.nc, err: err}
-		l.br = pooledReader(nil)
-		l.br.Reset(&l.pre)
+		l.began(n, err)
 	}
+	return l.readBuffered()
+}
+
+// began takes a pooled reader for a message whose first n bytes arrived in
+// head (err is what the read that brought them returned besides).
+func (l *link) began(n int, err error) {
+	l.pre = prefixed{b: l.head[:n], nc: l.nc, err: err}
+	l.br = pooledReader(nil)
+	l.br.Reset(&l.pre)
+}
+
+// readBuffered reads the rest of a message whose start is in br, with
+// blocking reads of nc for what has not arrived yet, and gives the reader
+// back once everything it holds is parsed.
+func (l *link) readBuffered() ([]byte, msgKind, error) {
 	body, kind, err := readMessage(l.br, l.limit, l.rd)
 	l.releaseReader(err != nil)
 	return body, kind, err
@@ -249,6 +267,9 @@ func (l *link) shutdown(cause error, graceful bool) bool {
 			_ = l.raw.SetReadDeadline(aLongTimeAgo)
 		} else {
 			_ = l.raw.Close()
+		}
+		if l.onClose != nil {
+			l.onClose()
 		}
 	})
 	return first

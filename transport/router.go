@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -23,9 +24,11 @@ import (
 type ConnID uint64
 
 // Handler receives a Router's connection events. It is implemented by the
-// node's gateway. Methods are called from the Router's per-connection reader
-// goroutines, concurrently for different connections and in order for one
-// connection: Opened, then any number of Received, then Closed. They MUST NOT
+// node's gateway. Methods are called from the Router's reader goroutines
+// (one per connection, or with RouterConfig.Poller one per connection that
+// has bytes to read, never two at once for one connection), concurrently
+// for different connections and in order for one connection: Opened, then
+// any number of Received, then Closed. They MUST NOT
 // block: a slow Handler stalls that connection's reading (and, through TCP,
 // its peer). A panic in a method closes that connection with a cause wrapping
 // ErrHandlerPanic; other connections are unaffected.
@@ -93,7 +96,9 @@ type RouterStats struct {
 	// MaxReadingBytes (and stopped reading its connection meanwhile).
 	ReadingWaits uint64
 	// FrameTimeouts counts connections closed because a frame was not read
-	// whole within FrameReadTimeout (cause ErrFrameTimeout).
+	// whole within FrameReadTimeout (cause ErrFrameTimeout), counted when
+	// the connection is torn down, after its reading bytes are back in
+	// ReadingBytes' budget.
 	FrameTimeouts uint64
 	// OversizedFrames counts connections closed because the peer announced
 	// a frame larger than MaxFrameSize (in the handshake or later).
@@ -134,11 +139,39 @@ type serverConn struct {
 	remote net.Addr
 	src    *source
 
-	// qmu orders Send's byte accounting with the teardown in serve, so
+	// qmu orders Send's byte accounting with the teardown in finish, so
 	// that bytes of frames never written are given back exactly once.
 	qmu  sync.Mutex
 	dead bool
+
+	// With the poller (see readTurn): polled is set before the first
+	// turn; sc reads and arms the socket; rstate says who owns the reading
+	// state (br, head, rd, armed): a reader goroutine (readerRunning), the
+	// poller (readerParked: no goroutine; the poller's event, or a
+	// shutdown, claims it back with a compare-and-swap) or nobody any more
+	// (readerDone). armed is set once the socket is registered.
+	polled bool
+	sc     syscall.RawConn
+	rstate atomic.Uint32
+	armed  bool
+	// woken is set when the connection is parked: the next reader starts
+	// with a read that does not wait. deadline is set while the linger
+	// read deadline is (see lingerRead).
+	woken    bool
+	deadline bool
+	// linger says whether the reader waits pollLinger before parking; it
+	// is decided at each wake-up from how long the connection was parked
+	// (parkedAt, on the Router's monotonic clock, see since).
+	linger   bool
+	parkedAt int64
 }
+
+// Reader states of a polled connection (serverConn.rstate).
+const (
+	readerRunning uint32 = iota
+	readerParked
+	readerDone
+)
 
 // source counts the connections of one source address; guarded by
 // Router.mu.
@@ -199,6 +232,12 @@ type Router struct {
 	// reading is the node-wide budget of bytes of frames being read.
 	reading       readBudget
 	frameTimeouts atomic.Uint64
+
+	// poll parks idle connections (RouterConfig.Poller); nil when the
+	// goroutine reader is used. Its goroutine is stopped by Close after
+	// every connection is gone.
+	poll  *poller
+	epoch time.Time
 }
 
 // Listen validates cfg, binds cfg.Addr and starts accepting connections
@@ -224,14 +263,28 @@ func Listen(cfg RouterConfig, h Handler) (*Router, error) {
 		refusals: make(map[net.Conn]struct{}),
 		quit:     make(chan struct{}),
 		reading:  readBudget{limit: cfg.MaxReadingBytes},
+		epoch:    time.Now(),
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[ConnID]*serverConn)
+	}
+	if cfg.Poller && pollerSupported && cfg.TLS == nil {
+		p, err := newPoller(r.dispatch)
+		if err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+		r.poll = p
+		go p.run()
 	}
 	r.wg.Add(1)
 	go r.acceptLoop()
 	return r, nil
 }
+
+// Polled reports whether the Router parks idle connections in its poller
+// (RouterConfig.Poller on a system that supports it, without TLS).
+func (r *Router) Polled() bool { return r.poll != nil }
 
 // Addr returns the listener's address (with the OS-chosen port).
 func (r *Router) Addr() net.Addr { return r.ln.Addr() }
@@ -415,6 +468,10 @@ func (r *Router) Close() error {
 		}
 	})
 	r.wg.Wait()
+	// Every connection is gone, so the poller has nothing left to report.
+	if r.poll != nil {
+		r.poll.stop()
+	}
 	return r.closeErr
 }
 
@@ -489,11 +546,20 @@ func (r *Router) acceptLoop() {
 		c.link = newLink(nc, nil, r.cfg.MaxFrameSize, r.cfg.Linger, &r.traffic)
 		c.link.totalQueued = &r.queued
 		c.link.rd = &reading{budget: &r.reading, timeout: r.cfg.FrameReadTimeout, quit: c.link.quit, expire: func() {
-			err := fmt.Errorf("%w: a frame was not received whole within %v", ErrFrameTimeout, r.cfg.FrameReadTimeout)
-			if c.shutdown(err, false) {
-				r.frameTimeouts.Add(1)
-			}
+			// Counted by finish, once the reader has given the frame's
+			// budget bytes back.
+			c.shutdown(fmt.Errorf("%w: a frame was not received whole within %v", ErrFrameTimeout, r.cfg.FrameReadTimeout), false)
 		}}
+		if r.poll != nil {
+			// A parked connection has no reader to notice its close:
+			// claim it and start one, which tears it down.
+			c.link.onClose = func() {
+				if c.rstate.CompareAndSwap(readerParked, readerRunning) {
+					r.wg.Add(1)
+					go r.readWorker(c)
+				}
+			}
+		}
 		r.mu.Unlock()
 		r.wg.Add(1)
 		go r.serve(c)
@@ -544,19 +610,12 @@ func (r *Router) refuse(nc net.Conn, limit string) {
 	}()
 }
 
-// serve owns one connection from accept to Closed: it runs the handshake,
-// then the read loop, and waits for the connection's writer goroutine.
+// serve owns one connection from accept: it runs the handshake, calls
+// Opened, then either runs the read loop to the end and tears the
+// connection down (finish), or, with the poller, runs the first reading
+// turn, after which the connection is parked or finished (readTurn).
 func (r *Router) serve(c *serverConn) {
 	defer r.wg.Done()
-	defer func() {
-		r.mu.Lock()
-		delete(r.all, c)
-		if c.src.conns--; c.src.conns == 0 {
-			delete(r.sources, c.src.key)
-		}
-		r.mu.Unlock()
-		r.conns.Add(-1)
-	}()
 	c.br = pooledReader(c.raw)
 	err := r.handshake(c)
 	r.mu.Lock()
@@ -569,6 +628,7 @@ func (r *Router) serve(c *serverConn) {
 		byPeer := c.shutdown(err, false)
 		_ = c.raw.Close()
 		c.releaseReader(true)
+		r.forget(c)
 		switch {
 		case !byPeer:
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -593,9 +653,39 @@ func (r *Router) serve(c *serverConn) {
 
 	if err := r.opened(c); err != nil {
 		c.shutdown(err, false)
+	} else if sc := r.pollable(c); sc != nil {
+		c.sc = sc
+		c.polled = true
+		c.linger = true // a new client's first request comes soon
+		// The connection's life is counted apart from this goroutine,
+		// which ends when the connection is first parked.
+		r.wg.Add(1)
+		r.readTurn(c)
+		return
 	} else if err := r.readLoop(c); err != nil {
 		c.shutdown(err, false)
 	}
+	r.finish(c)
+}
+
+// forget removes a connection from the Router's connection and source
+// counts, once it is gone.
+func (r *Router) forget(c *serverConn) {
+	r.mu.Lock()
+	delete(r.all, c)
+	if c.src.conns--; c.src.conns == 0 {
+		delete(r.sources, c.src.key)
+	}
+	r.mu.Unlock()
+	r.conns.Add(-1)
+}
+
+// finish tears down an open connection whose reading has ended (it is
+// closing): it waits for the writer, gives back queued bytes, closes the
+// socket, removes the ConnID and calls Closed. It runs on the connection's
+// last reader goroutine.
+func (r *Router) finish(c *serverConn) {
+	c.rstate.Store(readerDone)
 	c.writers.Wait()
 	// Bytes of frames the writer never took are given back; Sends that
 	// still find c see dead and queue nothing more.
@@ -605,11 +695,21 @@ func (r *Router) serve(c *serverConn) {
 	c.qmu.Unlock()
 	_ = c.raw.Close()
 	_ = c.nc.Close()
+	s := r.shard(c.id)
 	s.mu.Lock()
 	delete(s.m, c.id)
 	s.mu.Unlock()
 	r.active.Add(-1)
+	if errors.Is(c.cause, ErrFrameTimeout) {
+		// Counted here, after the reader released its reading budget, so
+		// that whoever sees the count also sees the bytes back.
+		r.frameTimeouts.Add(1)
+	}
 	r.closed1(c.id, c.cause)
+	r.forget(c)
+	if c.polled {
+		r.wg.Done()
+	}
 }
 
 // maxHandshakeFrame bounds a command frame a client may send in its
@@ -663,29 +763,245 @@ func (r *Router) readLoop(c *serverConn) error {
 		if c.closing() {
 			return nil
 		}
-		if err != nil {
-			switch {
-			case errors.Is(err, ErrFrameTooLarge):
-				r.traffic.oversized.Add(1)
-			case errors.Is(err, ErrProtocol):
-				r.traffic.protocol.Add(1)
-			}
+		if err := r.deliver(c, body, kind, err); err != nil {
 			return err
 		}
-		switch kind {
-		case kindData:
-			r.traffic.msgsIn.Add(1)
-			r.traffic.bytesIn.Add(uint64(len(body)))
-			if err := r.received(c.id, body); err != nil {
-				return err
+	}
+}
+
+// deliver acts on one message read from c (or the error reading it): data
+// goes to the Handler, commands are handled here, errors are counted and
+// returned.
+func (r *Router) deliver(c *serverConn, body []byte, kind msgKind, err error) error {
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrFrameTooLarge):
+			r.traffic.oversized.Add(1)
+		case errors.Is(err, ErrProtocol):
+			r.traffic.protocol.Add(1)
+		}
+		return err
+	}
+	switch kind {
+	case kindData:
+		r.traffic.msgsIn.Add(1)
+		r.traffic.bytesIn.Add(uint64(len(body)))
+		return r.received(c.id, body)
+	case kindDropped:
+		r.traffic.multipart.Add(1)
+	case kindCommand:
+		if err := c.command(body); err != nil {
+			r.traffic.protocol.Add(1)
+			return err
+		}
+	}
+	return nil
+}
+
+// pollable returns the raw socket of an open connection that the poller
+// can park (a plain TCP connection on a Router with a poller), or nil.
+func (r *Router) pollable(c *serverConn) syscall.RawConn {
+	if r.poll == nil || c.nc != c.raw {
+		return nil
+	}
+	tc, ok := c.raw.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	sc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return sc
+}
+
+// dispatch is the poller's hand-off: connection id became readable (or
+// hung up), so a reader goroutine is started for it unless it is no longer
+// parked (closed meanwhile, its teardown already claimed it).
+func (r *Router) dispatch(id ConnID) {
+	c := r.lookup(id)
+	if c == nil || !c.rstate.CompareAndSwap(readerParked, readerRunning) {
+		return
+	}
+	r.wg.Add(1)
+	go r.readWorker(c)
+}
+
+// readWorker is a reader goroutine started by the poller or by a shutdown
+// of a parked connection; the Router's WaitGroup owns it.
+func (r *Router) readWorker(c *serverConn) {
+	defer r.wg.Done()
+	r.readTurn(c)
+}
+
+// readTurn reads a polled connection for as long as it has bytes: every
+// message is delivered as readLoop does (the same readMessage, limits,
+// budget and frame-read timeout; a message that has started arriving is
+// read to its end with blocking reads). When a read at a message boundary
+// finds nothing, the connection is parked in the poller and the goroutine
+// ends: the pooled reader is already back and the reading budget released,
+// so a parked connection holds no goroutine and no buffer. On an error or
+// a close it is torn down (finish).
+//
+// There is no pool of readers to starve: each readable connection has its
+// own reader goroutine (at most one, and at most MaxConns together), and
+// the Go scheduler shares the CPUs among them, so a busy connection delays
+// others no more than with the goroutine reader.
+func (r *Router) readTurn(c *serverConn) {
+	for {
+		idle, err := r.readUntilIdle(c)
+		if !idle {
+			if err != nil {
+				c.shutdown(err, false)
 			}
-		case kindDropped:
-			r.traffic.multipart.Add(1)
-		case kindCommand:
-			if err := c.command(body); err != nil {
-				r.traffic.protocol.Add(1)
-				return err
+			r.finish(c)
+			return
+		}
+		first := !c.armed
+		c.armed = true
+		c.woken = true
+		c.parkedAt = r.since()
+		// From the Store on, the poller or a shutdown may claim c and
+		// start another reader: nothing below touches the reading state.
+		c.rstate.Store(readerParked)
+		if c.closing() {
+			// A shutdown that ran before the Store found c running and
+			// left the teardown to this reader.
+			if c.rstate.CompareAndSwap(readerParked, readerRunning) {
+				continue
 			}
+			return
+		}
+		if err := r.poll.arm(c.sc, c.id, first); err != nil {
+			if !c.rstate.CompareAndSwap(readerParked, readerRunning) {
+				return // closed meanwhile; its teardown reader owns c
+			}
+			if errors.Is(err, ErrClosed) || !first {
+				c.shutdown(err, false)
+				continue
+			}
+			// The poller cannot take it (epoll's max_user_watches):
+			// this goroutine stays its reader, as without the poller.
+			if r.clearDeadline(c) {
+				if err := r.readLoop(c); err != nil {
+					c.shutdown(err, false)
+				}
+			}
+			r.finish(c)
+		}
+		return
+	}
+}
+
+// pollLinger is how long a polled connection's reader waits for the next
+// message (in Go's own netpoller, like the goroutine reader) before it
+// parks the connection. A connection that exchanges messages back to back
+// (a client sending its next request as soon as it has the reply) then
+// keeps its reader instead of paying a park and a wake-up, each an
+// epoll_ctl, an epoll_wait wake-up and a goroutine start, per message; a
+// connection that falls silent longer (a keep-alive-only session, one
+// message a second) holds a goroutine for this long after each message,
+// 0.2 % of the time.
+const pollLinger = 2 * time.Millisecond
+
+// pollSparse: a connection woken after being parked longer than this
+// parks again as soon as it has nothing to read, without lingering (a
+// keep-alive-only session pays no linger timer and read deadline per
+// message); one woken sooner lingers after its next message.
+const pollSparse = 50 * time.Millisecond
+
+// since is the Router's monotonic clock, in nanoseconds since Listen.
+func (r *Router) since() int64 { return int64(time.Since(r.epoch)) }
+
+// lingerRead waits up to pollLinger for the first bytes of the next
+// message, in head. It returns errWouldBlock when none came.
+//
+// The read deadline it sets stays set (and past) while the connection is
+// parked (tryRead ignores deadlines) and is cleared when bytes arrive, so
+// that the rest of a message is read without one. Every change of the
+// deadline is followed by a check of closing: a graceful shutdown sets a
+// past read deadline after it marks the link closing, so either the check
+// sees the close or the shutdown's deadline comes after ours.
+func (r *Router) lingerRead(c *serverConn) (int, error) {
+	if !c.deadline {
+		if err := c.raw.SetReadDeadline(time.Now().Add(pollLinger)); err != nil {
+			return 0, err
+		}
+		c.deadline = true
+		if c.closing() {
+			return 0, ErrClosed
+		}
+	}
+	n, err := c.nc.Read(c.head[:])
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errWouldBlock
+	}
+	if n > 0 && !r.clearDeadline(c) {
+		return 0, ErrClosed
+	}
+	return n, err
+}
+
+// clearDeadline removes the linger deadline, if set, and reports false
+// when the connection is closing (see lingerRead).
+func (r *Router) clearDeadline(c *serverConn) bool {
+	if c.deadline {
+		if err := c.raw.SetReadDeadline(time.Time{}); err != nil {
+			return false
+		}
+		c.deadline = false
+	}
+	return !c.closing()
+}
+
+// readUntilIdle delivers the messages a polled connection has, as
+// readLoop does, and reports idle when a read at a message boundary finds
+// nothing to read. Otherwise it returns the error that ends the connection
+// (nil when it is closing).
+func (r *Router) readUntilIdle(c *serverConn) (idle bool, err error) {
+	defer c.rd.release()
+	for {
+		c.rd.release()
+		if c.closing() {
+			return false, nil
+		}
+		if c.br == nil {
+			var n int
+			var err error
+			switch {
+			case c.woken:
+				// Started by the poller: read what is there without
+				// waiting (a spurious wake-up parks again). A connection
+				// that was parked long is a sparse one: it parks as soon
+				// as it has nothing to read, without lingering.
+				c.woken = false
+				c.linger = r.since() < c.parkedAt+int64(pollSparse)
+				n, err = tryRead(c.sc, c.head[:])
+				if n > 0 && !r.clearDeadline(c) {
+					return false, nil
+				}
+			case c.linger:
+				n, err = r.lingerRead(c)
+			default:
+				n, err = tryRead(c.sc, c.head[:])
+			}
+			if errors.Is(err, errWouldBlock) {
+				return true, nil
+			}
+			if n == 0 {
+				if c.closing() {
+					return false, nil
+				}
+				return false, err
+			}
+			c.began(n, err)
+		}
+		body, kind, err := c.readBuffered()
+		if c.closing() {
+			return false, nil
+		}
+		if err := r.deliver(c, body, kind, err); err != nil {
+			return false, err
 		}
 	}
 }
