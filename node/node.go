@@ -304,6 +304,7 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	rcfg.QueueOverdraftBytes = cfg.QueueOverdraftBytes
 	rcfg.MaxReadingBytes = cfg.MaxReadingBytes
 	rcfg.FrameReadTimeout = cfg.FrameReadTimeout
+	rcfg.Poller = cfg.ClientPoller
 	rcfg.TLS = tlsCfg
 	n.router, err = transport.Listen(rcfg, handler{inbox: inbox})
 	if err != nil {

@@ -13,6 +13,7 @@
 #   SESSIONS=15000 REPEATS=1 tools/sessions.sh
 #   KEEP=1 tools/sessions.sh                # keep the work dir (logs, JSON)
 #   FAST_PATH=1 tools/sessions.sh           # with keepalive_fast_path on
+#   POLLER=1 tools/sessions.sh              # with client_poller on
 #   PROFILE=1 KEEP=1 tools/sessions.sh      # also a 15 s CPU profile and a heap
 #                                           # profile of the leader per run
 #
@@ -53,6 +54,9 @@ cat >"$work/limits.json" <<'JSON'
 JSON
 if [ -n "${FAST_PATH:-}" ]; then
 	sed -i 's/^{/{"keepalive_fast_path": true, /' "$work/limits.json"
+fi
+if [ -n "${POLLER:-}" ]; then
+	sed -i 's/^{/{"client_poller": true, /' "$work/limits.json"
 fi
 
 start() {
