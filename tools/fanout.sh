@@ -16,11 +16,16 @@ REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5s}
 WATCHERS=${WATCHERS:-0,10,100,1000}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+failed=
+trap '[ -n "$failed" ] || [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 for rep in $(seq "$REPEATS"); do
 	echo "fanout.sh: run $rep/$REPEATS" >&2
-	(cd "$root" && go test -run '^$' -bench FanOut -benchtime 1x ./bench/ \
-		-args -compare.duration="$DURATION" -fanout.watchers "$WATCHERS") >"$work/run-$rep.txt" 2>&1
+	if ! (cd "$root" && go test -run '^$' -bench FanOut -benchtime 1x ./bench/ \
+		-args -compare.duration="$DURATION" -fanout.watchers "$WATCHERS") >"$work/run-$rep.txt" 2>&1; then
+		failed=1
+		echo "fanout.sh: run $rep failed; its output is kept in $work/run-$rep.txt:" >&2
+		tail -5 "$work/run-$rep.txt" >&2
+	fi
 done
 python3 - "$work" "$REPEATS" <<'PY'
 import re, statistics, sys
