@@ -53,7 +53,7 @@ type Config struct {
 	// actor hop (less leader CPU for idle sessions; see
 	// docs/architecture.md "Keep-alive"). Default false: experimental. With
 	// it on, a 60 s chaos actors run lost a session during a storm of
-	// keepalive and directory panics on the leader (2 of 7 such runs over
+	// keepalive and directory panics on the leader (2 of 11 such runs over
 	// two rounds, none with it off); the cause is not found. False sends
 	// every keep-alive through the session directory and the session's
 	// actor.
