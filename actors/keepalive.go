@@ -335,8 +335,8 @@ func (k *keepalive) tick(c actor.Context) {
 	k.drain()
 	k.reap(now)
 	checkFree := k.checkSince.IsZero() || now.Sub(k.checkSince) > k.checkLost()
-	var due, batch []fsm.SessionID
-	prev := map[fsm.SessionID]time.Time{}
+	var due []fsm.SessionID
+	rec := newLiveRecord(now)
 	for id, l := range k.table {
 		switch {
 		case now.After(l.deadline):
@@ -344,10 +344,8 @@ func (k *keepalive) tick(c actor.Context) {
 				l.checking = now
 				due = append(due, id)
 			}
-		case l.heard && now.Sub(l.recordedAt) > l.timeout/3 && len(batch) < maxRecordBatch:
-			batch = append(batch, id)
-			prev[id] = l.recordedAt
-			l.recordedAt, l.heard = now, false
+		case l.heard && now.Sub(l.recordedAt) > l.timeout/3:
+			rec.add(id, l)
 		}
 	}
 	if len(due) > 0 {
@@ -357,11 +355,7 @@ func (k *keepalive) tick(c actor.Context) {
 		k.checkSince = now
 		c.Send(k.env.Refs.Raft, &Read{Query: fsm.LivenessQuery{Sessions: due}, ReplyTo: c.Self(), Tag: checkTag{term: k.leader.Term, ids: due}})
 	}
-	if len(batch) > 0 {
-		slices.SortFunc(batch, fsm.SessionID.Compare)
-		cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(now), Sessions: batch})
-		c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{prev: prev}})
-	}
+	k.proposeRecord(c, rec, nil)
 }
 
 // recordNow proposes a liveness record of every session heard from since
@@ -376,24 +370,52 @@ func (k *keepalive) recordNow(c actor.Context) {
 	}
 	now := k.env.Now()
 	k.drain()
-	var batch []fsm.SessionID
-	prev := map[fsm.SessionID]time.Time{}
+	rec := newLiveRecord(now)
 	for id, l := range k.table {
-		if l.heard && !now.After(l.deadline) && len(batch) < maxRecordBatch {
-			batch = append(batch, id)
-			prev[id] = l.recordedAt
-			l.recordedAt, l.heard = now, false
+		if l.heard && !now.After(l.deadline) {
+			rec.add(id, l)
 		}
 	}
-	if len(batch) == 0 {
-		if reply != nil {
-			c.Send(reply, &RecordedNow{})
-		}
+	if !k.proposeRecord(c, rec, reply) && reply != nil {
+		c.Send(reply, &RecordedNow{})
+	}
+}
+
+// liveRecord gathers one RecordLiveness batch: at most maxRecordBatch
+// sessions, each with the instant of its previous record so that a failed
+// batch can be undone.
+type liveRecord struct {
+	now   time.Time
+	batch []fsm.SessionID
+	prev  map[fsm.SessionID]time.Time
+}
+
+func newLiveRecord(now time.Time) *liveRecord {
+	return &liveRecord{now: now, prev: map[fsm.SessionID]time.Time{}}
+}
+
+// add puts the session in the batch, unless the batch is full (the rest
+// wait for the next one), and marks it recorded now.
+func (r *liveRecord) add(id fsm.SessionID, l *live) {
+	if len(r.batch) >= maxRecordBatch {
 		return
 	}
-	slices.SortFunc(batch, fsm.SessionID.Compare)
-	cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(now), Sessions: batch})
-	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{prev: prev, replyTo: reply}})
+	r.batch = append(r.batch, id)
+	r.prev[id] = l.recordedAt
+	l.recordedAt, l.heard = r.now, false
+}
+
+// proposeRecord proposes the batch, if it names any session (sorted, so
+// that the proposal's bytes do not depend on map order), and reports
+// whether it did; replyTo, when set, is told RecordedNow once it is done.
+func (k *keepalive) proposeRecord(c actor.Context, r *liveRecord, replyTo *actor.PID) bool {
+	if len(r.batch) == 0 {
+		return false
+	}
+	slices.SortFunc(r.batch, fsm.SessionID.Compare)
+	cmd := fsm.EncodeCommand(nil, fsm.RecordLiveness{Time: fsm.Stamp(r.now), Sessions: r.batch})
+	c.Send(k.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: recordTag{prev: r.prev, replyTo: replyTo}})
+	return true
 }
 
 // reap closes the connections bound to a session that sent nothing, not
