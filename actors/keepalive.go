@@ -428,7 +428,15 @@ func (k *keepalive) reap(now time.Time) {
 	if k.env.Conns == nil {
 		return
 	}
-	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap) {
+	// A session whose expiry is being checked or proposed is spared: its
+	// expiry closes the session on the connection (SessionClosed) within
+	// a round or two, and closing the connection first would leave the
+	// client guessing.
+	expiring := func(id fsm.SessionID) bool {
+		l := k.table[id]
+		return l != nil && !l.checking.IsZero()
+	}
+	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap, expiring) {
 		k.env.Inbox.Liveness().Unbind(conn)
 		if k.env.Conns.CloseConn(conn) == nil {
 			k.env.Metrics.ReapedConns.WithLabelValues("silent_bound").Inc()

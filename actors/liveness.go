@@ -228,8 +228,9 @@ func (l *Liveness) Drain(fn func(session fsm.SessionID, timeout time.Duration, a
 // Silent returns the connections bound to a session whose last message is
 // older than that session's timeout plus grace at now: the client sends
 // nothing, not even keep-alives, and its session is due to expire. At most
-// max are returned.
-func (l *Liveness) Silent(now time.Time, grace time.Duration, max int) []ConnID {
+// max are returned; a session for which spare reports true is left out
+// (nil spares none).
+func (l *Liveness) Silent(now time.Time, grace time.Duration, max int, spare func(fsm.SessionID) bool) []ConnID {
 	if l == nil {
 		return nil
 	}
@@ -242,7 +243,7 @@ func (l *Liveness) Silent(now time.Time, grace time.Duration, max int) []ConnID 
 			if len(out) >= max {
 				break
 			}
-			if t-b.at.Load() > int64(b.timeout+grace) {
+			if t-b.at.Load() > int64(b.timeout+grace) && (spare == nil || !spare(b.session)) {
 				out = append(out, conn)
 			}
 		}

@@ -133,15 +133,20 @@ func TestLivenessSilentAndUnbind(t *testing.T) {
 	if bound, _ := l.Heard(1, start.Add(900*time.Millisecond), false, 0); !bound {
 		t.Fatal("connection 1 not bound")
 	}
-	silent := l.Silent(start.Add(1500*time.Millisecond), 0, 10)
+	silent := l.Silent(start.Add(1500*time.Millisecond), 0, 10, nil)
 	if len(silent) != 1 || silent[0] != 2 {
 		t.Fatalf("silent %v, want [2]", silent)
 	}
-	if got := l.Silent(start.Add(1500*time.Millisecond), time.Second, 10); len(got) != 0 {
+	if got := l.Silent(start.Add(1500*time.Millisecond), time.Second, 10, nil); len(got) != 0 {
 		t.Fatalf("silent %v within the grace, want none", got)
 	}
-	if got := l.Silent(start.Add(10*time.Second), 0, 2); len(got) != 2 {
+	if got := l.Silent(start.Add(10*time.Second), 0, 2, nil); len(got) != 2 {
 		t.Fatalf("silent %v, want 2 (the bound)", got)
+	}
+	// A session whose expiry is under way is spared.
+	spare := func(id fsm.SessionID) bool { return id == fsm.SessionID{15: 2} }
+	if got := l.Silent(start.Add(1500*time.Millisecond), 0, 10, spare); len(got) != 0 {
+		t.Fatalf("silent %v with session 2 spared, want none", got)
 	}
 	l.Unbind(2)
 	if bound, answer := l.Heard(2, start, true, 0); bound || answer {
