@@ -189,13 +189,20 @@ func (c *Client) MemberRemove(ctx context.Context, id uint64) error {
 func (c *Client) change(ctx context.Context, op, path string) error {
 	ctx, cancel := c.withTimeout(ctx, changeExtra)
 	defer cancel()
+	var notLeader error // the last "not the leader" answer
 	for {
 		l, err := c.leaderFor(ctx, op)
 		if err != nil {
+			if notLeader != nil && ctx.Err() != nil {
+				// The time ran out while finding the leader again: what
+				// the caller needs to know is the member's answer.
+				return notLeader
+			}
 			return err
 		}
 		resp, err := c.do(ctx, op, l.HTTP, http.MethodPost, path, true)
 		if errors.Is(err, ErrNotLeader) {
+			notLeader = err
 			select {
 			case <-ctx.Done():
 				return err
