@@ -428,13 +428,14 @@ func (k *keepalive) reap(now time.Time) {
 	if k.env.Conns == nil {
 		return
 	}
-	// A session whose expiry is being checked or proposed is spared: its
-	// expiry closes the session on the connection (SessionClosed) within
-	// a round or two, and closing the connection first would leave the
-	// client guessing.
+	// A session whose expiry is being checked or proposed, or which is no
+	// longer in the table (expired, its removal still on its way to the
+	// directory), is spared: the directory tells the client SessionClosed
+	// and unbinds the connection, and closing the connection first would
+	// leave the client guessing.
 	expiring := func(id fsm.SessionID) bool {
 		l := k.table[id]
-		return l != nil && !l.checking.IsZero()
+		return l == nil || !l.checking.IsZero()
 	}
 	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap, expiring) {
 		k.env.Inbox.Liveness().Unbind(conn)
