@@ -254,3 +254,13 @@ func (e *Env) Props(kind string, producer actor.Producer) *actor.Props {
 	}
 	return p
 }
+
+// debug logs a session-lifecycle event (binds, unbinds, restarts, liveness
+// loads, expiries) at debug level, for tracing a session through faults;
+// nothing is formatted unless the logger is at debug level.
+func (e *Env) debug(msg string, args ...any) {
+	if e.Log == nil || !e.Log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	e.Log.Debug(msg, args...)
+}

@@ -166,6 +166,7 @@ func NewKeepAlive(env *Env) actor.Producer {
 func (k *keepalive) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
+		k.env.debug("keepalive: started")
 		c.Request(k.env.Refs.Raft, &LeaderQuery{})
 	case *actor.Stopping, *actor.Restarting:
 		k.stop()
@@ -221,6 +222,7 @@ func (k *keepalive) arm(c actor.Context) {
 func (k *keepalive) leaderChanged(c actor.Context, m *LeaderChanged) {
 	was := k.leader
 	k.leader = *m
+	k.env.debug("keepalive: leader changed", "leader", m.IsLeader, "term", m.Term, "was_leader", was.IsLeader, "was_term", was.Term)
 	if !m.IsLeader {
 		clear(k.table)
 		k.stop()
@@ -260,6 +262,7 @@ func (k *keepalive) loaded(c actor.Context, t sessionsTag, r *ReadDone) {
 	}
 	lv, _ := r.Result.(fsm.Liveness)
 	now := k.env.Now()
+	k.env.debug("keepalive: liveness loaded", "term", t.term, "sessions", len(lv.Sessions), "table", len(k.table))
 	for _, s := range lv.Sessions {
 		// remaining comes from cluster time alone (the clock and the
 		// record were both stamped by leaders) and is clamped to one
@@ -438,6 +441,7 @@ func (k *keepalive) reap(now time.Time) {
 		return l == nil || !l.checking.IsZero()
 	}
 	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap, expiring) {
+		k.env.debug("keepalive: silent connection closed", "conn", conn)
 		k.env.Inbox.Liveness().Unbind(conn)
 		if k.env.Conns.CloseConn(conn) == nil {
 			k.env.Metrics.ReapedConns.WithLabelValues("silent_bound").Inc()
@@ -498,6 +502,8 @@ func (k *keepalive) checked(c actor.Context, t checkTag, r *ReadDone) {
 		case !now.After(l.deadline):
 			l.checking = time.Time{} // seen while the read was in flight
 		default:
+			k.env.debug("keepalive: expiry proposed", "session", id, "past_deadline", now.Sub(l.deadline),
+				"recorded_ago", now.Sub(l.recordedAt), "heard", l.heard, "remaining", s.Remaining(lv.Clock))
 			expiries = append(expiries, fsm.Expiry{Session: id, LivenessStamp: s.Liveness})
 		}
 	}
@@ -559,6 +565,7 @@ func (k *keepalive) proposed(c actor.Context, p *Proposed) {
 		if results == nil {
 			continue
 		}
+		k.env.debug("keepalive: expiry applied", "session", id, "status", fsm.Status(results[i].Value))
 		switch fsm.Status(results[i].Value) {
 		case fsm.StatusOK, fsm.StatusSessionNotFound, fsm.StatusSessionExpired, fsm.StatusSessionClosed:
 			delete(k.table, id)

@@ -189,6 +189,7 @@ func (d *directory) Receive(c actor.Context) {
 	case *actor.Started:
 		// Bindings of a previous incarnation are gone with its maps.
 		d.env.Inbox.Liveness().Clear()
+		d.env.debug("directory: started, bindings cleared")
 		d.tokens, d.refill = float64(d.env.Settings.SessionCreateRate), d.env.Now()
 		// Learn the current leader: the bridge broadcasts only on changes.
 		c.Request(d.env.Refs.Raft, &LeaderQuery{})
@@ -294,6 +295,7 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 		}
 		clear(d.byConn)
 		d.env.Inbox.Liveness().Clear()
+		d.env.debug("directory: leadership lost, bindings cleared", "term", m.Term)
 		clear(d.busy)
 		clear(d.creating)
 		clear(d.creator)
@@ -365,6 +367,7 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 	}
 	id, ok := d.byConn[in.Conn]
 	if !ok {
+		d.env.debug("directory: message on an unbound connection", "conn", in.Conn, "kind", in.Msg.Kind())
 		d.refuse(in, codec.CodeSessionNotFound, "connection is not bound to a session")
 		return
 	}
@@ -390,6 +393,7 @@ func (d *directory) childStopped(pid *actor.PID) {
 		if !e.pid.Equal(pid) {
 			continue
 		}
+		d.env.debug("directory: session actor stopped", "session", id, "conn", e.conn)
 		if e.conn != 0 {
 			d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
 				Message: "session actor stopped; continue the session"})
@@ -715,6 +719,7 @@ func (d *directory) reap() {
 
 // unbind marks conn as bound to no session from now on.
 func (d *directory) unbind(conn ConnID) {
+	d.env.debug("directory: unbind", "conn", conn, "session", d.byConn[conn])
 	delete(d.byConn, conn)
 	d.env.Inbox.Liveness().Unbind(conn)
 	d.unbound[conn] = d.env.Now()
@@ -756,6 +761,7 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	d.setSource(e, d.env.Inbox.Source(conn))
 	d.byConn[conn] = info.ID
 	d.env.Inbox.Liveness().Bind(conn, info.ID, info.Timeout, d.env.Now())
+	d.env.debug("directory: bind", "conn", conn, "session", info.ID)
 	delete(d.unbound, conn)
 	c.Send(e.pid, &bind{conn: conn})
 	return true
@@ -772,6 +778,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 	}
 	delete(d.byConn, conn)
 	d.env.Inbox.Liveness().Unbind(conn)
+	d.env.debug("directory: connection gone", "conn", conn, "session", id)
 	if e := d.bySession[id]; e != nil && e.conn == conn {
 		e.conn = 0
 		c.Send(e.pid, &bind{conn: 0})
@@ -780,6 +787,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 
 func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 	e := d.bySession[m.Session]
+	d.env.debug("directory: session removed", "session", m.Session, "reason", m.Reason, "here", e != nil)
 	if e == nil {
 		return
 	}

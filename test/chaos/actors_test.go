@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -35,6 +36,14 @@ type actorCluster struct {
 func startActorCluster(t *testing.T) *actorCluster {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if *flagDebugLog != "" {
+		f, err := os.Create(*flagDebugLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		quiet = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		var members []node.Member
@@ -46,6 +55,7 @@ func startActorCluster(t *testing.T) *actorCluster {
 		for _, m := range members {
 			cfg := node.DefaultConfig()
 			cfg.ID, cfg.Members, cfg.InMemory, cfg.ClusterID = m.ID, members, true, clusterID
+			cfg.KeepAliveFastPath, cfg.ClientPoller = *flagFastPath, *flagPoller
 			f := supervision.NewFaults()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			var n *node.Node

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/zraft/zraft/node"
 )
 
 var (
@@ -45,7 +47,13 @@ var (
 		"how long TestChaosActors panics actors of the in-process cluster")
 	flagGapTrials = flag.Int("chaos.gap-trials", 0,
 		"TestLeaderKillGap: leader kills to measure (0 skips the test); the median is printed")
-	flagKeep = flag.Bool("chaos.keep", false, "keep the process cluster's data and logs (their directory is printed)")
+	flagKeep     = flag.Bool("chaos.keep", false, "keep the process cluster's data and logs (their directory is printed)")
+	flagFastPath = flag.Bool("chaos.fast-path", node.DefaultConfig().KeepAliveFastPath,
+		"TestChaosActors: answer keep-alives on the connections' goroutines (node setting keepalive_fast_path)")
+	flagPoller = flag.Bool("chaos.poller", node.DefaultConfig().ClientPoller,
+		"TestChaosActors: park idle client connections in the epoll poller (node setting client_poller)")
+	flagDebugLog = flag.String("chaos.debug-log", "",
+		"TestChaosActors: write the nodes' debug log (session binds, expiries, actor restarts) to this file")
 )
 
 // nodeBin is the cmd/node binary TestMain builds, shared by every test.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zraft/zraft/client"
@@ -205,13 +206,23 @@ func (w *workload) dial(id int) (*client.Conn, error) {
 	w.h.mu.Lock()
 	w.h.dials++
 	w.h.mu.Unlock()
-	return client.Dial(ctx, w.endpoints, client.WithEventHandler(func(ev client.Event) {
+	// The session id goes into the record of a lost session, to find it
+	// in a debug log (-chaos.debug-log).
+	var dialled atomic.Pointer[client.Conn]
+	conn, err := client.Dial(ctx, w.endpoints, client.WithEventHandler(func(ev client.Event) {
 		if ev.Type == client.EventSessionLost {
+			what := "session lost"
+			if c := dialled.Load(); c != nil {
+				sid := c.SessionID()
+				what = fmt.Sprintf("session %x lost", sid[:])
+			}
 			w.h.mu.Lock()
-			w.h.lost = append(w.h.lost, clientErr{at: ev.Time, session: id, what: "session lost", err: ev.Err})
+			w.h.lost = append(w.h.lost, clientErr{at: ev.Time, session: id, what: what, err: ev.Err})
 			w.h.mu.Unlock()
 		}
 	}))
+	dialled.Store(conn)
+	return conn, err
 }
 
 func sleep(ctx context.Context, d time.Duration) {
