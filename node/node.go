@@ -255,13 +255,16 @@ func Start(ctx context.Context, cfg Config, app fsm.Application, opts ...Option)
 	rootProps := actor.PropsFromProducer(func() actor.Actor {
 		return &rootActor{env: env, inbox: inbox, observer: observer, user: o.userActors, handle: handle}
 	}, actor.WithSupervisor(supervision.StrategyDropping(env.Settings.Supervision, func(child *actor.PID, msg any) {
-		// A message lost to a panic gives back the admission it held.
-		switch supervision.Kind(child) {
+		// A message lost to a panic gives back the admission it held, and
+		// whoever waits for its answer gets one (actors.AnswerLost).
+		kind := supervision.Kind(child)
+		switch kind {
 		case "gateway", "sessions":
 			inbox.Dropped(msg)
 		case "dispatcher":
 			observer.Dropped(msg)
 		}
+		actors.AnswerLost(n.system, env, kind, msg)
 	})))
 	// The whole tree is spawned before anything outside it (dragonboat's
 	// listener and the state machine's observer, then clients) can post

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zraft/zraft/actors"
 	"github.com/zraft/zraft/codec"
 	"github.com/zraft/zraft/fsm"
 	"github.com/zraft/zraft/node"
@@ -327,4 +328,114 @@ func TestFlappingLeaderDoesNotKeepDeadSessionAlive(t *testing.T) {
 		time.Sleep(1200 * time.Millisecond)
 	}
 	t.Fatal("a dead session stayed alive while leadership kept moving")
+}
+
+// TestSessionRequestLostToAPanicIsAnswered: a session creation or
+// continuation whose message, Raft read or proposal, or Raft answer is lost
+// because the actor handling it panicked (protoactor does not deliver it
+// again) is answered with a retryable rejection at once. Without an answer
+// the client waits for its dial timeout (5 s, half a session timeout), and
+// two such losses in a storm of panics let a session expire while its client
+// was asking to continue it; here no answer at all fails the test after
+// waitTimeout.
+func TestSessionRequestLostToAPanicIsAnswered(t *testing.T) {
+	faults := supervision.NewFaults()
+	c := startCluster(t, nil, node.WithFaultInjection(faults))
+	l := c.leader(t)
+	w := dial(t, l.ClientAddr())
+	created, secret := w.createSession()
+	sessionRead := func(msg any) bool {
+		r, ok := msg.(*actors.Read)
+		if !ok {
+			return false
+		}
+		_, ok = r.Query.(fsm.SessionQuery)
+		return ok
+	}
+	for _, tc := range []struct {
+		name, kind string
+		create     bool
+		match      func(msg any) bool
+	}{
+		{"continuation's read, in the raft bridge", "raft", false, sessionRead},
+		{"continuation's answer, in the directory", "sessions", false, func(msg any) bool {
+			r, ok := msg.(*actors.ReadDone)
+			if !ok {
+				return false
+			}
+			_, ok = r.Result.(fsm.SessionInfo)
+			return ok
+		}},
+		{"ContinueSession, in the directory", "sessions", false, func(msg any) bool {
+			in, ok := msg.(*actors.Inbound)
+			if !ok {
+				return false
+			}
+			_, ok = in.Msg.(*codec.ContinueSession)
+			return ok
+		}},
+		{"CreateSession, in the directory", "sessions", true, func(msg any) bool {
+			in, ok := msg.(*actors.Inbound)
+			if !ok {
+				return false
+			}
+			_, ok = in.Msg.(*codec.CreateSession)
+			return ok
+		}},
+		{"creation's proposal, in the raft bridge", "raft", true, func(msg any) bool {
+			p, ok := msg.(*actors.Propose)
+			return ok && supervision.Kind(p.ReplyTo) == "sessions"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A directory restarted by the case before may not know the
+			// leader yet (it refuses with ClusterUnavailable meanwhile).
+			continueUntilBound(t, dial(t, l.ClientAddr()), created.SessionID, secret)
+			nw := dial(t, l.ClientAddr())
+			before := faults.Fired(tc.kind)
+			faults.PanicOn(tc.kind, 1, tc.match)
+			var got codec.Message
+			if tc.create {
+				nonce := secretSeq.Add(1)
+				nw.send(&codec.CreateSession{Nonce: nonce, Secret: secret})
+				got = nw.next(func(m codec.Message) bool {
+					switch r := m.(type) {
+					case *codec.SessionCreated:
+						return r.Nonce == nonce
+					case *codec.SessionRejected:
+						return r.Nonce == nonce
+					}
+					return false
+				})
+			} else {
+				got = nw.continueSession(created.SessionID, secret)
+			}
+			if faults.Fired(tc.kind) != before+1 {
+				t.Fatalf("the fault did not fire (answer %+v)", got)
+			}
+			rej, ok := got.(*codec.SessionRejected)
+			if !ok || rej.Reason != codec.CodeClusterUnavailable {
+				t.Fatalf("answer to the lost request: %+v; want SessionRejected ClusterUnavailable", got)
+			}
+			// Asking again works: the session is intact.
+			continueUntilBound(t, nw, created.SessionID, secret)
+		})
+	}
+}
+
+// continueUntilBound continues the session on w, asking again while the
+// answer is a retryable rejection, until it is bound or waitTimeout passes.
+func continueUntilBound(t *testing.T, w *wire, id codec.SessionID, secret codec.Secret) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		m := w.continueSession(id, secret)
+		if _, ok := m.(*codec.SessionContinued); ok {
+			return
+		}
+		if r, ok := m.(*codec.SessionRejected); !ok || !r.Reason.Retryable() || time.Now().After(deadline) {
+			t.Fatalf("ContinueSession: %+v", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

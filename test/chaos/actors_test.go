@@ -43,6 +43,8 @@ func startActorCluster(t *testing.T) *actorCluster {
 		}
 		t.Cleanup(func() { _ = f.Close() })
 		quiet = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		debugLog = quiet
+		t.Cleanup(func() { debugLog = nil })
 	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {

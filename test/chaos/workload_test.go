@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -77,6 +78,10 @@ type clientErr struct {
 	what    string
 	err     error
 }
+
+// debugLog, when set (-chaos.debug-log), is where the workload's clients
+// log, next to the nodes.
+var debugLog *slog.Logger
 
 // incrRecord is an acknowledged increment: the ledger moved from value-delta
 // to value.
@@ -209,7 +214,11 @@ func (w *workload) dial(id int) (*client.Conn, error) {
 	// The session id goes into the record of a lost session, to find it
 	// in a debug log (-chaos.debug-log).
 	var dialled atomic.Pointer[client.Conn]
-	conn, err := client.Dial(ctx, w.endpoints, client.WithEventHandler(func(ev client.Event) {
+	opts := []client.Option{}
+	if debugLog != nil {
+		opts = append(opts, client.WithLogger(debugLog.With("client", id)))
+	}
+	conn, err := client.Dial(ctx, w.endpoints, append(opts, client.WithEventHandler(func(ev client.Event) {
 		if ev.Type == client.EventSessionLost {
 			what := "session lost"
 			if c := dialled.Load(); c != nil {
@@ -220,7 +229,7 @@ func (w *workload) dial(id int) (*client.Conn, error) {
 			w.h.lost = append(w.h.lost, clientErr{at: ev.Time, session: id, what: what, err: ev.Err})
 			w.h.mu.Unlock()
 		}
-	}))
+	}))...)
 	dialled.Store(conn)
 	return conn, err
 }
