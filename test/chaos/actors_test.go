@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -126,6 +127,15 @@ func (ac *actorCluster) waitLeader(d time.Duration) (int, error) {
 func TestChaosActors(t *testing.T) {
 	s := seed(t)
 	rng := rand.New(rand.NewPCG(uint64(s), 7))
+	pool := actorKinds
+	if *flagActorKinds != "" {
+		pool = strings.Split(*flagActorKinds, ",")
+		for _, k := range pool {
+			if !slices.Contains(actorKinds, k) {
+				t.Fatalf("-chaos.actor-kinds: unknown kind %q (want some of %v)", k, actorKinds)
+			}
+		}
+	}
 	ac := startActorCluster(t)
 	w := startWorkload(ac.endpoints(), *flagSessions, *flagIdle, s)
 	stopped := false
@@ -166,7 +176,7 @@ func TestChaosActors(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			idx = rng.IntN(len(ac.nodes))
 		}
-		kind := actorKinds[rng.IntN(len(actorKinds))]
+		kind := pool[rng.IntN(len(pool))]
 		if armed[idx][kind] > ac.faults[idx].Fired(kind) {
 			continue
 		}

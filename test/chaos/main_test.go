@@ -52,6 +52,8 @@ var (
 		"TestChaosActors: answer keep-alives on the connections' goroutines (node setting keepalive_fast_path)")
 	flagPoller = flag.Bool("chaos.poller", node.DefaultConfig().ClientPoller,
 		"TestChaosActors: park idle client connections in the epoll poller (node setting client_poller)")
+	flagActorKinds = flag.String("chaos.actor-kinds", "",
+		"TestChaosActors: comma-separated actor kinds to panic (default all: sessions,session,keepalive,raft,dispatcher)")
 	flagDebugLog = flag.String("chaos.debug-log", "",
 		"TestChaosActors: write the nodes' debug log (session binds, expiries, actor restarts) to this file")
 )
