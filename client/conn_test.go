@@ -763,3 +763,50 @@ func TestSessionClosedByServer(t *testing.T) {
 		t.Errorf("Query after loss = %v", err)
 	}
 }
+
+// TestRedirectWaitsForOpenBreaker: while the leader's breaker is open, a
+// follower that names it as leader is not asked again and again: the client
+// waits for the breaker to let a trial through. (It used to bounce between
+// the members with no pause, about 80 connections a second, seen in a chaos
+// run when three continuation attempts in a row went unanswered.)
+func TestRedirectWaitsForOpenBreaker(t *testing.T) {
+	leader := newFakeServer(t)
+	follower := newFakeServer(t)
+	follower.setRespond(func(_ *fakeServer, _ transport.ConnID, m codec.Message) []codec.Message {
+		var nonce uint64
+		switch m := m.(type) {
+		case *codec.CreateSession:
+			nonce = m.Nonce
+		case *codec.ContinueSession:
+			nonce = m.Nonce
+		default:
+			return nil
+		}
+		return []codec.Message{&codec.SessionRejected{Nonce: nonce, Reason: codec.CodeNotLeader,
+			Leader: codec.LeaderHint{ID: 1, ClientAddr: leader.addr()}}}
+	})
+	events := make(chan Event, 4096)
+	dialT(t, []string{leader.addr(), follower.addr()},
+		WithBreaker(1, 2*time.Second), WithDialTimeout(300*time.Millisecond), WithEvents(events))
+	waitEvent(t, events, EventConnected)
+	id, _ := leader.next(t, codec.KindCreateSession)
+
+	// The leader stops answering and its connection drops: the client
+	// asks the follower, is sent back to the leader, whose handshake goes
+	// unanswered and trips its breaker.
+	leader.setRespond(mute)
+	_ = leader.router.CloseConn(id)
+	if ev := waitEvent(t, events, EventBreakerOpened); ev.Endpoint != leader.addr() {
+		t.Fatalf("breaker opened for %s, want the leader %s", ev.Endpoint, leader.addr())
+	}
+	before := follower.opened.Load()
+	time.Sleep(time.Second) // within the leader's 2 s open period
+	if n := follower.opened.Load() - before; n > 2 {
+		t.Fatalf("the follower was asked %d times in a second while the leader's breaker was open", n)
+	}
+	// Once the breaker lets a trial through, the session continues there.
+	leader.setRespond(standard)
+	if ev := waitEvent(t, events, EventConnected); ev.Endpoint != leader.addr() {
+		t.Fatalf("reconnected to %s, want the leader", ev.Endpoint)
+	}
+}

@@ -226,10 +226,12 @@ func (c *Conn) giveUp(now time.Time, why cause, err error, hint string) {
 		c.next = hint
 		if ep := c.eps.lookup(hint); ep != nil {
 			at = later(at, ep.lastTry.Add(minRedirectGap))
+			at = later(at, ep.trialAt())
 		}
 	case targetSame:
 		c.next = l.ep.addr
 		at = later(at, l.ep.lastTry.Add(minRedirectGap))
+		at = later(at, l.ep.trialAt())
 	}
 	c.retryAt = at
 	if l.ready {
