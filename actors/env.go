@@ -83,8 +83,7 @@ type Settings struct {
 	Members           []Member
 	KeepAliveInterval time.Duration
 	// KeepAliveFastPath answers keep-alives on the connection's goroutine
-	// (liveness.go) instead of in the session actor. Experimental, off by
-	// default (node.Config.KeepAliveFastPath says why).
+	// (liveness.go) instead of in the session actor (node default: on).
 	KeepAliveFastPath bool
 	SessionTimeout    time.Duration
 	ProposalTimeout   time.Duration

@@ -50,13 +50,10 @@ type Config struct {
 	// at. Default 1 s.
 	KeepAliveInterval time.Duration `json:"keepalive_interval"`
 	// KeepAliveFastPath answers keep-alives where they are decoded, with no
-	// actor hop (less leader CPU for idle sessions; see
-	// docs/architecture.md "Keep-alive"). Default false: experimental. With
-	// it on, a 60 s chaos actors run lost a session during a storm of
-	// keepalive and directory panics on the leader (2 of 11 such runs over
-	// two rounds, none with it off); the cause is not found. False sends
-	// every keep-alive through the session directory and the session's
-	// actor.
+	// actor hop (less leader CPU for idle sessions, and an idle session's
+	// actor can retire; see docs/architecture.md "Keep-alive"). Default
+	// true. False sends every keep-alive through the session directory and
+	// the session's actor.
 	KeepAliveFastPath bool `json:"keepalive_fast_path"`
 	// SessionTimeout is how long a session lives without a keep-alive (or any
 	// other valid message). Default 10 s; at least 3 keep-alive intervals.
@@ -121,10 +118,9 @@ type Config struct {
 	// ClientPoller parks idle plain-TCP client connections in one epoll
 	// poller instead of keeping a reader goroutine each (Linux; no effect
 	// under TLS): about 4 KiB less per idle connection
-	// (transport.RouterConfig.Poller). Default false: experimental. With it
-	// on, a chaos actors run lost a session in 2 of 4 runs before the merge
-	// (0 of 22 since); the cause is not
-	// found.
+	// (transport.RouterConfig.Poller, docs/transport.md). Default true.
+	// False keeps a reader goroutine per connection, a few percent less
+	// CPU when hundreds of connections each wake for every message.
 	ClientPoller bool `json:"client_poller"`
 	// MaxFrame bounds one protocol message in bytes. Default 4 MiB.
 	MaxFrame int `json:"max_frame"`
@@ -262,6 +258,7 @@ func DefaultConfig() Config {
 		HeartbeatRTT:      2,
 		SnapshotEntries:   10000,
 		KeepAliveInterval: time.Second,
+		KeepAliveFastPath: true,
 		SessionTimeout:    10 * time.Second,
 		ProposalTimeout:   5 * time.Second,
 		AckBatchInterval:  5 * time.Millisecond,
@@ -271,6 +268,7 @@ func DefaultConfig() Config {
 		MaxConns:          10000,
 		MaxFrame:          4 << 20,
 
+		ClientPoller:           true,
 		MaxConnsPerSource:      1000,
 		MaxHandshakes:          256,
 		MaxHandshakesPerSource: 32,

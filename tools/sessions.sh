@@ -12,8 +12,8 @@
 #   tools/sessions.sh                       # SESSIONS="1000 10000 15000" REPEATS=3
 #   SESSIONS=15000 REPEATS=1 tools/sessions.sh
 #   KEEP=1 tools/sessions.sh                # keep the work dir (logs, JSON)
-#   FAST_PATH=1 tools/sessions.sh           # with keepalive_fast_path on
-#   POLLER=1 tools/sessions.sh              # with client_poller on
+#   FAST_PATH=0 tools/sessions.sh           # keepalive_fast_path off (default on)
+#   POLLER=0 tools/sessions.sh              # client_poller off (default on)
 #   PROFILE=1 KEEP=1 tools/sessions.sh      # also a 15 s CPU profile and a heap
 #                                           # profile of the leader per run
 #
@@ -52,11 +52,14 @@ cat >"$work/limits.json" <<'JSON'
  "max_sessions_per_source": 19000, "max_handshakes": 1024,
  "max_handshakes_per_source": 1024, "session_create_rate": 2000}
 JSON
+# FAST_PATH and POLLER set the node options explicitly (1: on, 0: off);
+# unset, the node's defaults apply.
+onoff() { if [ "$1" = 0 ]; then echo false; else echo true; fi; }
 if [ -n "${FAST_PATH:-}" ]; then
-	sed -i 's/^{/{"keepalive_fast_path": true, /' "$work/limits.json"
+	sed -i "s/^{/{\"keepalive_fast_path\": $(onoff "$FAST_PATH"), /" "$work/limits.json"
 fi
 if [ -n "${POLLER:-}" ]; then
-	sed -i 's/^{/{"client_poller": true, /' "$work/limits.json"
+	sed -i "s/^{/{\"client_poller\": $(onoff "$POLLER"), /" "$work/limits.json"
 fi
 
 start() {

@@ -116,10 +116,11 @@ type RouterConfig struct {
 	// stack. With TLS (crypto/tls reads need their own goroutine) or on
 	// other systems it has no effect and every connection keeps its
 	// reader goroutine. Limits, ordering and Handler calls are the same
-	// either way. Default false for now: with it on, test/chaos
-	// TestChaosActors lost a session (expired) with seed
-	// 1796120635756949442 in 2 runs of 4 before this was merged (0 of 3
-	// with it off); on the merged tree 22 runs lost none. Cause not found.
+	// either way. Default false: a wake-up costs an epoll_ctl and a
+	// goroutine start, a few percent of CPU when hundreds of connections
+	// each wake for every message (docs/transport.md); a node turns it on
+	// for its clients (node.Config.ClientPoller), where most connections
+	// are idle between keep-alives.
 	Poller bool
 }
 

@@ -37,10 +37,10 @@
 //     and bytes that grows with use and shrinks back, and a writer goroutine
 //     that runs only while frames are queued; read and write buffers come
 //     from pools while bytes move, so an idle connection holds none. With
-//     RouterConfig.Poller (off by default for now; Linux, plain TCP) the reader
-//     goroutine too runs only while the connection has bytes to read: an
-//     idle connection is parked in the Router's epoll instance and costs no
-//     goroutine. Send never blocks and never holds a lock across a socket
+//     RouterConfig.Poller (off in DefaultRouterConfig, on in a node; Linux,
+//     plain TCP) the reader goroutine too runs only while the connection
+//     has bytes to read: an idle connection is parked in the Router's epoll
+//     instance and costs no goroutine. Send never blocks and never holds a lock across a socket
 //     write. A full queue closes that connection only.
 //   - A Conn is one connection to one endpoint. When it dies, Send and Recv
 //     say so with an error; reconnecting is the caller's policy.
