@@ -773,13 +773,8 @@ func TestRedirectWaitsForOpenBreaker(t *testing.T) {
 	leader := newFakeServer(t)
 	follower := newFakeServer(t)
 	follower.setRespond(func(_ *fakeServer, _ transport.ConnID, m codec.Message) []codec.Message {
-		var nonce uint64
-		switch m := m.(type) {
-		case *codec.CreateSession:
-			nonce = m.Nonce
-		case *codec.ContinueSession:
-			nonce = m.Nonce
-		default:
+		nonce, ok := handshakeNonce(m)
+		if !ok {
 			return nil
 		}
 		return []codec.Message{&codec.SessionRejected{Nonce: nonce, Reason: codec.CodeNotLeader,

@@ -33,13 +33,8 @@ type rejectN struct {
 }
 
 func (r *rejectN) respond(s *fakeServer, id transport.ConnID, m codec.Message) []codec.Message {
-	var nonce uint64
-	switch m := m.(type) {
-	case *codec.CreateSession:
-		nonce = m.Nonce
-	case *codec.ContinueSession:
-		nonce = m.Nonce
-	default:
+	nonce, ok := handshakeNonce(m)
+	if !ok {
 		return standard(s, id, m)
 	}
 	r.mu.Lock()

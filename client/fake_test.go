@@ -191,6 +191,18 @@ func sessionOnly(s *fakeServer, _ transport.ConnID, m codec.Message) []codec.Mes
 	return nil
 }
 
+// handshakeNonce returns the nonce of a CreateSession or ContinueSession;
+// ok is false for any other message.
+func handshakeNonce(m codec.Message) (nonce uint64, ok bool) {
+	switch m := m.(type) {
+	case *codec.CreateSession:
+		return m.Nonce, true
+	case *codec.ContinueSession:
+		return m.Nonce, true
+	}
+	return 0, false
+}
+
 // mute answers nothing at all: a server that has stopped.
 func mute(*fakeServer, transport.ConnID, codec.Message) []codec.Message { return nil }
 

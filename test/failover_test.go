@@ -366,22 +366,8 @@ func TestSessionRequestLostToAPanicIsAnswered(t *testing.T) {
 			_, ok = r.Result.(fsm.SessionInfo)
 			return ok
 		}},
-		{"ContinueSession, in the directory", "sessions", false, func(msg any) bool {
-			in, ok := msg.(*actors.Inbound)
-			if !ok {
-				return false
-			}
-			_, ok = in.Msg.(*codec.ContinueSession)
-			return ok
-		}},
-		{"CreateSession, in the directory", "sessions", true, func(msg any) bool {
-			in, ok := msg.(*actors.Inbound)
-			if !ok {
-				return false
-			}
-			_, ok = in.Msg.(*codec.CreateSession)
-			return ok
-		}},
+		{"ContinueSession, in the directory", "sessions", false, inboundOf[*codec.ContinueSession]},
+		{"CreateSession, in the directory", "sessions", true, inboundOf[*codec.CreateSession]},
 		{"creation's proposal, in the raft bridge", "raft", true, func(msg any) bool {
 			p, ok := msg.(*actors.Propose)
 			return ok && supervision.Kind(p.ReplyTo) == "sessions"
@@ -421,6 +407,17 @@ func TestSessionRequestLostToAPanicIsAnswered(t *testing.T) {
 			continueUntilBound(t, nw, created.SessionID, secret)
 		})
 	}
+}
+
+// inboundOf matches a client message of type T on its way to the session
+// directory.
+func inboundOf[T codec.Message](msg any) bool {
+	in, ok := msg.(*actors.Inbound)
+	if !ok {
+		return false
+	}
+	_, ok = in.Msg.(T)
+	return ok
 }
 
 // continueUntilBound continues the session on w, asking again while the
