@@ -2,7 +2,13 @@
 //
 // Owns: the map connection ↔ session, the session actors (its children), the
 // creations and continuations in progress, the session-creation rate limit,
-// and leader gating. Only the leader serves sessions: on a follower,
+// and leader gating. A session's entry lives as long as the session is
+// served here; its actor only while the session has work: an idle actor
+// retires (session.go) and the entry keeps the session's connection, source
+// and backlog with no actor. Anything the directory has for such a session
+// (a client message, server requests, a continuation, a resync when nothing
+// else is pending is only noted) spawns a new actor first and is then
+// forwarded to it, so the session's messages keep their order. Only the leader serves sessions: on a follower,
 // CreateSession and ContinueSession get SessionRejected(NotLeader, hint) and
 // other session traffic gets RequestError / QueryError / SessionClosed with
 // the hint; with no leader known the code is ClusterUnavailable.
@@ -21,6 +27,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -78,8 +86,13 @@ type ShutdownDone struct{}
 // sessionStarted is sent by a (re)started session actor to learn its binding.
 type sessionStarted struct{ id fsm.SessionID }
 
-// bind tells a session actor which connection it serves (0: none).
-type bind struct{ conn ConnID }
+// bind tells a session actor which connection it serves (0: none). seq is
+// the directory's count of messages forwarded to the actor, this one
+// included (0: not counted).
+type bind struct {
+	conn ConnID
+	seq  uint64
+}
 
 type createTag struct {
 	conn    ConnID
@@ -122,6 +135,15 @@ type entry struct {
 	// here; the session counts against that source's
 	// MaxSessionsPerSource until it is removed or bound from another.
 	source string
+	// sent counts the messages forwarded to pid since it was spawned;
+	// the actor asks to retire saying how many it handled, and is retired
+	// only if that is all of them. pid is nil while the session has no
+	// actor (retired); acked is then the acknowledged server request its
+	// last actor had seen, and mustRead says a resync came meanwhile, so
+	// the next actor reads its pending requests.
+	sent     uint64
+	acked    uint64
+	mustRead bool
 }
 
 type directory struct {
@@ -164,6 +186,11 @@ type directory struct {
 	creator   map[ConnID]string
 	// notes are the leader-only notifications being sent (notify.go).
 	notes noteCursor
+	// actors counts the session actors alive (entries with a pid);
+	// spawns numbers their names, so that a new actor never takes the
+	// name of one still stopping.
+	actors int
+	spawns uint64
 }
 
 // NewSessions returns the producer of the session directory.
@@ -196,6 +223,7 @@ func (d *directory) Receive(c actor.Context) {
 		d.armReaper(c)
 	case *actor.Stopping, *actor.Restarting:
 		d.env.Metrics.Sessions.Set(0)
+		d.env.Metrics.SessionActors.Set(0)
 		// The session actors stop with the directory: what their mailboxes
 		// hold goes back to the node's byte budget.
 		for _, e := range d.bySession {
@@ -229,18 +257,21 @@ func (d *directory) Receive(c actor.Context) {
 			d.continued(c, t, m)
 		}
 	case *sessionStarted:
-		if e := d.bySession[m.id]; e != nil && c.Sender() != nil {
-			e.pid = c.Sender()
-			c.Send(e.pid, &bind{conn: e.conn})
+		// A restarted actor (same pid) asks for its binding; one that
+		// retired or was replaced meanwhile is not answered.
+		if e := d.bySession[m.id]; e != nil && e.pid != nil && e.pid.Equal(c.Sender()) {
+			d.sendBind(c, m.id, e)
 		}
+	case *retire:
+		d.retire(c, m)
 	case *Deliver:
 		if e := d.bySession[m.Session]; e != nil {
-			c.Send(e.pid, m)
+			d.forward(c, m.Session, e, m)
 		}
 	case *DeliverBatch:
 		for i := range m.Delivers {
 			if e := d.bySession[m.Delivers[i].Session]; e != nil {
-				c.Send(e.pid, &m.Delivers[i])
+				d.forward(c, m.Delivers[i].Session, e, &m.Delivers[i])
 			}
 		}
 	case *SessionRemoved:
@@ -250,8 +281,13 @@ func (d *directory) Receive(c actor.Context) {
 	case *notesMore:
 		d.moreNotes(c)
 	case *Resync:
-		for _, e := range d.bySession {
-			c.Send(e.pid, m)
+		for id, e := range d.bySession {
+			if e.pid == nil {
+				// Its next actor reads its pending requests.
+				e.mustRead = true
+				continue
+			}
+			d.forward(c, id, e, m)
 		}
 	case *Drain:
 		d.draining = true
@@ -285,7 +321,7 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 					d.orphans[e.conn] = now
 				}
 			}
-			c.Stop(e.pid)
+			d.stopActor(c, e)
 			e.backlog.close()
 			delete(d.bySession, id)
 		}
@@ -382,26 +418,147 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 		d.refuse(in, codec.CodeOverloaded, backlogText[reason])
 		return
 	}
-	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg, size: in.size})
+	d.forward(c, id, e, &SessionMsg{Conn: in.Conn, Msg: in.Msg, size: in.size})
+}
+
+// spawn starts an actor for the session of entry e, either for the first
+// time or after its last one retired; read says whether it must read its
+// pending server requests from the replicated state.
+func (d *directory) spawn(c actor.Context, id fsm.SessionID, e *entry, read bool) error {
+	d.spawns++
+	boot := &sessionBoot{conn: e.conn, acked: e.acked, read: read}
+	props := d.env.Props("session", newSession(d.env, e.info, e.backlog, boot))
+	pid, err := c.SpawnNamed(props, "session-"+id.String()+"-"+strconv.FormatUint(d.spawns, 36))
+	if err != nil {
+		return err
+	}
+	e.pid, e.sent, e.mustRead = pid, 0, false
+	d.actors++
+	d.env.Metrics.SessionActors.Set(float64(d.actors))
+	return nil
+}
+
+// forward sends m to the session's actor, spawning one first if the
+// session has none (it retired). It reports false if no actor could be
+// spawned: then the session is dropped here and its client told to
+// continue it (see lost).
+func (d *directory) forward(c actor.Context, id fsm.SessionID, e *entry, m any) bool {
+	if e.pid == nil {
+		if err := d.spawn(c, id, e, e.mustRead); err != nil {
+			d.lost(id, e, err)
+			return false
+		}
+	}
+	e.sent++
+	c.Send(e.pid, m)
+	return true
+}
+
+// sendBind tells the session's actor its connection. A session with no
+// actor and no connection needs no actor for that: its next one starts
+// unbound anyway. It reports false if no actor could be spawned (the
+// session is then dropped, see lost).
+func (d *directory) sendBind(c actor.Context, id fsm.SessionID, e *entry) bool {
+	if e.pid == nil && e.conn == 0 {
+		return true
+	}
+	if e.pid == nil {
+		if err := d.spawn(c, id, e, e.mustRead); err != nil {
+			d.lost(id, e, err)
+			return false
+		}
+	}
+	e.sent++
+	c.Send(e.pid, &bind{conn: e.conn, seq: e.sent})
+	return true
+}
+
+// retire stops an idle session actor that asked to retire, if the
+// directory forwarded it nothing it had not handled when it asked; the
+// entry stays, with no actor. Otherwise the request is ignored and the
+// actor, busy again, asks again when next idle.
+func (d *directory) retire(c actor.Context, m *retire) {
+	e := d.bySession[m.id]
+	if e == nil || e.pid == nil || !e.pid.Equal(c.Sender()) {
+		return
+	}
+	if e.sent != m.handled {
+		d.env.debug("directory: session actor retirement declined", "session", m.id,
+			"forwarded", e.sent, "handled", m.handled)
+		return
+	}
+	e.acked = m.acked
+	d.stopActor(c, e)
+	d.env.debug("directory: session actor retired", "session", m.id)
+}
+
+// stopActor stops the session's actor, if it has one; its Terminated is
+// then ignored (childStopped).
+func (d *directory) stopActor(c actor.Context, e *entry) {
+	if e.pid == nil {
+		return
+	}
+	c.Stop(e.pid)
+	e.pid = nil
+	d.actors--
+	d.env.Metrics.SessionActors.Set(float64(d.actors))
+}
+
+// lost drops a session whose actor stopped for good or could not be
+// spawned: its client is told, continues its session, and gets a fresh
+// actor rebuilt from the replicated state.
+func (d *directory) lost(id fsm.SessionID, e *entry, why any) {
+	d.env.debug("directory: session actor lost", "session", id, "conn", e.conn, "why", why)
+	if e.conn != 0 {
+		d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
+			Message: "session actor stopped; continue the session"})
+		d.unbind(e.conn)
+	}
+	if e.pid != nil {
+		e.pid = nil
+		d.actors--
+		d.env.Metrics.SessionActors.Set(float64(d.actors))
+	}
+	d.forget(id, e)
 }
 
 // childStopped forgets a session whose actor stopped for good (its
 // supervisor gave up on it): its client is told, continues its session, and
-// gets a fresh actor rebuilt from the replicated state.
+// gets a fresh actor rebuilt from the replicated state. The Terminated of an
+// actor the directory stopped itself (retired, or its session dropped) finds
+// no entry holding that pid and is ignored.
 func (d *directory) childStopped(pid *actor.PID) {
-	for id, e := range d.bySession {
-		if !e.pid.Equal(pid) {
-			continue
-		}
-		d.env.debug("directory: session actor stopped", "session", id, "conn", e.conn)
-		if e.conn != 0 {
-			d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
-				Message: "session actor stopped; continue the session"})
-			d.unbind(e.conn)
-		}
-		d.forget(id, e)
+	if pid == nil {
 		return
 	}
+	if id, ok := sessionOfActor(pid); ok {
+		if e := d.bySession[id]; e != nil && e.pid != nil && e.pid.Equal(pid) {
+			d.lost(id, e, "supervisor gave up")
+		}
+		return
+	}
+	for id, e := range d.bySession {
+		if e.pid != nil && e.pid.Equal(pid) {
+			d.lost(id, e, "supervisor gave up")
+			return
+		}
+	}
+}
+
+// sessionOfActor reads the session id out of a session actor's name,
+// "session-<id>-<n>" after the directory's path.
+func sessionOfActor(pid *actor.PID) (fsm.SessionID, bool) {
+	name := pid.Id
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	rest, ok := strings.CutPrefix(name, "session-")
+	if !ok {
+		return fsm.SessionID{}, false
+	}
+	hexID, _, _ := strings.Cut(rest, "-")
+	id, err := fsm.ParseSessionID(hexID)
+	return id, err == nil
 }
 
 // forget removes a session's entry and its count against its source.
@@ -733,21 +890,18 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 		// The connection moves to another session: unbind it from the old.
 		if e := d.bySession[old]; e != nil {
 			e.conn = 0
-			c.Send(e.pid, &bind{conn: 0})
+			d.sendBind(c, old, e)
 		}
 	}
 	e := d.bySession[info.ID]
-	if e == nil {
-		e = &entry{info: info, backlog: newBacklog(d.env.Bytes)}
-		props := d.env.Props("session", NewSession(d.env, info, e.backlog))
-		pid, err := c.SpawnNamed(props, "session-"+info.ID.String())
-		if err != nil {
-			// A stopping actor of the same name may still be registered;
-			// the client retries and will find it gone.
+	fresh := e == nil
+	if fresh {
+		e = &entry{info: info, conn: conn, backlog: newBacklog(d.env.Bytes)}
+		if err := d.spawn(c, info.ID, e, true); err != nil {
+			e.backlog.close()
 			d.env.send(conn, &codec.SessionRejected{Nonce: nonce, Reason: codec.CodeOverloaded, Leader: d.hint(), Message: err.Error()})
 			return false
 		}
-		e.pid = pid
 		d.bySession[info.ID] = e
 		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
 		c.Send(d.env.Refs.KeepAlive, &Seen{Session: info.ID, Timeout: info.Timeout})
@@ -763,7 +917,10 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	d.env.Inbox.Liveness().Bind(conn, info.ID, info.Timeout, d.env.Now())
 	d.env.debug("directory: bind", "conn", conn, "session", info.ID)
 	delete(d.unbound, conn)
-	c.Send(e.pid, &bind{conn: conn})
+	if !fresh {
+		// A fresh actor was spawned knowing its connection.
+		return d.sendBind(c, info.ID, e)
+	}
 	return true
 }
 
@@ -781,7 +938,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 	d.env.debug("directory: connection gone", "conn", conn, "session", id)
 	if e := d.bySession[id]; e != nil && e.conn == conn {
 		e.conn = 0
-		c.Send(e.pid, &bind{conn: 0})
+		d.sendBind(c, id, e)
 	}
 }
 
@@ -799,7 +956,7 @@ func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 		d.env.send(e.conn, &codec.SessionClosed{Reason: code, Message: "session " + m.Reason.String()})
 		d.unbind(e.conn)
 	}
-	c.Stop(e.pid)
+	d.stopActor(c, e)
 	d.forget(m.Session, e)
 }
 
@@ -816,7 +973,7 @@ func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 	d.handOver(h)
 	d.draining, d.drainHint = true, h
 	for id, e := range d.bySession {
-		c.Stop(e.pid)
+		d.stopActor(c, e)
 		e.backlog.close()
 		delete(d.bySession, id)
 	}
