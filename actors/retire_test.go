@@ -77,7 +77,7 @@ type retireRig struct {
 	interval time.Duration
 }
 
-func newRetireRig(t testing.TB, fastPath bool, interval, timeout time.Duration) *retireRig {
+func newRetireRig(t testing.TB, fastPath bool, interval, timeout time.Duration, opts ...func(*Env)) *retireRig {
 	t.Helper()
 	r := &retireRig{app: &orderApp{}, faults: supervision.NewFaults(), retired: new(atomic.Int64), declined: new(atomic.Int64),
 		interval: interval}
@@ -89,6 +89,9 @@ func newRetireRig(t testing.TB, fastPath bool, interval, timeout time.Duration) 
 		env.Faults = r.faults
 		env.Log = slog.New(countHandler{prefix: "directory: session actor retired", n: r.retired,
 			prefix2: "directory: session actor retirement declined", n2: r.declined})
+		for _, o := range opts {
+			o(env)
+		}
 	}})
 	stop := r.pathRig.stop
 	var once sync.Once
@@ -582,7 +585,10 @@ func BenchmarkIdleSessionHeap(b *testing.B) {
 	n := max(*idleSessions, 1)
 	measure := func(fastPath bool) float64 {
 		const interval = 50 * time.Millisecond
-		r := newRetireRig(b, fastPath, interval, time.Hour)
+		// As a node runs: no fault injection, no debug log.
+		r := newRetireRig(b, fastPath, interval, time.Hour, func(env *Env) {
+			env.Faults, env.Log = nil, slog.New(slog.DiscardHandler)
+		})
 		defer r.stop()
 		// The test's own per-connection channels are made before the
 		// first measurement, so only the node's memory is counted.
@@ -595,6 +601,8 @@ func BenchmarkIdleSessionHeap(b *testing.B) {
 		}
 		if fastPath {
 			waitFor(b, "every actor to retire", func() bool { return r.actors() == 0 })
+			// The last ones stopped may still be tearing down.
+			time.Sleep(retireIntervals * interval)
 		} else {
 			time.Sleep(2 * retireIntervals * interval)
 			if r.actors() != n {
