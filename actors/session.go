@@ -1,4 +1,5 @@
-// session: one actor per live session served by this node (the leader).
+// session: one actor per live session served by this node (the leader),
+// while the session has work (see Retirement below).
 //
 // Owns: the session's current connection (0 while none), its requests in
 // flight (at most MaxInFlight; past that the client gets TooManyInFlight),
@@ -8,7 +9,8 @@
 // intervals up to 16 times RedeliverInterval, until the client acknowledges
 // it. It reports liveness to the keepalive actor on
 // every keep-alive and, at most once per keep-alive interval, on any other
-// valid message.
+// valid message. With the keep-alive fast path it also owns an idle timer
+// (retireIntervals keep-alive intervals after its latest message).
 //
 // Spawned by the sessions directory when a session is created or continued
 // here, and again whenever the directory has a message for a session whose
@@ -290,6 +292,9 @@ func (s *session) armIdle(c actor.Context) {
 // otherwise it waits again. A retirement the directory declines (it has
 // forwarded messages since) is asked again after the next idle stretch.
 func (s *session) idleTick(c actor.Context) {
+	if s.idle == nil {
+		return // a tick of a previous incarnation's timer
+	}
 	after := retireIntervals * s.env.Settings.KeepAliveInterval
 	now := s.env.Now()
 	if quiet := now.Sub(s.last); quiet < after {
