@@ -630,3 +630,55 @@ func heapNow() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// TestResyncReachesRetiredSession: a resync (the dispatcher lost a notice)
+// reaches sessions whose actor retired: the directory reads their pending
+// server requests and spawns an actor for those that have some, so an idle
+// client that sends only keep-alives still gets its work. Here the notices
+// of a fan-out are lost to a dispatcher panic; both sessions get their
+// server request, the live one's actor reading it, the retired one's from
+// the directory.
+func TestResyncReachesRetiredSession(t *testing.T) {
+	const interval = 40 * time.Millisecond
+	r := newRetireRig(t, true, interval, 10*time.Second)
+	a, b := r.client(t, 1), r.client(t, 2)
+	waitFor(t, "actors to retire", func() bool { return r.actors() == 0 })
+	r.faults.PanicOn("dispatcher", 1, func(msg any) bool {
+		_, ok := msg.(*notices)
+		return ok
+	})
+	a.awaitResponse(t, a.command(t, "F-dropped"))
+	waitFor(t, "the notices lost", func() bool { return r.faults.Fired("dispatcher") == 1 })
+	if len(r.pending(t, b.id)) != 1 {
+		t.Fatalf("b has %d pending server requests, want 1", len(r.pending(t, b.id)))
+	}
+	// What the dispatcher sends when the observer reports a dropped notice.
+	r.sys.Root.Send(r.env.Refs.Sessions, &Resync{})
+	srA := a.serverRequest(t)
+	if string(srA.Payload) != "F-dropped" {
+		t.Fatalf("a's server request carries %q", srA.Payload)
+	}
+	// b's actor had retired and b sends nothing but keep-alives.
+	for i := range 3 {
+		b.keepAlive(t, int64(i+1), 0)
+	}
+	sr := b.serverRequest(t)
+	if string(sr.Payload) != "F-dropped" {
+		t.Fatalf("b's server request carries %q", sr.Payload)
+	}
+	a.send(t, &codec.ServerRequestAck{RequestID: srA.RequestID})
+	b.send(t, &codec.ServerRequestAck{RequestID: sr.RequestID})
+	waitFor(t, "actors to retire after the resync", func() bool { return r.actors() == 0 })
+	// A resync with nothing pending spawns no actor for a retired session.
+	waitFor(t, "acknowledgements recorded", func() bool {
+		return len(r.pending(t, a.id)) == 0 && len(r.pending(t, b.id)) == 0
+	})
+	r.sys.Root.Send(r.env.Refs.Sessions, &Resync{})
+	for i := range 3 * retireIntervals {
+		b.keepAlive(t, int64(10+i), 0)
+		if n := r.actors(); n != 0 {
+			t.Fatalf("%d actors after a resync with nothing pending, want 0", n)
+		}
+		time.Sleep(interval / 2)
+	}
+}

@@ -680,6 +680,14 @@ func (s *session) ack(c actor.Context, upTo uint64) {
 		i++
 	}
 	s.pending = s.pending[i:]
+	if len(s.pending) == 0 && s.timer != nil {
+		// Nothing left to redeliver: the timer goes now rather than
+		// firing for nothing (and holding off the actor's retirement);
+		// a tick already posted is ignored by its generation.
+		s.timer.Stop()
+		s.timer = nil
+		s.timerGen++
+	}
 	c.Send(s.env.Refs.Dispatcher, &Acked{Session: s.id, UpTo: upTo})
 	// The window moved: send what entered it and was never sent.
 	if s.conn != 0 {

@@ -2,16 +2,19 @@
 //
 // Owns: the map connection ↔ session, the session actors (its children), the
 // creations and continuations in progress, the session-creation rate limit,
-// and leader gating. A session's entry lives as long as the session is
-// served here; its actor only while the session has work: an idle actor
-// retires (session.go) and the entry keeps the session's connection, source
-// and backlog with no actor. Anything the directory has for such a session
-// (a client message, server requests, a continuation, a resync when nothing
-// else is pending is only noted) spawns a new actor first and is then
-// forwarded to it, so the session's messages keep their order. Only the leader serves sessions: on a follower,
+// and leader gating. Only the leader serves sessions: on a follower,
 // CreateSession and ContinueSession get SessionRejected(NotLeader, hint) and
 // other session traffic gets RequestError / QueryError / SessionClosed with
 // the hint; with no leader known the code is ClusterUnavailable.
+//
+// A session's entry lives as long as the session is served here; its actor
+// only while the session has work: an idle actor retires (session.go) and
+// the entry keeps the session's connection, source and backlog with no
+// actor. Anything the directory has for such a session (a client message,
+// server requests, a continuation) spawns a new actor first and is then
+// forwarded to it, so the session's messages keep their order. A Resync is
+// not: the directory reads the pending server requests of each session
+// with no actor itself and spawns one only where some are pending.
 //
 // Spawned by the node root, supervised by it. On restart its children (the
 // session actors) are stopped with it and the bindings are gone, while the
@@ -27,6 +30,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -139,8 +143,8 @@ type entry struct {
 	// the actor asks to retire saying how many it handled, and is retired
 	// only if that is all of them. pid is nil while the session has no
 	// actor (retired); acked is then the acknowledged server request its
-	// last actor had seen, and mustRead says a resync came meanwhile, so
-	// the next actor reads its pending requests.
+	// last actor had seen, and mustRead says its next actor must read its
+	// pending requests (a resync's read by the directory failed).
 	sent     uint64
 	acked    uint64
 	mustRead bool
@@ -253,8 +257,11 @@ func (d *directory) Receive(c actor.Context) {
 			d.created(c, t, m)
 		}
 	case *ReadDone:
-		if t, ok := m.Tag.(continueTag); ok {
+		switch t := m.Tag.(type) {
+		case continueTag:
 			d.continued(c, t, m)
+		case resyncTag:
+			d.resynced(c, t, m)
 		}
 	case *sessionStarted:
 		// A restarted actor (same pid) asks for its binding; one that
@@ -283,8 +290,9 @@ func (d *directory) Receive(c actor.Context) {
 	case *Resync:
 		for id, e := range d.bySession {
 			if e.pid == nil {
-				// Its next actor reads its pending requests.
-				e.mustRead = true
+				// No actor is spawned for the read: the directory reads
+				// and spawns one only for a session with work pending.
+				c.Send(d.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: id}, ReplyTo: c.Self(), Tag: resyncTag{id: id}})
 				continue
 			}
 			d.forward(c, id, e, m)
@@ -436,6 +444,44 @@ func (d *directory) spawn(c actor.Context, id fsm.SessionID, e *entry, read bool
 	d.actors++
 	d.env.Metrics.SessionActors.Set(float64(d.actors))
 	return nil
+}
+
+// resyncTag names the directory's read of the pending server requests of a
+// session that had no actor at a Resync.
+type resyncTag struct{ id fsm.SessionID }
+
+// resynced hands the pending server requests read at a Resync to the
+// session's actor, spawning one if the session still has none; nothing is
+// spawned when none is pending above what its last actor saw acknowledged.
+// A failed read is left to an actor: spawned to read them itself (or told
+// to read again, if one was spawned meanwhile).
+func (d *directory) resynced(c actor.Context, t resyncTag, r *ReadDone) {
+	e := d.bySession[t.id]
+	if e == nil {
+		return
+	}
+	if reason, gone := sessionGone(r.Err); gone {
+		d.removed(c, &SessionRemoved{Session: t.id, Reason: reason})
+		return
+	}
+	if r.Err != nil {
+		if e.pid == nil {
+			e.mustRead = true
+			if err := d.spawn(c, t.id, e, true); err != nil {
+				d.lost(t.id, e, err)
+			}
+			return
+		}
+		d.forward(c, t.id, e, &Resync{})
+		return
+	}
+	reqs, _ := r.Result.([]fsm.ServerRequest)
+	if e.pid == nil {
+		reqs = slices.DeleteFunc(slices.Clone(reqs), func(q fsm.ServerRequest) bool { return q.ID <= e.acked })
+	}
+	if len(reqs) > 0 {
+		d.forward(c, t.id, e, &Deliver{Session: t.id, Reqs: reqs})
+	}
 }
 
 // forward sends m to the session's actor, spawning one first if the
