@@ -104,6 +104,9 @@ type sessionBoot struct {
 	conn  ConnID
 	acked uint64
 	read  bool
+	// self is the directory's copy of the actor's PID, shared so that a
+	// live actor costs one copy, not two (see Started).
+	self *actor.PID
 }
 
 type closeTag struct{}
@@ -145,6 +148,8 @@ type session struct {
 	backlog  *backlog
 	// boot is set for the first Started of a spawn by the directory.
 	boot *sessionBoot
+	// self is a copy of the actor's PID (see Started).
+	self *actor.PID
 	// handled counts the forwarded messages handled since the spawn (a
 	// bind carries the directory's count and resets it, so a message
 	// lost to a panic is accounted for); synced is false from a restart
@@ -195,7 +200,18 @@ func (s *session) Receive(c actor.Context) {
 	}
 	switch m := msg.(type) {
 	case *actor.Started:
+		// Replies and timer ticks are addressed to a copy of the actor's
+		// PID (the directory's, when it spawned this actor): a PID caches
+		// its process once a message is sent through it, and protoactor's
+		// set of the directory's children keeps the PIDs of stopped
+		// children in its spare capacity, which would pin every retired
+		// actor's memory until its slot is reused.
 		s.last = s.env.Now()
+		if b := s.boot; b != nil && b.self != nil && b.self.Equal(c.Self()) {
+			s.self = b.self
+		} else {
+			s.self = actor.NewPID(c.Self().Address, c.Self().Id)
+		}
 		if b := s.boot; b != nil {
 			s.boot = nil
 			s.conn, s.acked, s.synced = b.conn, b.acked, true
@@ -274,7 +290,7 @@ func (s *session) touch() {
 func (s *session) readPending(c actor.Context) {
 	s.reading++
 	s.readAt = s.env.Now()
-	c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: c.Self(), Tag: pendingTag{}})
+	c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: s.self, Tag: pendingTag{}})
 }
 
 // armIdle starts the idle timer (only with the keep-alive fast path: without
@@ -283,7 +299,7 @@ func (s *session) armIdle(c actor.Context) {
 	if !s.env.Settings.KeepAliveFastPath || s.env.Settings.KeepAliveInterval <= 0 {
 		return
 	}
-	system, self := c.ActorSystem(), c.Self()
+	system, self := c.ActorSystem(), s.self
 	s.idle = time.AfterFunc(retireIntervals*s.env.Settings.KeepAliveInterval, func() { system.Root.Send(self, &idleTick{}) })
 }
 
@@ -355,7 +371,7 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		}
 		s.env.Work.ProposeRequest(c.ActorSystem(), fsm.ClientRequest{
 			Session: s.id, RequestID: m.RequestID, LowestPending: m.LowestPending, Payload: m.Payload,
-		}, c.Self(), requestTag{id: m.RequestID})
+		}, s.self, requestTag{id: m.RequestID})
 	case *codec.Query:
 		s.seen(c, false)
 		if !m.Consistency.Known() {
@@ -372,14 +388,14 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 				Message: refusalText[reason]})
 			return
 		}
-		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID, key: key})
+		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, s.self, queryTag{id: m.CorrelationID, key: key})
 	case *codec.ServerRequestAck:
 		s.seen(c, false)
 		s.ack(c, m.RequestID)
 	case *codec.CloseSession:
 		s.closeAt = s.env.Now()
 		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: fsm.Stamp(s.env.Now()), Session: s.id})
-		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: closeTag{}})
+		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: s.self, Tag: closeTag{}})
 	}
 }
 
@@ -738,7 +754,7 @@ func (s *session) arm(c actor.Context) {
 		}
 		s.timer.Stop()
 	}
-	system, self := c.ActorSystem(), c.Self()
+	system, self := c.ActorSystem(), s.self
 	s.timerGen++
 	s.timerDue = due
 	tick := &redeliverTick{gen: s.timerGen}

@@ -434,13 +434,24 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 // pending server requests from the replicated state.
 func (d *directory) spawn(c actor.Context, id fsm.SessionID, e *entry, read bool) error {
 	d.spawns++
-	boot := &sessionBoot{conn: e.conn, acked: e.acked, read: read}
+	name := "session-" + id.String() + "-" + strconv.FormatUint(d.spawns, 36)
+	// The directory and the actor address the actor through a copy of its
+	// PID (protoactor names a child <parent id>/<name>), dropped when it
+	// retires: the PID SpawnNamed returns stays in protoactor's set of
+	// children (in spare capacity, after the child stopped), and a PID
+	// through which a message was sent caches the process, so that one
+	// would pin the stopped actor's memory until the slot is reused.
+	self := actor.NewPID(c.Self().Address, c.Self().Id+"/"+name)
+	boot := &sessionBoot{conn: e.conn, acked: e.acked, read: read, self: self}
 	props := d.env.Props("session", newSession(d.env, e.info, e.backlog, boot))
-	pid, err := c.SpawnNamed(props, "session-"+id.String()+"-"+strconv.FormatUint(d.spawns, 36))
+	pid, err := c.SpawnNamed(props, name)
 	if err != nil {
 		return err
 	}
-	e.pid, e.sent, e.mustRead = pid, 0, false
+	if !self.Equal(pid) {
+		self = actor.NewPID(pid.Address, pid.Id)
+	}
+	e.pid, e.sent, e.mustRead = self, 0, false
 	d.actors++
 	d.env.Metrics.SessionActors.Set(float64(d.actors))
 	return nil
