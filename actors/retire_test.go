@@ -704,3 +704,29 @@ func TestResyncReachesRetiredSession(t *testing.T) {
 		time.Sleep(interval / 2)
 	}
 }
+
+// BenchmarkCommandToRetiredSession measures one command to a session whose
+// actor retired (spawning a new actor, then the request path of
+// BenchmarkRequestThroughActors/serial), each iteration on another retired
+// session; compare with that benchmark for the cost of the respawn.
+func BenchmarkCommandToRetiredSession(b *testing.B) {
+	const interval = 50 * time.Millisecond
+	r := newRetireRig(b, true, interval, time.Hour, func(env *Env) {
+		env.Faults, env.Log = nil, slog.New(slog.DiscardHandler)
+	})
+	clients := make([]*rclient, b.N)
+	for i := range clients {
+		clients[i] = r.client(b, ConnID(i+1))
+	}
+	waitFor(b, "every actor to retire", func() bool { return r.actors() == 0 })
+	payload := make([]byte, 100)
+	frame, _ := codec.Append(nil, &codec.ClientRequest{RequestID: 1, LowestPending: 1, Payload: payload}, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i, c := range clients {
+		r.inbox.Received(ConnID(i+1), frame)
+		if m, err := codec.Decode(<-c.ch, nil); err != nil || m.Kind() != codec.KindClientResponse {
+			b.Fatalf("command to a retired session answered %v (%v)", m, err)
+		}
+	}
+}
