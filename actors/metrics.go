@@ -4,7 +4,10 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the node's Prometheus collectors. Names start with "zraft_".
 type Metrics struct {
-	Sessions        prometheus.Gauge
+	Sessions prometheus.Gauge
+	// SessionActors is the session actors alive: at most Sessions, fewer
+	// while idle sessions' actors are retired (keep-alive fast path).
+	SessionActors   prometheus.Gauge
 	MessagesIn      *prometheus.CounterVec // by kind
 	MessagesOut     *prometheus.CounterVec // by kind
 	BadFrames       *prometheus.CounterVec // by error class
@@ -56,7 +59,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Commands and queries refused before they were proposed, by reason (in_flight, queries, backlog, session_bytes, node_bytes, command_size)."}, []string{"reason"})
 	m.SessionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zraft_sessions_refused_total",
 		Help: "Session creations and continuations refused by a limit, by reason (per_source, rate, max_sessions)."}, []string{"reason"})
+	m.SessionActors = prometheus.NewGauge(prometheus.GaugeOpts{Name: "zraft_session_actors",
+		Help: "Session actors alive on this node (leader only); below zraft_sessions while idle sessions' actors are retired."})
 	if reg != nil {
+		reg.MustRegister(m.SessionActors)
 		reg.MustRegister(m.ReapedConns, m.Refused, m.SessionsRefused)
 		reg.MustRegister(m.Sessions, m.MessagesIn, m.MessagesOut, m.BadFrames, m.InboxDropped, m.EncodeErrors,
 			m.Proposals, m.ProposalSeconds, m.Reads, m.Expiries, m.LeaderChanges, m.Redeliveries, m.Restarts, m.IsLeader)

@@ -138,6 +138,7 @@ type pathRig struct {
 	inbox *Inbox
 	conns *chanConns
 	work  *Work
+	env   *Env
 	stop  func()
 }
 
@@ -145,6 +146,22 @@ func newPathRig(tb testing.TB) *pathRig { return newPathRigWith(tb, benchSchedul
 
 func newPathRigWith(tb testing.TB, sched *Scheduler) *pathRig {
 	tb.Helper()
+	return newRig(tb, rigOptions{sched: sched})
+}
+
+// rigOptions vary a pathRig: the scheduler, the application (nil: an
+// echoApp), a hook that adjusts the environment before the actors start,
+// and a hook wrapping the Raft stand-in.
+type rigOptions struct {
+	sched    *Scheduler
+	app      fsm.Application
+	env      func(*Env)
+	wrapRaft func(Raft) Raft
+}
+
+func newRig(tb testing.TB, o rigOptions) *pathRig {
+	tb.Helper()
+	sched := o.sched
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}), actor.WithDeadLetterThrottleInterval(50*time.Millisecond))
@@ -157,11 +174,18 @@ func newPathRigWith(tb testing.TB, sched *Scheduler) *pathRig {
 	if *oneByOneNotices {
 		fobs = oneByOne{obs}
 	}
-	m, err := fsm.New(&echoApp{}, cfg, fobs)
+	var app fsm.Application = &echoApp{}
+	if o.app != nil {
+		app = o.app
+	}
+	m, err := fsm.New(app, cfg, fobs)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	raft := &machineRaft{m: m}
+	var raft Raft = &machineRaft{m: m}
+	if o.wrapRaft != nil {
+		raft = o.wrapRaft(raft)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	metrics := NewMetrics(nil)
 	log := slog.New(slog.DiscardHandler)
@@ -175,6 +199,9 @@ func newPathRigWith(tb testing.TB, sched *Scheduler) *pathRig {
 			Supervision: supervision.DefaultLimits()},
 		Refs: refs, Conns: conns, Raft: raft, Work: work, Metrics: metrics, Log: log, Now: time.Now,
 		Scheduler: sched,
+	}
+	if o.env != nil {
+		o.env(env)
 	}
 	inbox := NewInbox(sys, env, 1<<16, 1<<30)
 	env.Inbox = inbox
@@ -190,7 +217,7 @@ func newPathRigWith(tb testing.TB, sched *Scheduler) *pathRig {
 		}
 	}
 	env.TreeUp.Store(true)
-	r := &pathRig{sys: sys, inbox: inbox, conns: conns, work: work}
+	r := &pathRig{sys: sys, inbox: inbox, conns: conns, work: work, env: env}
 	r.stop = func() {
 		for _, p := range []*actor.PID{refs.Gateway, refs.Sessions, refs.KeepAlive, refs.Dispatcher, refs.Raft} {
 			_ = sys.Root.StopFuture(p).Wait()

@@ -1,4 +1,5 @@
-// session: one actor per live session served by this node (the leader).
+// session: one actor per live session served by this node (the leader),
+// while the session has work (see Retirement below).
 //
 // Owns: the session's current connection (0 while none), its requests in
 // flight (at most MaxInFlight; past that the client gets TooManyInFlight),
@@ -8,16 +9,31 @@
 // intervals up to 16 times RedeliverInterval, until the client acknowledges
 // it. It reports liveness to the keepalive actor on
 // every keep-alive and, at most once per keep-alive interval, on any other
-// valid message.
+// valid message. With the keep-alive fast path it also owns an idle timer
+// (retireIntervals keep-alive intervals after its latest message).
 //
 // Spawned by the sessions directory when a session is created or continued
-// here, supervised by it, stopped when the session is removed, leadership is
-// lost, or the node shuts down. On restart it asks the directory for its
-// connection and reads its pending server requests back from the replicated
-// state; requests that were in flight complete on the bridge's goroutines and
-// their replies reach the restarted actor, which forwards them; any reply
-// lost in between is covered by the client resending the same request id,
-// which the state machine answers from its cache.
+// here, and again whenever the directory has a message for a session whose
+// actor retired; supervised by the directory, stopped when the session is
+// removed, leadership is lost, the node shuts down, or it retires. On restart
+// it asks the directory for its connection and reads its pending server
+// requests back from the replicated state; requests that were in flight
+// complete on the bridge's goroutines and their replies reach the restarted
+// actor, which forwards them; any reply lost in between is covered by the
+// client resending the same request id, which the state machine answers from
+// its cache.
+//
+// Retirement: with the keep-alive fast path on, an idle session's keep-alives
+// never reach its actor, which would sit doing nothing. When the actor has
+// had no message for retireIntervals keep-alive intervals and holds no work
+// (nothing in flight, no pending server request, no redelivery timer, no read
+// of its pending requests or close proposal outstanding), it asks the
+// directory to retire it, saying how many forwarded messages it has handled.
+// The directory retires it only if it forwarded no message since, and keeps
+// the session's entry; its next message spawns a new actor (see sessions.go),
+// which skips the Raft read of pending requests unless something may have
+// queued them while it was retired. With the fast path off every keep-alive
+// reaches the actor, so the idle timer is not armed and it never retires.
 package actors
 
 import (
@@ -25,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -58,6 +75,39 @@ type flight struct {
 const defaultWindow = 64
 
 type pendingTag struct{}
+
+// retireIntervals is how many keep-alive intervals without any message an
+// idle session actor waits before it asks the directory to retire it.
+const retireIntervals = 3
+
+// idleTick fires the idle timer of a session actor.
+type idleTick struct{}
+
+// retire asks the directory to stop an idle session actor. handled is the
+// number of forwarded messages (SessionMsg, Deliver, bind, Resync) the actor
+// handled since it was spawned; the directory retires it only if it has
+// forwarded exactly as many, so none is waiting in its mailbox. acked is
+// its acknowledged server request, which its next actor starts from.
+type retire struct {
+	id      fsm.SessionID
+	handled uint64
+	acked   uint64
+}
+
+// sessionBoot is what the directory tells a session actor it spawns: its
+// connection (0: none), the acknowledged server request its retired
+// predecessor had seen, and whether it must read its pending server
+// requests from the replicated state (a first spawn, or something may have
+// queued requests while the session had no actor). It is used by the first
+// Started only: a restart after a panic asks the directory and reads.
+type sessionBoot struct {
+	conn  ConnID
+	acked uint64
+	read  bool
+	// self is the directory's copy of the actor's PID, shared so that a
+	// live actor costs one copy, not two (see Started).
+	self *actor.PID
+}
 
 type closeTag struct{}
 
@@ -96,25 +146,91 @@ type session struct {
 	timerDue time.Time // when timer fires
 	timerGen uint64    // generation of timer, carried by its tick
 	backlog  *backlog
+	// boot is set for the first Started of a spawn by the directory.
+	boot *sessionBoot
+	// self is a copy of the actor's PID (see Started).
+	self *actor.PID
+	// handled counts the forwarded messages handled since the spawn (a
+	// bind carries the directory's count and resets it, so a message
+	// lost to a panic is accounted for); synced is false from a restart
+	// until that bind.
+	handled uint64
+	synced  bool
+	// last is when the actor last got a message (other than its idle
+	// tick); idle fires retireIntervals keep-alive intervals after it.
+	last time.Time
+	idle *time.Timer
+	// reading counts the reads of pending requests in flight, readAt is
+	// when the latest was sent; closeAt is when the close proposal in
+	// flight was sent (zero: none).
+	reading int
+	readAt  time.Time
+	closeAt time.Time
 }
 
 // NewSession returns the producer of a session actor. backlog is shared
 // with the directory, which counts the messages it forwards.
+// Started as such, the actor asks its parent for its connection and reads
+// its pending server requests.
 func NewSession(env *Env, info fsm.SessionInfo, backlog *backlog) actor.Producer {
+	return newSession(env, info, backlog, nil)
+}
+
+// newSession is NewSession for an actor the directory spawns: boot is used
+// by the first actor the producer makes; the actors it makes on restarts
+// ask the directory and read, as NewSession's do.
+func newSession(env *Env, info fsm.SessionInfo, backlog *backlog, boot *sessionBoot) actor.Producer {
+	var first atomic.Pointer[sessionBoot]
+	first.Store(boot)
 	return func() actor.Actor {
 		return &session{env: env, id: info.ID, timeout: info.Timeout, inFlight: make(map[uint64]flight),
-			reads: make(map[uint64]flight), backlog: backlog}
+			reads: make(map[uint64]flight), backlog: backlog, boot: first.Swap(nil)}
 	}
 }
 
 func (s *session) Receive(c actor.Context) {
-	switch m := c.Message().(type) {
+	msg := c.Message()
+	switch msg.(type) {
+	case *idleTick, actor.SystemMessage, actor.AutoReceiveMessage:
+	case *SessionMsg, *Deliver, *Resync, *bind:
+		s.handled++
+		s.touch()
+	default:
+		s.touch()
+	}
+	switch m := msg.(type) {
 	case *actor.Started:
-		c.Request(c.Parent(), &sessionStarted{id: s.id})
-		c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: c.Self(), Tag: pendingTag{}})
+		// Replies and timer ticks are addressed to a copy of the actor's
+		// PID (the directory's, when it spawned this actor): a PID caches
+		// its process once a message is sent through it, and protoactor's
+		// set of the directory's children keeps the PIDs of stopped
+		// children in its spare capacity, which would pin every retired
+		// actor's memory until its slot is reused.
+		s.last = s.env.Now()
+		if b := s.boot; b != nil && b.self != nil && b.self.Equal(c.Self()) {
+			s.self = b.self
+		} else {
+			s.self = actor.NewPID(c.Self().Address, c.Self().Id)
+		}
+		if b := s.boot; b != nil {
+			s.boot = nil
+			s.conn, s.acked, s.synced = b.conn, b.acked, true
+			if b.read {
+				s.readPending(c)
+			}
+		} else {
+			c.Request(c.Parent(), &sessionStarted{id: s.id})
+			s.readPending(c)
+		}
+		s.armIdle(c)
+	case *idleTick:
+		s.idleTick(c)
 	case *actor.Stopping, *actor.Restarting:
 		if s.timer != nil {
 			s.timer.Stop()
+		}
+		if s.idle != nil {
+			s.idle.Stop()
 		}
 		// The node's byte budget is given back now: the replies of what
 		// is in flight reach a stopped actor or a fresh one, which holds
@@ -124,6 +240,11 @@ func (s *session) Receive(c actor.Context) {
 		clear(s.inFlight)
 		clear(s.reads)
 	case *bind:
+		if m.seq != 0 {
+			// The directory's count of what it forwarded, this bind
+			// included: every earlier message was handled or lost.
+			s.handled, s.synced = m.seq, true
+		}
 		s.conn = m.conn
 		if s.conn != 0 {
 			// A continuation is a sign of life at most once per
@@ -147,7 +268,7 @@ func (s *session) Receive(c actor.Context) {
 	case *Deliver:
 		s.add(c, m.Reqs)
 	case *Resync:
-		c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: c.Self(), Tag: pendingTag{}})
+		s.readPending(c)
 	case *redeliverTick:
 		if m.gen != s.timerGen {
 			return
@@ -155,6 +276,65 @@ func (s *session) Receive(c actor.Context) {
 		s.timer = nil
 		s.redeliver(c)
 	}
+}
+
+// touch notes a message for the idle timer (armed with the fast path only).
+func (s *session) touch() {
+	if s.idle != nil {
+		s.last = s.env.Now()
+	}
+}
+
+// readPending reads the session's pending server requests back from the
+// replicated state.
+func (s *session) readPending(c actor.Context) {
+	s.reading++
+	s.readAt = s.env.Now()
+	c.Send(s.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: s.id}, ReplyTo: s.self, Tag: pendingTag{}})
+}
+
+// armIdle starts the idle timer (only with the keep-alive fast path: without
+// it every keep-alive reaches the actor, which is then never idle for long).
+func (s *session) armIdle(c actor.Context) {
+	if !s.env.Settings.KeepAliveFastPath || s.env.Settings.KeepAliveInterval <= 0 {
+		return
+	}
+	system, self := c.ActorSystem(), s.self
+	s.idle = time.AfterFunc(retireIntervals*s.env.Settings.KeepAliveInterval, func() { system.Root.Send(self, &idleTick{}) })
+}
+
+// idleTick asks the directory to retire this actor when it has had no
+// message for retireIntervals keep-alive intervals and holds no work;
+// otherwise it waits again. A retirement the directory declines (it has
+// forwarded messages since) is asked again after the next idle stretch.
+func (s *session) idleTick(c actor.Context) {
+	if s.idle == nil {
+		return // a tick of a previous incarnation's timer
+	}
+	after := retireIntervals * s.env.Settings.KeepAliveInterval
+	now := s.env.Now()
+	if quiet := now.Sub(s.last); quiet < after {
+		s.idle.Reset(after - quiet)
+		return
+	}
+	if s.busy(now) {
+		s.idle.Reset(after)
+		return
+	}
+	c.Request(c.Parent(), &retire{id: s.id, handled: s.handled, acked: s.acked})
+	s.idle.Reset(after)
+}
+
+// busy reports whether the actor holds work that a retirement would drop:
+// commands or queries in flight (after forgetting those whose replies were
+// lost), pending server requests or their redelivery timer, a read of
+// pending requests or a close proposal in flight, or a restart not yet
+// told the directory's count of forwarded messages.
+func (s *session) busy(now time.Time) bool {
+	s.forgetLost(now)
+	lost := 2 * s.env.Settings.ProposalTimeout
+	return len(s.inFlight) > 0 || len(s.reads) > 0 || len(s.pending) > 0 || s.timer != nil || !s.synced ||
+		(s.reading > 0 && now.Sub(s.readAt) < lost) || (!s.closeAt.IsZero() && now.Sub(s.closeAt) < lost)
 }
 
 // seen reports liveness; always for keep-alives, otherwise at most once per
@@ -191,7 +371,7 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 		}
 		s.env.Work.ProposeRequest(c.ActorSystem(), fsm.ClientRequest{
 			Session: s.id, RequestID: m.RequestID, LowestPending: m.LowestPending, Payload: m.Payload,
-		}, c.Self(), requestTag{id: m.RequestID})
+		}, s.self, requestTag{id: m.RequestID})
 	case *codec.Query:
 		s.seen(c, false)
 		if !m.Consistency.Known() {
@@ -208,13 +388,14 @@ func (s *session) message(c actor.Context, in *SessionMsg) {
 				Message: refusalText[reason]})
 			return
 		}
-		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, c.Self(), queryTag{id: m.CorrelationID, key: key})
+		s.env.Work.Read(c.ActorSystem(), m.Payload, m.Consistency == codec.Stale, s.self, queryTag{id: m.CorrelationID, key: key})
 	case *codec.ServerRequestAck:
 		s.seen(c, false)
 		s.ack(c, m.RequestID)
 	case *codec.CloseSession:
+		s.closeAt = s.env.Now()
 		cmd := fsm.EncodeCommand(nil, fsm.CloseSession{Time: fsm.Stamp(s.env.Now()), Session: s.id})
-		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: c.Self(), Tag: closeTag{}})
+		c.Send(s.env.Refs.Raft, &Propose{Cmd: cmd, ReplyTo: s.self, Tag: closeTag{}})
 	}
 }
 
@@ -231,6 +412,7 @@ func (s *session) proposed(p *Proposed) {
 		}
 		s.env.send(s.conn, requestReply(t.id, p))
 	case closeTag:
+		s.closeAt = time.Time{}
 		if p.Err != nil && s.conn != 0 {
 			// The session stays; the client may close again or let it expire.
 			s.env.send(s.conn, &codec.SessionClosed{Reason: errCode(p.Err), Message: "close failed: " + p.Err.Error()})
@@ -406,6 +588,7 @@ func (s *session) readDone(c actor.Context, r *ReadDone) {
 		res, _ := r.Result.([]byte)
 		s.env.send(s.conn, &codec.QueryResponse{CorrelationID: t.id, Result: res})
 	case pendingTag:
+		s.reading = max(s.reading-1, 0)
 		if reason, gone := sessionGone(r.Err); gone {
 			// The session ended in the replicated state (for example an
 			// expiry that raced this session's continuation, or a removal
@@ -513,6 +696,14 @@ func (s *session) ack(c actor.Context, upTo uint64) {
 		i++
 	}
 	s.pending = s.pending[i:]
+	if len(s.pending) == 0 && s.timer != nil {
+		// Nothing left to redeliver: the timer goes now rather than
+		// firing for nothing (and holding off the actor's retirement);
+		// a tick already posted is ignored by its generation.
+		s.timer.Stop()
+		s.timer = nil
+		s.timerGen++
+	}
 	c.Send(s.env.Refs.Dispatcher, &Acked{Session: s.id, UpTo: upTo})
 	// The window moved: send what entered it and was never sent.
 	if s.conn != 0 {
@@ -563,7 +754,7 @@ func (s *session) arm(c actor.Context) {
 		}
 		s.timer.Stop()
 	}
-	system, self := c.ActorSystem(), c.Self()
+	system, self := c.ActorSystem(), s.self
 	s.timerGen++
 	s.timerDue = due
 	tick := &redeliverTick{gen: s.timerGen}

@@ -7,6 +7,15 @@
 // other session traffic gets RequestError / QueryError / SessionClosed with
 // the hint; with no leader known the code is ClusterUnavailable.
 //
+// A session's entry lives as long as the session is served here; its actor
+// only while the session has work: an idle actor retires (session.go) and
+// the entry keeps the session's connection, source and backlog with no
+// actor. Anything the directory has for such a session (a client message,
+// server requests, a continuation) spawns a new actor first and is then
+// forwarded to it, so the session's messages keep their order. A Resync is
+// not: the directory reads the pending server requests of each session
+// with no actor itself and spawns one only where some are pending.
+//
 // Spawned by the node root, supervised by it. On restart its children (the
 // session actors) are stopped with it and the bindings are gone, while the
 // connections stay open: a bound client's next message gets
@@ -21,6 +30,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -78,8 +90,13 @@ type ShutdownDone struct{}
 // sessionStarted is sent by a (re)started session actor to learn its binding.
 type sessionStarted struct{ id fsm.SessionID }
 
-// bind tells a session actor which connection it serves (0: none).
-type bind struct{ conn ConnID }
+// bind tells a session actor which connection it serves (0: none). seq is
+// the directory's count of messages forwarded to the actor, this one
+// included (0: not counted).
+type bind struct {
+	conn ConnID
+	seq  uint64
+}
 
 type createTag struct {
 	conn    ConnID
@@ -122,6 +139,15 @@ type entry struct {
 	// here; the session counts against that source's
 	// MaxSessionsPerSource until it is removed or bound from another.
 	source string
+	// sent counts the messages forwarded to pid since it was spawned;
+	// the actor asks to retire saying how many it handled, and is retired
+	// only if that is all of them. pid is nil while the session has no
+	// actor (retired); acked is then the acknowledged server request its
+	// last actor had seen, and mustRead says its next actor must read its
+	// pending requests (a resync's read by the directory failed).
+	sent     uint64
+	acked    uint64
+	mustRead bool
 }
 
 type directory struct {
@@ -164,6 +190,11 @@ type directory struct {
 	creator   map[ConnID]string
 	// notes are the leader-only notifications being sent (notify.go).
 	notes noteCursor
+	// actors counts the session actors alive (entries with a pid);
+	// spawns numbers their names, so that a new actor never takes the
+	// name of one still stopping.
+	actors int
+	spawns uint64
 }
 
 // NewSessions returns the producer of the session directory.
@@ -196,6 +227,7 @@ func (d *directory) Receive(c actor.Context) {
 		d.armReaper(c)
 	case *actor.Stopping, *actor.Restarting:
 		d.env.Metrics.Sessions.Set(0)
+		d.env.Metrics.SessionActors.Set(0)
 		// The session actors stop with the directory: what their mailboxes
 		// hold goes back to the node's byte budget.
 		for _, e := range d.bySession {
@@ -225,22 +257,28 @@ func (d *directory) Receive(c actor.Context) {
 			d.created(c, t, m)
 		}
 	case *ReadDone:
-		if t, ok := m.Tag.(continueTag); ok {
+		switch t := m.Tag.(type) {
+		case continueTag:
 			d.continued(c, t, m)
+		case resyncTag:
+			d.resynced(c, t, m)
 		}
 	case *sessionStarted:
-		if e := d.bySession[m.id]; e != nil && c.Sender() != nil {
-			e.pid = c.Sender()
-			c.Send(e.pid, &bind{conn: e.conn})
+		// A restarted actor (same pid) asks for its binding; one that
+		// retired or was replaced meanwhile is not answered.
+		if e := d.bySession[m.id]; e != nil && e.pid != nil && e.pid.Equal(c.Sender()) {
+			d.sendBind(c, m.id, e)
 		}
+	case *retire:
+		d.retire(c, m)
 	case *Deliver:
 		if e := d.bySession[m.Session]; e != nil {
-			c.Send(e.pid, m)
+			d.forward(c, m.Session, e, m)
 		}
 	case *DeliverBatch:
 		for i := range m.Delivers {
 			if e := d.bySession[m.Delivers[i].Session]; e != nil {
-				c.Send(e.pid, &m.Delivers[i])
+				d.forward(c, m.Delivers[i].Session, e, &m.Delivers[i])
 			}
 		}
 	case *SessionRemoved:
@@ -250,8 +288,14 @@ func (d *directory) Receive(c actor.Context) {
 	case *notesMore:
 		d.moreNotes(c)
 	case *Resync:
-		for _, e := range d.bySession {
-			c.Send(e.pid, m)
+		for id, e := range d.bySession {
+			if e.pid == nil {
+				// No actor is spawned for the read: the directory reads
+				// and spawns one only for a session with work pending.
+				c.Send(d.env.Refs.Raft, &Read{Query: fsm.PendingQuery{Session: id}, ReplyTo: c.Self(), Tag: resyncTag{id: id}})
+				continue
+			}
+			d.forward(c, id, e, m)
 		}
 	case *Drain:
 		d.draining = true
@@ -285,7 +329,7 @@ func (d *directory) leaderChanged(c actor.Context, m *LeaderChanged) {
 					d.orphans[e.conn] = now
 				}
 			}
-			c.Stop(e.pid)
+			d.stopActor(c, e)
 			e.backlog.close()
 			delete(d.bySession, id)
 		}
@@ -382,26 +426,196 @@ func (d *directory) inbound(c actor.Context, in *Inbound) {
 		d.refuse(in, codec.CodeOverloaded, backlogText[reason])
 		return
 	}
-	c.Send(e.pid, &SessionMsg{Conn: in.Conn, Msg: in.Msg, size: in.size})
+	d.forward(c, id, e, &SessionMsg{Conn: in.Conn, Msg: in.Msg, size: in.size})
+}
+
+// spawn starts an actor for the session of entry e, either for the first
+// time or after its last one retired; read says whether it must read its
+// pending server requests from the replicated state.
+func (d *directory) spawn(c actor.Context, id fsm.SessionID, e *entry, read bool) error {
+	d.spawns++
+	name := "session-" + id.String() + "-" + strconv.FormatUint(d.spawns, 36)
+	// The directory and the actor address the actor through a copy of its
+	// PID (protoactor names a child <parent id>/<name>), dropped when it
+	// retires: the PID SpawnNamed returns stays in protoactor's set of
+	// children (in spare capacity, after the child stopped), and a PID
+	// through which a message was sent caches the process, so that one
+	// would pin the stopped actor's memory until the slot is reused.
+	self := actor.NewPID(c.Self().Address, c.Self().Id+"/"+name)
+	boot := &sessionBoot{conn: e.conn, acked: e.acked, read: read, self: self}
+	props := d.env.Props("session", newSession(d.env, e.info, e.backlog, boot))
+	pid, err := c.SpawnNamed(props, name)
+	if err != nil {
+		return err
+	}
+	if !self.Equal(pid) {
+		self = actor.NewPID(pid.Address, pid.Id)
+	}
+	e.pid, e.sent, e.mustRead = self, 0, false
+	d.actors++
+	d.env.Metrics.SessionActors.Set(float64(d.actors))
+	return nil
+}
+
+// resyncTag names the directory's read of the pending server requests of a
+// session that had no actor at a Resync.
+type resyncTag struct{ id fsm.SessionID }
+
+// resynced hands the pending server requests read at a Resync to the
+// session's actor, spawning one if the session still has none; nothing is
+// spawned when none is pending above what its last actor saw acknowledged.
+// A failed read is left to an actor: spawned to read them itself (or told
+// to read again, if one was spawned meanwhile).
+func (d *directory) resynced(c actor.Context, t resyncTag, r *ReadDone) {
+	e := d.bySession[t.id]
+	if e == nil {
+		return
+	}
+	if reason, gone := sessionGone(r.Err); gone {
+		d.removed(c, &SessionRemoved{Session: t.id, Reason: reason})
+		return
+	}
+	if r.Err != nil {
+		if e.pid == nil {
+			e.mustRead = true
+			if err := d.spawn(c, t.id, e, true); err != nil {
+				d.lost(t.id, e, err)
+			}
+			return
+		}
+		d.forward(c, t.id, e, &Resync{})
+		return
+	}
+	reqs, _ := r.Result.([]fsm.ServerRequest)
+	if e.pid == nil {
+		reqs = slices.DeleteFunc(slices.Clone(reqs), func(q fsm.ServerRequest) bool { return q.ID <= e.acked })
+	}
+	if len(reqs) > 0 {
+		d.forward(c, t.id, e, &Deliver{Session: t.id, Reqs: reqs})
+	}
+}
+
+// forward sends m to the session's actor, spawning one first if the
+// session has none (it retired). It reports false if no actor could be
+// spawned: then the session is dropped here and its client told to
+// continue it (see lost).
+func (d *directory) forward(c actor.Context, id fsm.SessionID, e *entry, m any) bool {
+	if e.pid == nil {
+		if err := d.spawn(c, id, e, e.mustRead); err != nil {
+			d.lost(id, e, err)
+			return false
+		}
+	}
+	e.sent++
+	c.Send(e.pid, m)
+	return true
+}
+
+// sendBind tells the session's actor its connection. A session with no
+// actor and no connection needs no actor for that: its next one starts
+// unbound anyway. It reports false if no actor could be spawned (the
+// session is then dropped, see lost).
+func (d *directory) sendBind(c actor.Context, id fsm.SessionID, e *entry) bool {
+	if e.pid == nil && e.conn == 0 {
+		return true
+	}
+	if e.pid == nil {
+		if err := d.spawn(c, id, e, e.mustRead); err != nil {
+			d.lost(id, e, err)
+			return false
+		}
+	}
+	e.sent++
+	c.Send(e.pid, &bind{conn: e.conn, seq: e.sent})
+	return true
+}
+
+// retire stops an idle session actor that asked to retire, if the
+// directory forwarded it nothing it had not handled when it asked; the
+// entry stays, with no actor. Otherwise the request is ignored and the
+// actor, busy again, asks again when next idle.
+func (d *directory) retire(c actor.Context, m *retire) {
+	e := d.bySession[m.id]
+	if e == nil || e.pid == nil || !e.pid.Equal(c.Sender()) {
+		return
+	}
+	if e.sent != m.handled {
+		d.env.debug("directory: session actor retirement declined", "session", m.id,
+			"forwarded", e.sent, "handled", m.handled)
+		return
+	}
+	e.acked = m.acked
+	d.stopActor(c, e)
+	d.env.debug("directory: session actor retired", "session", m.id)
+}
+
+// stopActor stops the session's actor, if it has one; its Terminated is
+// then ignored (childStopped).
+func (d *directory) stopActor(c actor.Context, e *entry) {
+	if e.pid == nil {
+		return
+	}
+	c.Stop(e.pid)
+	e.pid = nil
+	d.actors--
+	d.env.Metrics.SessionActors.Set(float64(d.actors))
+}
+
+// lost drops a session whose actor stopped for good or could not be
+// spawned: its client is told, continues its session, and gets a fresh
+// actor rebuilt from the replicated state.
+func (d *directory) lost(id fsm.SessionID, e *entry, why any) {
+	d.env.debug("directory: session actor lost", "session", id, "conn", e.conn, "why", why)
+	if e.conn != 0 {
+		d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
+			Message: "session actor stopped; continue the session"})
+		d.unbind(e.conn)
+	}
+	if e.pid != nil {
+		e.pid = nil
+		d.actors--
+		d.env.Metrics.SessionActors.Set(float64(d.actors))
+	}
+	d.forget(id, e)
 }
 
 // childStopped forgets a session whose actor stopped for good (its
 // supervisor gave up on it): its client is told, continues its session, and
-// gets a fresh actor rebuilt from the replicated state.
+// gets a fresh actor rebuilt from the replicated state. The Terminated of an
+// actor the directory stopped itself (retired, or its session dropped) finds
+// no entry holding that pid and is ignored.
 func (d *directory) childStopped(pid *actor.PID) {
-	for id, e := range d.bySession {
-		if !e.pid.Equal(pid) {
-			continue
-		}
-		d.env.debug("directory: session actor stopped", "session", id, "conn", e.conn)
-		if e.conn != 0 {
-			d.env.send(e.conn, &codec.SessionClosed{Reason: codec.CodeSessionNotFound, Leader: d.hint(),
-				Message: "session actor stopped; continue the session"})
-			d.unbind(e.conn)
-		}
-		d.forget(id, e)
+	if pid == nil {
 		return
 	}
+	if id, ok := sessionOfActor(pid); ok {
+		if e := d.bySession[id]; e != nil && e.pid != nil && e.pid.Equal(pid) {
+			d.lost(id, e, "supervisor gave up")
+		}
+		return
+	}
+	for id, e := range d.bySession {
+		if e.pid != nil && e.pid.Equal(pid) {
+			d.lost(id, e, "supervisor gave up")
+			return
+		}
+	}
+}
+
+// sessionOfActor reads the session id out of a session actor's name,
+// "session-<id>-<n>" after the directory's path.
+func sessionOfActor(pid *actor.PID) (fsm.SessionID, bool) {
+	name := pid.Id
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	rest, ok := strings.CutPrefix(name, "session-")
+	if !ok {
+		return fsm.SessionID{}, false
+	}
+	hexID, _, _ := strings.Cut(rest, "-")
+	id, err := fsm.ParseSessionID(hexID)
+	return id, err == nil
 }
 
 // forget removes a session's entry and its count against its source.
@@ -733,21 +947,18 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 		// The connection moves to another session: unbind it from the old.
 		if e := d.bySession[old]; e != nil {
 			e.conn = 0
-			c.Send(e.pid, &bind{conn: 0})
+			d.sendBind(c, old, e)
 		}
 	}
 	e := d.bySession[info.ID]
-	if e == nil {
-		e = &entry{info: info, backlog: newBacklog(d.env.Bytes)}
-		props := d.env.Props("session", NewSession(d.env, info, e.backlog))
-		pid, err := c.SpawnNamed(props, "session-"+info.ID.String())
-		if err != nil {
-			// A stopping actor of the same name may still be registered;
-			// the client retries and will find it gone.
+	fresh := e == nil
+	if fresh {
+		e = &entry{info: info, conn: conn, backlog: newBacklog(d.env.Bytes)}
+		if err := d.spawn(c, info.ID, e, true); err != nil {
+			e.backlog.close()
 			d.env.send(conn, &codec.SessionRejected{Nonce: nonce, Reason: codec.CodeOverloaded, Leader: d.hint(), Message: err.Error()})
 			return false
 		}
-		e.pid = pid
 		d.bySession[info.ID] = e
 		d.env.Metrics.Sessions.Set(float64(len(d.bySession)))
 		c.Send(d.env.Refs.KeepAlive, &Seen{Session: info.ID, Timeout: info.Timeout})
@@ -763,7 +974,10 @@ func (d *directory) bindSession(c actor.Context, conn ConnID, nonce uint64, info
 	d.env.Inbox.Liveness().Bind(conn, info.ID, info.Timeout, d.env.Now())
 	d.env.debug("directory: bind", "conn", conn, "session", info.ID)
 	delete(d.unbound, conn)
-	c.Send(e.pid, &bind{conn: conn})
+	if !fresh {
+		// A fresh actor was spawned knowing its connection.
+		return d.sendBind(c, info.ID, e)
+	}
 	return true
 }
 
@@ -781,7 +995,7 @@ func (d *directory) connGone(c actor.Context, conn ConnID) {
 	d.env.debug("directory: connection gone", "conn", conn, "session", id)
 	if e := d.bySession[id]; e != nil && e.conn == conn {
 		e.conn = 0
-		c.Send(e.pid, &bind{conn: 0})
+		d.sendBind(c, id, e)
 	}
 }
 
@@ -799,7 +1013,7 @@ func (d *directory) removed(c actor.Context, m *SessionRemoved) {
 		d.env.send(e.conn, &codec.SessionClosed{Reason: code, Message: "session " + m.Reason.String()})
 		d.unbind(e.conn)
 	}
-	c.Stop(e.pid)
+	d.stopActor(c, e)
 	d.forget(m.Session, e)
 }
 
@@ -816,7 +1030,7 @@ func (d *directory) shutdown(c actor.Context, m *Shutdown) {
 	d.handOver(h)
 	d.draining, d.drainHint = true, h
 	for id, e := range d.bySession {
-		c.Stop(e.pid)
+		d.stopActor(c, e)
 		e.backlog.close()
 		delete(d.bySession, id)
 	}
