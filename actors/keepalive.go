@@ -20,8 +20,9 @@
 //
 // Every half keep-alive interval, on the leader, it
 //   - drains the Liveness table and closes connections bound to a session
-//     that sent nothing for the session timeout plus two keep-alive
-//     intervals (at most maxReap per tick, counted in ReapedConns);
+//     that sent nothing for the session timeout, and is past its deadline,
+//     each plus two keep-alive intervals (at most maxReap per tick,
+//     counted in ReapedConns);
 //   - proposes one RecordLiveness batch (at most maxRecordBatch sessions)
 //     naming the sessions heard from since their last record, once that
 //     record is a third of their timeout old on the local clock, so that a
@@ -422,8 +423,9 @@ func (k *keepalive) proposeRecord(c actor.Context, r *liveRecord, replyTo *actor
 }
 
 // reap closes the connections bound to a session that sent nothing, not
-// even a keep-alive, for the session's timeout (plus two keep-alive
-// intervals, so that a session expiring on time tells its client first): a
+// even a keep-alive, for the session's timeout, and whose deadline here
+// passed (each plus two keep-alive intervals, so that a session expiring on
+// time tells its client first): a
 // client that holds a connection and a session without showing any sign of
 // life must not keep a connection slot, also while a mass expiry is spread
 // over ticks. Its session expires on its own deadline.
@@ -431,16 +433,20 @@ func (k *keepalive) reap(now time.Time) {
 	if k.env.Conns == nil {
 		return
 	}
-	// A session whose expiry is being checked or proposed, or which is no
-	// longer in the table (expired, its removal still on its way to the
-	// directory), is spared: the directory tells the client SessionClosed
-	// and unbinds the connection, and closing the connection first would
-	// leave the client guessing.
-	expiring := func(id fsm.SessionID) bool {
+	// A session is spared while its expiry is still to come or under way:
+	// not yet two keep-alive intervals past its deadline here (a new
+	// leader's grace can put the deadline later than the connection's
+	// silence alone says), being checked or proposed, or no longer in the
+	// table (expired, its removal still on its way to the directory). Its
+	// expiry then tells the client SessionClosed and unbinds the
+	// connection; closing the connection first would leave the client
+	// guessing.
+	margin := 2 * k.env.Settings.KeepAliveInterval
+	spare := func(id fsm.SessionID) bool {
 		l := k.table[id]
-		return l == nil || !l.checking.IsZero()
+		return l == nil || !l.checking.IsZero() || !now.After(l.deadline.Add(margin))
 	}
-	for _, conn := range k.env.Inbox.Liveness().Silent(now, 2*k.env.Settings.KeepAliveInterval, maxReap, expiring) {
+	for _, conn := range k.env.Inbox.Liveness().Silent(now, margin, maxReap, spare) {
 		k.env.debug("keepalive: silent connection closed", "conn", conn)
 		k.env.Inbox.Liveness().Unbind(conn)
 		if k.env.Conns.CloseConn(conn) == nil {

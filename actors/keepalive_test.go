@@ -522,6 +522,38 @@ func TestKeepAliveFastPathKeepsSessionAndReapsSilentConn(t *testing.T) {
 	}
 }
 
+// TestReaperLeavesSilentSessionToItsExpiry: a session bound before this
+// node, newly leader, loaded its liveness gets the new leader's grace, so
+// its deadline comes later than its connection's silence alone says. The
+// silent-connection reaper must not close that connection while the session
+// lives: its expiry tells the client SessionClosed first (closing it first
+// left the client with a closed connection and no reason, and failed
+// test/TestSessionExpiresWithoutKeepAlivesAndCannotBeContinued about 1 run
+// in 25).
+func TestReaperLeavesSilentSessionToItsExpiry(t *testing.T) {
+	const keepAlive = 20 * time.Millisecond
+	const step = 20 * time.Millisecond
+	const timeout = time.Second
+	start := time.Unix(1_800_000_000, 0)
+	r := newKeepAliveRig(t, start, keepAlive)
+	id := kaSession(1)
+	r.bridge.apply(t, fsm.OpenSession{Time: fsm.Stamp(start), ID: id, SecretHash: fsm.SecretHash{0: 1}, Nonce: 1, Timeout: timeout})
+	r.env.Inbox.Liveness().Bind(1, id, timeout, start)
+	// Leadership and the load come a little after the bind.
+	r.clock.advance(100 * time.Millisecond)
+	r.becomeLeader(2)
+	for end := start.Add(5 * timeout); r.clock.Now().Before(end) && r.bridge.live(id); {
+		r.clock.advance(step)
+		r.nextTick()
+		if closed := r.conns.closedConns(); len(closed) > 0 && r.bridge.live(id) {
+			t.Fatalf("connection closed at +%v while its session was still live (grace from the load)", r.clock.Now().Sub(start))
+		}
+	}
+	if r.bridge.live(id) {
+		t.Fatal("the silent session never expired")
+	}
+}
+
 // TestKeepAliveRecordNowHandsOverLiveness checks the record the node asks
 // for before it transfers leadership: every session heard from since its
 // last record is recorded at once, even when that record is younger than
