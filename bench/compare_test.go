@@ -25,6 +25,7 @@ var (
 	compareRounds    = flag.Int("compare.rounds", 1, "BenchmarkCompare: zraft/baseline pairs per workload, run alternately; the median ratio is reported (on a shared machine, several short rounds beat one long one)")
 	comparePlot      = flag.String("compare.plot", "", "BenchmarkCompare: draw every workload's latency curves into this SVG file")
 	compareJSON      = flag.String("compare.json", "", "BenchmarkCompare: write every result as JSON into this file")
+	comparePoller    = flag.Bool("compare.poller", node.DefaultConfig().ClientPoller, "BenchmarkCompare: the nodes' client_poller setting (to measure what it costs busy connections)")
 )
 
 // BenchmarkCompare runs the comparison of docs/benchmarks.md: for each
@@ -179,6 +180,7 @@ func onDiskCluster(b *testing.B, run func(endpoints []string)) {
 	// Every client connects from 127.0.0.1: a thousand watchers plus the
 	// other sessions would exceed the default per-source cap of 1,000.
 	ncfg.MaxConnsPerSource = ncfg.MaxConns
+	ncfg.ClientPoller = *comparePoller
 	dir := b.TempDir()
 	newApp := func() fsm.Application {
 		s, err := kv.New(kv.DefaultConfig())
