@@ -172,7 +172,7 @@ func benchRoundTrip(b *testing.B, poller bool) {
 // in flight, through the transport and over raw buffered TCP, in the same
 // run. Metrics: zraft-msg/s, raw-msg/s and zraft/raw (target >= 0.10).
 // BenchmarkRoundTripAfterIdle measures a request/reply that follows a
-// pause longer than the poller's linger, as a keep-alive does: with the
+// pause longer than the poller's longest linger, as a keep-alive does: with the
 // poller every one parks the connection and wakes it through epoll. The
 // pause is not timed.
 func BenchmarkRoundTripAfterIdle(b *testing.B) {
@@ -184,7 +184,7 @@ func BenchmarkRoundTripAfterIdle(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
-				time.Sleep(2*pollLinger + time.Millisecond)
+				time.Sleep(pollLingerMax + time.Millisecond)
 				b.StartTimer()
 				if err := c.Send(msg); err != nil {
 					b.Fatal(err)
