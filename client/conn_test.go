@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -764,44 +765,52 @@ func TestSessionClosedByServer(t *testing.T) {
 	}
 }
 
-// TestRedirectWaitsForOpenBreaker: while the leader's breaker is open, a
-// follower that names it as leader is not asked again and again: the client
-// waits for the breaker to let a trial through. (It used to bounce between
-// the members with no pause, about 80 connections a second, seen in a chaos
-// run when three continuation attempts in a row went unanswered.)
-func TestRedirectWaitsForOpenBreaker(t *testing.T) {
-	leader := newFakeServer(t)
+// TestRedirectToOpenBreakerIsPaced: while the leader's breaker is open, a
+// follower that names it as leader is asked again at most every
+// WithLeaderRetry, not at once (a client used to bounce between the members
+// with no pause, thousands of connections a second, seen in a chaos run
+// when three continuation attempts in a row went unanswered); and when the
+// members name another leader meanwhile, the client goes there without
+// waiting for the old leader's breaker (a dead leader's breaker stays open
+// for its whole open period).
+func TestRedirectToOpenBreakerIsPaced(t *testing.T) {
+	old, next := newFakeServer(t), newFakeServer(t)
 	follower := newFakeServer(t)
+	var leader atomic.Pointer[string]
+	oldAddr, nextAddr := old.addr(), next.addr()
+	leader.Store(&oldAddr)
 	follower.setRespond(func(_ *fakeServer, _ transport.ConnID, m codec.Message) []codec.Message {
 		nonce, ok := handshakeNonce(m)
 		if !ok {
 			return nil
 		}
 		return []codec.Message{&codec.SessionRejected{Nonce: nonce, Reason: codec.CodeNotLeader,
-			Leader: codec.LeaderHint{ID: 1, ClientAddr: leader.addr()}}}
+			Leader: codec.LeaderHint{ID: 1, ClientAddr: *leader.Load()}}}
 	})
 	events := make(chan Event, 4096)
-	dialT(t, []string{leader.addr(), follower.addr()},
-		WithBreaker(1, 2*time.Second), WithDialTimeout(300*time.Millisecond), WithEvents(events))
+	dialT(t, []string{oldAddr, follower.addr()}, WithBreaker(1, time.Hour),
+		WithDialTimeout(300*time.Millisecond), WithLeaderRetry(250*time.Millisecond), WithEvents(events))
 	waitEvent(t, events, EventConnected)
-	id, _ := leader.next(t, codec.KindCreateSession)
+	id, _ := old.next(t, codec.KindCreateSession)
 
 	// The leader stops answering and its connection drops: the client
 	// asks the follower, is sent back to the leader, whose handshake goes
-	// unanswered and trips its breaker.
-	leader.setRespond(mute)
-	_ = leader.router.CloseConn(id)
-	if ev := waitEvent(t, events, EventBreakerOpened); ev.Endpoint != leader.addr() {
-		t.Fatalf("breaker opened for %s, want the leader %s", ev.Endpoint, leader.addr())
+	// unanswered and trips its breaker for an hour.
+	old.setRespond(mute)
+	_ = old.router.CloseConn(id)
+	if ev := waitEvent(t, events, EventBreakerOpened); ev.Endpoint != oldAddr {
+		t.Fatalf("breaker opened for %s, want the old leader %s", ev.Endpoint, oldAddr)
 	}
 	before := follower.opened.Load()
-	time.Sleep(time.Second) // within the leader's 2 s open period
-	if n := follower.opened.Load() - before; n > 2 {
-		t.Fatalf("the follower was asked %d times in a second while the leader's breaker was open", n)
+	time.Sleep(time.Second)
+	if n := follower.opened.Load() - before; n > 6 {
+		t.Fatalf("the follower was asked %d times in a second while the leader's breaker was open (retry every 250 ms)", n)
 	}
-	// Once the breaker lets a trial through, the session continues there.
-	leader.setRespond(standard)
-	if ev := waitEvent(t, events, EventConnected); ev.Endpoint != leader.addr() {
-		t.Fatalf("reconnected to %s, want the leader", ev.Endpoint)
+	// A new leader is elected: the follower names it, and the client
+	// continues there, long before the old leader's breaker would allow a
+	// trial.
+	leader.Store(&nextAddr)
+	if ev := waitEvent(t, events, EventConnected); ev.Endpoint != nextAddr {
+		t.Fatalf("reconnected to %s, want the new leader %s", ev.Endpoint, nextAddr)
 	}
 }

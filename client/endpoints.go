@@ -22,9 +22,6 @@ type endpoint struct {
 	open bool
 	// lastTry is when the last connection attempt to addr started.
 	lastTry time.Time
-	// openUntil is when the breaker, open since its last trip, lets a
-	// trial attempt through again (set with open).
-	openUntil time.Time
 }
 
 // pass asks the breaker for an attempt. The returned function reports the
@@ -36,20 +33,6 @@ func (e *endpoint) pass() (done func(error), ok bool) {
 		return nil, false
 	}
 	return done, true
-}
-
-// trialAt is when an attempt to e can next be made: the zero time while its
-// breaker is closed, the end of its open period while it is open. A
-// redirect to an endpoint whose breaker is open waits for it rather than
-// asking another member, which would only name the same leader again: with
-// the leader's breaker open, a client used to bounce between the followers
-// with no pause, about 80 connections a second, until the breaker let a
-// trial through.
-func (e *endpoint) trialAt() time.Time {
-	if !e.open {
-		return time.Time{}
-	}
-	return e.openUntil
 }
 
 // fail records a failure seen on an established connection (a keep-alive or
@@ -153,9 +136,6 @@ func (c *Conn) breakerSettings(addr string, ep *endpoint) gobreaker.Settings {
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			ep.open = to == gobreaker.StateOpen
-			if ep.open {
-				ep.openUntil = time.Now().Add(c.opts.breakerOpen)
-			}
 			c.log.Info("client: breaker state", "endpoint", name, "from", from.String(), "to", to.String())
 			switch {
 			case to == gobreaker.StateOpen:

@@ -226,12 +226,12 @@ func (c *Conn) giveUp(now time.Time, why cause, err error, hint string) {
 		c.next = hint
 		if ep := c.eps.lookup(hint); ep != nil {
 			at = later(at, ep.lastTry.Add(minRedirectGap))
-			at = later(at, ep.trialAt())
+			at = c.pastOpenBreaker(ep, at, now)
 		}
 	case targetSame:
 		c.next = l.ep.addr
 		at = later(at, l.ep.lastTry.Add(minRedirectGap))
-		at = later(at, l.ep.trialAt())
+		at = c.pastOpenBreaker(l.ep, at, now)
 	}
 	c.retryAt = at
 	if l.ready {
@@ -240,6 +240,23 @@ func (c *Conn) giveUp(now time.Time, why cause, err error, hint string) {
 	}
 	c.log.Info("client: connection given up", "endpoint", l.ep.addr, "cause", why.String(), "err", err,
 		"next", c.next, "in", at.Sub(now))
+}
+
+// pastOpenBreaker handles a redirect (or a rebind) to ep while ep's
+// breaker is open: the attempt would go to another member anyway (pick
+// skips an open breaker), and a member that names ep as the leader again
+// would send the client straight back. So the next attempt asks the members
+// in rotation, no sooner than the no-leader retry interval: at most a few
+// connections a second while the breaker is open (a client once made
+// thousands a second), and a new leader the members name meanwhile is
+// found within that interval, without waiting for ep's breaker (a dead
+// leader's breaker stays open for its whole open period, 5 s by default).
+func (c *Conn) pastOpenBreaker(ep *endpoint, at, now time.Time) time.Time {
+	if !ep.open {
+		return at
+	}
+	c.next = ""
+	return later(at, now.Add(c.opts.leaderRetry))
 }
 
 func later(a, b time.Time) time.Time {
